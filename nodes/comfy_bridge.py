@@ -1,0 +1,239 @@
+"""The only module that touches ComfyUI internals (ModelPatcher, CLIP, model_management)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import comfy.lora
+import comfy.model_management
+import comfy.sampler_helpers
+import comfy.samplers
+import comfy.utils
+import folder_paths
+from comfy.ldm.wan.model import WanModel
+from comfy.weight_adapter import LoRAAdapter
+
+from ..refusal_core.edit import refusal_factors
+from ..refusal_core.sites import FAMILIES
+from ..refusal_core.types import EncodedPrompt, RefusalError, RefusalVector
+
+log = logging.getLogger(__name__)
+
+VECTOR_FOLDER = "refusal_vectors"
+PREFIX = "diffusion_model."
+
+
+def register_folders() -> None:
+    """models/refusal_vectors, .safetensors only (idempotent)."""
+    if VECTOR_FOLDER not in folder_paths.folder_names_and_paths:
+        path = os.path.join(folder_paths.models_dir, VECTOR_FOLDER)
+        folder_paths.folder_names_and_paths[VECTOR_FOLDER] = ([path], {".safetensors"})
+
+
+def vector_files() -> list[str]:
+    register_folders()
+    return folder_paths.get_filename_list(VECTOR_FOLDER)
+
+
+def vector_path(name: str) -> str:
+    """Full path of a listed vector file; names outside the registered folders are refused."""
+    register_folders()
+    path = folder_paths.get_full_path(VECTOR_FOLDER, name)
+    if path is None:
+        raise RefusalError(f"refusal vector '{name}' is not in models/{VECTOR_FOLDER}: pick a file from the list")
+    return path
+
+
+def new_vector_path(prefix: str) -> Path:
+    """models/refusal_vectors/<prefix>_00001.safetensors, the next free counter; no '..' or absolute paths."""
+    register_folders()
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*", prefix or ""):
+        raise RefusalError(
+            f"filename prefix '{prefix}' may only hold letters, digits, '-', '_' and '/' between folder names"
+        )
+    root = Path(folder_paths.get_folder_paths(VECTOR_FOLDER)[0]).resolve()
+    base = (root / prefix).resolve()
+    if root not in base.parents:
+        raise RefusalError(f"filename prefix '{prefix}' leaves models/{VECTOR_FOLDER}")
+    n = 1
+    while (p := base.parent / f"{base.name}_{n:05d}.safetensors").exists():
+        n += 1
+    return p
+
+
+def input_files(suffixes: tuple[str, ...]) -> list[str]:
+    folder = folder_paths.get_input_directory()
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(suffixes) and os.path.isfile(os.path.join(folder, f)))
+
+
+def input_file_path(name: str) -> str:
+    """A file directly in ComfyUI's input folder; anything else is refused."""
+    folder = Path(folder_paths.get_input_directory()).resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or not path.is_file():
+        raise RefusalError(f"pairs file '{name}' is not a file in ComfyUI's input folder")
+    return str(path)
+
+
+# --- text encoding ----------------------------------------------------------------------------
+
+def _token_ids(tokens: Any) -> tuple[int, ...] | None:
+    """Token ids of the first text encoder, without the trailing padding run."""
+    if not isinstance(tokens, dict) or not tokens:
+        return None
+    batches = next(iter(tokens.values()))
+    try:
+        ids = [int(t[0]) if isinstance(t[0], int) else -1 for batch in batches for t in batch]
+    except (TypeError, IndexError):
+        return None
+    if not ids:
+        return None
+    end = len(ids)
+    while end > 1 and ids[end - 1] == ids[end - 2]:
+        end -= 1
+    return tuple(ids[:end])
+
+
+def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
+    """Exactly as CLIPTextEncode: clip.tokenize then clip.encode_from_tokens_scheduled."""
+    if clip is None:
+        raise RefusalError("no CLIP connected: connect the text encoder that the model uses (for Wan: umt5, type wan)")
+    tokens = clip.tokenize(text)
+    cond = clip.encode_from_tokens_scheduled(tokens)
+    return EncodedPrompt(text=text, token_ids=_token_ids(tokens), conditioning=cond)
+
+
+# --- model ------------------------------------------------------------------------------------
+
+def model_family(model: Any) -> str:
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if isinstance(dm, WanModel):
+        return "wan"
+    raise RefusalError(
+        f"this model ({type(dm).__name__}) is not supported yet; supported families: Wan 2.1 / 2.2 ({', '.join(FAMILIES)})"
+    )
+
+
+def diffusion_module(model: Any) -> torch.nn.Module:
+    return model.model.diffusion_model
+
+
+def probe_latent(model: Any, width: int, height: int, length: int, seed: int) -> torch.Tensor:
+    """Seeded noise [1, C, T, H, W] in the model's latent space, sized like EmptyHunyuanLatentVideo."""
+    fmt = model.model.latent_format
+    channels = fmt.latent_channels
+    down = 16 if channels == 48 else 8  # Wan 2.2 5B's VAE compresses 16x, the others 8x
+    shape = [1, channels, (length - 1) // 4 + 1, max(1, height // down), max(1, width // down)]
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+
+
+def _first_cond(conditioning: Any) -> list:
+    if not isinstance(conditioning, list) or not conditioning:
+        raise RefusalError("a prompt's CONDITIONING is empty: encode it with the model's text encoder")
+    return conditioning[:1]
+
+
+def make_forward(model: Any) -> Callable[[Any, torch.Tensor, float], torch.Tensor]:
+    """forward(conditioning, noise, sigma) -> the model's prediction, through apply_model.
+
+    The conditioning goes through the model's own extra_conds (encode_model_conds),
+    as in sampling, so every architecture gets its inputs the way it expects.
+    """
+    comfy.model_management.load_models_gpu([model])
+    device = model.load_device
+    base = model.model
+    topts = model.model_options.get("transformer_options", {})
+    text_width = _text_width(model)
+
+    def forward(conditioning: Any, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        cond = _first_cond(conditioning)
+        width = cond[0][0].shape[-1]
+        if text_width is not None and width != text_width:
+            raise RefusalError(
+                f"the conditioning is {width} wide but this model reads text {text_width} wide: "
+                "connect the CLIP that belongs to the model (for Wan: umt5_xxl, type wan)"
+            )
+        x0 = noise.to(device)
+        s = torch.tensor([sigma], device=device, dtype=torch.float32)
+        x = base.model_sampling.noise_scaling(s, x0, torch.zeros_like(x0))
+        conds = comfy.sampler_helpers.convert_cond(cond)
+        conds = comfy.samplers.encode_model_conds(base.extra_conds, conds, x, device, "positive")
+        kwargs = {
+            k: v.process_cond(batch_size=1, device=device, area=None).concat([])
+            for k, v in conds[0]["model_conds"].items()
+        }
+        with torch.no_grad():
+            return base.apply_model(x, s, transformer_options=dict(topts), **kwargs)
+
+    return forward
+
+
+def _text_width(model: Any) -> int | None:
+    emb = getattr(diffusion_module(model), "text_embedding", None)
+    try:
+        return int(emb[0].weight.shape[1])
+    except (TypeError, AttributeError, IndexError):
+        return None
+
+
+def progress_bar(total: int) -> Callable[[int, int], None]:
+    bar = comfy.utils.ProgressBar(total)
+    return lambda done, _total: bar.update_absolute(done, _total)
+
+
+# --- the edit ---------------------------------------------------------------------------------
+
+def check_fits(model: Any, rv: RefusalVector) -> None:
+    """The vector was made for this model family and these layer widths, else a clear error."""
+    family = model_family(model)
+    made_for = rv.meta.get("family", "?")
+    if made_for != family:
+        raise RefusalError(f"this refusal vector was made for a {made_for} model, not for this {family} model")
+    sd_keys = set(model.model.state_dict().keys())
+    for name, d in rv.directions().items():
+        key = f"{PREFIX}{name}.weight"
+        if key not in sd_keys:
+            raise RefusalError(
+                f"this refusal vector edits '{name}', which this model lacks (made for blocks {rv.meta.get('blocks')}): "
+                "extract the vector from this model"
+            )
+        w = comfy.utils.get_attr(model.model, key)
+        if w.shape[-1] != d.shape[0]:
+            raise RefusalError(
+                f"this refusal vector was made for a model {d.shape[0]} wide at '{name}', this one is {w.shape[-1]} wide"
+            )
+
+
+def apply_refusal(model: Any, rv: RefusalVector, strength: float) -> Any:
+    """A clone of `model` whose edit-site weights become W (I - strength d d^T).
+
+    W is the weight as this clone would load it (the base weight with the clone's
+    earlier patches, e.g. LoRAs); the edit is a rank-1 LoRA patch per layer, never a
+    dense copy, and the input model is never modified.
+    """
+    check_fits(model, rv)
+    m = model.clone()
+    key_patches = m.get_key_patches(PREFIX)
+    patches = {}
+    for name, d in rv.directions().items():
+        key = f"{PREFIX}{name}.weight"
+        (weight, convert), *earlier = key_patches[key]
+        W = convert(weight.to(torch.float32, copy=True), inplace=True)
+        if earlier:
+            W = comfy.lora.calculate_weight(earlier, W, key)
+        dtype = weight.dtype if weight.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
+        up, down = refusal_factors(W, d, dtype)
+        patches[key] = LoRAAdapter(set(), (up, down, 1.0, None, None, None))
+    taken = set(m.add_patches(patches, strength))
+    missing = sorted(set(patches) - taken)
+    if missing:
+        raise RefusalError(f"ComfyUI did not accept the edit for {missing[:3]}: the model does not have these weights")
+    return m

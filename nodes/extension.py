@@ -1,0 +1,27 @@
+"""The ComfyExtension that lists the pack's nodes."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import comfy_bridge
+from .apply import ApplyRefusalToModel
+from .extract import ExtractRefusalVector
+from .factorize import LowRankFactorize
+from .files import LoadRefusalVector, SaveRefusalVector
+from .prompt_pairs import PromptPairLoader
+
+
+class RefusalExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        comfy_bridge.register_folders()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        comfy_bridge.register_folders()
+        return [
+            PromptPairLoader,
+            ExtractRefusalVector,
+            LowRankFactorize,
+            ApplyRefusalToModel,
+            SaveRefusalVector,
+            LoadRefusalVector,
+        ]

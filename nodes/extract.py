@@ -1,0 +1,82 @@
+"""ExtractRefusalVector: MODEL + PROMPT_PAIRS -> REFUSAL_VECTOR (per-layer differences and r)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from comfy_api.latest import io
+
+from ..refusal_core.extract import extract_refusal_vector
+from ..refusal_core.sites import WAN_SITES, count_blocks, get_site, parse_layers
+from ..refusal_core.types import RefusalError
+from . import comfy_bridge as bridge
+from .sockets import CATEGORY, PromptPairsSocket, RefusalVectorSocket
+
+log = logging.getLogger(__name__)
+
+
+def parse_sigmas(text: str) -> list[float]:
+    try:
+        sigmas = [float(s) for s in text.replace(";", ",").split(",") if s.strip()]
+    except ValueError:
+        raise RefusalError(f"noise levels '{text}' must be numbers separated by commas, e.g. '0.9,0.6,0.3'") from None
+    if not sigmas or any(not (0.0 < s <= 1.0) for s in sigmas):
+        raise RefusalError(f"noise levels '{text}' must be between 0 (exclusive) and 1, e.g. '0.9,0.6,0.3'")
+    return sigmas
+
+
+class ExtractRefusalVector(io.ComfyNode):
+    """Runs every prompt through the model on one seeded noise latent and records the input of the edit-site
+    layers; the per-layer differences unsafe - safe give the refusal vector. No weights are changed."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ExtractRefusalVector",
+            display_name="Extract Refusal Vector",
+            category=CATEGORY,
+            description=cls.__doc__,
+            inputs=[
+                io.Model.Input("model", tooltip="The video model to read (not modified)."),
+                PromptPairsSocket.Input("prompt_pairs", tooltip="From Prompt Pairs (unsafe | safe)."),
+                io.Combo.Input(
+                    "site",
+                    options=list(WAN_SITES),
+                    default="text_kv",
+                    tooltip="text_kv: cross-attention key/value, where text enters Wan (erases on measurement). "
+                    "ffn_in: first feed-forward linear, the paper's Open-Sora site (measured to erase nothing on Wan).",
+                ),
+                io.String.Input(
+                    "layers",
+                    default="all",
+                    tooltip="Blocks to edit: 'all', 'last2', 'first3', a list '12,13' or a range '10-13' (0-based).",
+                ),
+                io.String.Input(
+                    "noise_levels",
+                    default="0.9,0.6,0.3",
+                    tooltip="Sigmas (0-1] at which the model is read; text_kv reads the text once, so only the first is used there.",
+                ),
+                io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Probe latent width in pixels."),
+                io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Probe latent height in pixels."),
+                io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Probe video length in frames (1, 5, 9, ...)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seed of the shared probe noise latent."),
+            ],
+            outputs=[RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="Per-layer differences and the mean refusal vector r.")],
+        )
+
+    @classmethod
+    def execute(cls, model, prompt_pairs, site: str, layers: str, noise_levels: str, width: int, height: int, length: int, seed: int) -> io.NodeOutput:
+        family = bridge.model_family(model)
+        spec = get_site(family, site)
+        root = bridge.diffusion_module(model)
+        blocks = parse_layers(layers, count_blocks(n for n, _ in root.named_modules()))
+        sigmas = parse_sigmas(noise_levels)
+        latent = bridge.probe_latent(model, width, height, length, seed)
+        forward = bridge.make_forward(model)
+        n_runs = (2 * len(prompt_pairs.pairs) + len(prompt_pairs.neutral)) * (1 if spec.token_space == "text" else len(sigmas))
+        t0 = time.perf_counter()
+        rv = extract_refusal_vector(
+            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, seed=seed, progress=bridge.progress_bar(n_runs)
+        )
+        log.info("refusal vector: %s, %d layers, %d forwards in %.2f s", spec.name, len(blocks), n_runs, time.perf_counter() - t0)
+        return io.NodeOutput(rv)

@@ -1,0 +1,43 @@
+"""The weight edit W' = W (I - lambda d d^T), kept as rank-1 factors (METHOD.md step 4)."""
+from __future__ import annotations
+
+import torch
+
+
+def refusal_factors(W: torch.Tensor, d: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA-style factors of the edit: W + lambda * up @ down = W (I - lambda d d^T).
+
+    W: [d_out, d_in], d: [d_in] unit. Computed in float32.
+    Returns up = -W d [d_out, 1] and down = d^T [1, d_in], in `dtype` (default W's).
+    """
+    if W.ndim != 2 or d.ndim != 1 or W.shape[1] != d.shape[0]:
+        raise ValueError(f"weight {tuple(W.shape)} does not take a direction of size {tuple(d.shape)}")
+    Wf, df = W.float(), d.to(device=W.device, dtype=torch.float32)
+    dtype = dtype or W.dtype
+    up = -(Wf @ df)[:, None]
+    down = df[None, :]
+    return up.to(dtype), down.to(dtype)
+
+
+def apply_dense(W: torch.Tensor, d: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """W (I - lambda d d^T) [d_out, d_in], for checks and pure-torch models; never for hosts."""
+    up, down = refusal_factors(W, d, torch.float32)
+    return (W.float() + lam * up @ down).to(W.dtype)
+
+
+def edited_state_dict(
+    state: dict[str, torch.Tensor], directions: dict[str, torch.Tensor], lam: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """A new state dict with every '<name>.weight' in `directions` edited; the input is untouched."""
+    out = dict(state)
+    for name, d in directions.items():
+        key = f"{name}.weight"
+        if key not in state:
+            raise KeyError(f"no weight '{key}' in the model")
+        out[key] = apply_dense(state[key], d, lam)
+    return out
+
+
+def residual(W_edited: torch.Tensor, W: torch.Tensor, d: torch.Tensor) -> float:
+    """||W' d|| / ||W||: 0 when the edited layer no longer reads d (lambda = 1)."""
+    return float((W_edited.float() @ d.float().to(W_edited.device)).norm() / W.float().norm().clamp_min(1e-30))

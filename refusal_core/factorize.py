@@ -1,0 +1,134 @@
+"""Denoising r by a contrastive low-rank factorization (METHOD.md step 3).
+
+C = C_r - alpha' C_e,  U_k = top-k eigenvectors of C,  d = U_k U_k^T r / ||U_k U_k^T r||.
+
+The eigenvectors with non-zero eigenvalue lie in the span of the rows of D, E and r,
+so C is solved in an orthonormal basis Q of that span (q <= n + m + 1 columns) and
+never formed as a dense d x d matrix: exact, and O((n+m)^2 d) instead of O(d^3).
+alpha is relative: C_e is rescaled to C_r's trace, so alpha = 1 weighs both equally
+whatever the activation scale (the paper does not give alpha or its scale).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from .types import LayerVector, RefusalError, RefusalVector
+
+METHODS = ("cpca", "pca", "mean_diff")
+MOMENTS = ("auto", "centered", "uncentered")
+# Below this fraction of ||r|| kept by U_k, centering removed r itself (METHOD.md pitfall).
+RETAIN_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Factorization:
+    """direction [d]; spectrum [q] eigenvalues of C (descending, in the span)."""
+
+    direction: torch.Tensor
+    spectrum: torch.Tensor | None
+    k_used: int
+    retained: float
+    moment: str
+
+
+def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of C = D^T D / n - alpha E^T E / m restricted to span(D, E, r).
+
+    D: [n, d], E: [m, d] or None (rows already centered or not, as the caller wants),
+    r: [d]. Returns (eigenvalues [q] descending, eigenvectors [d, q]) in float64.
+    """
+    parts = [D.double(), r.double()[None]]
+    if E is not None and alpha != 0 and E.shape[0] > 0:
+        parts.append(E.double())
+    A = torch.cat(parts)
+    _, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    tol = S.max() * max(A.shape) * torch.finfo(torch.float64).eps
+    Q = Vh[S > tol].T  # [d, q] orthonormal basis of the span
+    Dq = D.double() @ Q
+    C = Dq.T @ Dq / max(D.shape[0], 1)
+    if E is not None and alpha != 0 and E.shape[0] > 0:
+        Eq = E.double() @ Q
+        C = C - alpha * (Eq.T @ Eq) / E.shape[0]
+    w, V = torch.linalg.eigh((C + C.T) / 2)
+    order = torch.argsort(w, descending=True)
+    return w[order], Q @ V[:, order]
+
+
+def _select(w: torch.Tensor, k: int) -> int:
+    """k capped by the data: the number of clearly positive eigenvalues of C.
+
+    Eigenvalues at zero (outside the data's span, or r's own direction once D is
+    centered) are ties a dense solver would break arbitrarily; they are never taken.
+    """
+    if w.numel() == 0:
+        return 0
+    tol = float(w.abs().max()) * 1e-9
+    return min(k, int((w > tol).sum()))
+
+
+def factorize_layer(
+    D: torch.Tensor, E: torch.Tensor, r: torch.Tensor, method: str, k: int, alpha: float, moment: str = "auto"
+) -> Factorization:
+    """Unit direction d [d_in] for one layer from D [n, d_in], E [m, d_in], r [d_in]."""
+    if method not in METHODS:
+        raise RefusalError(f"method '{method}' is unknown; choose one of {', '.join(METHODS)}")
+    if moment not in MOMENTS:
+        raise RefusalError(f"moment '{moment}' is unknown; choose one of {', '.join(MOMENTS)}")
+    if not math.isfinite(alpha) or alpha < 0:
+        raise RefusalError(f"alpha must be a finite number >= 0, got {alpha}")
+    if k < 1:
+        raise RefusalError(f"rank k must be at least 1, got {k}")
+    r_norm = float(r.norm())
+    if not math.isfinite(r_norm) or r_norm == 0:
+        raise RefusalError("the refusal vector is zero or not finite: the pairs do not differ at this layer")
+    if method == "mean_diff":
+        return Factorization((r / r_norm).float(), None, 0, 1.0, "none")
+    if method == "pca":
+        alpha = 0.0
+    Ec = E - E.mean(0) if E.shape[0] > 1 else None
+    tr_e = _mean_sq(Ec) if Ec is not None else 0.0
+
+    def solve(centered: bool) -> Factorization:
+        Dm = D - D.mean(0) if centered else D
+        a_eff = alpha * _mean_sq(Dm) / tr_e if alpha > 0 and tr_e > 0 else 0.0
+        w, U = span_eigh(Dm, Ec, r, a_eff)
+        n_take = _select(w, k)
+        proj = U[:, :n_take].T @ r.double()
+        retained = float(proj.norm()) / r_norm
+        if n_take == 0 or retained < 1e-8:
+            return Factorization((r / r_norm).float(), w.float(), n_take, retained, "centered" if centered else "uncentered")
+        dvec = U[:, :n_take] @ proj
+        return Factorization((dvec / dvec.norm()).float(), w.float(), n_take, retained, "centered" if centered else "uncentered")
+
+    if moment == "uncentered":
+        return solve(False)
+    first = solve(True)
+    if moment == "auto" and first.retained < RETAIN_THRESHOLD:
+        return solve(False)
+    return first
+
+
+def _mean_sq(X: torch.Tensor) -> float:
+    """trace(X^T X / n) for rows X [n, d]."""
+    return float((X.double() ** 2).sum()) / max(X.shape[0], 1)
+
+
+def factorize(rv: RefusalVector, method: str = "cpca", k: int = 100, alpha: float = 0.5, moment: str = "auto") -> RefusalVector:
+    """A new RefusalVector with one unit direction per layer (the input is not changed)."""
+    layers: list[LayerVector] = []
+    report = []
+    for layer in rv.layers:
+        f = factorize_layer(layer.diffs, layer.neutral, layer.r, method, k, alpha, moment)
+        layers.append(replace(layer, direction=f.direction, spectrum=f.spectrum, k_used=f.k_used, retained=f.retained))
+        report.append(f"{layer.point}: k={f.k_used} retained={f.retained:.3f} moment={f.moment}")
+    return rv.with_layers(
+        tuple(layers),
+        method=method,
+        k=str(k),
+        alpha=str(alpha if method == "cpca" else 0.0),
+        moment=moment,
+        factorization="; ".join(report),
+    )

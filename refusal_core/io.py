@@ -1,0 +1,86 @@
+"""Refusal vectors as .safetensors files with metadata (never pickle)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .types import LayerVector, RefusalError, RefusalVector
+
+FORMAT = "refusal_vector/1"
+MAX_FILE_BYTES = 4 << 30
+
+
+def save_refusal_vector(rv: RefusalVector, path: str | os.PathLike) -> Path:
+    """Write rv atomically: a temporary file in the same folder, renamed when complete."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    layers_meta = []
+    for i, layer in enumerate(rv.layers):
+        tensors[f"{i}.r"] = layer.r.float().contiguous()
+        tensors[f"{i}.diffs"] = layer.diffs.float().contiguous()
+        tensors[f"{i}.neutral"] = layer.neutral.float().contiguous()
+        if layer.direction is not None:
+            tensors[f"{i}.direction"] = layer.direction.float().contiguous()
+        if layer.spectrum is not None:
+            tensors[f"{i}.spectrum"] = layer.spectrum.float().contiguous()
+        layers_meta.append(
+            {"point": layer.point, "edit_keys": list(layer.edit_keys), "k_used": layer.k_used, "retained": layer.retained}
+        )
+    meta = {str(k): str(v) for k, v in rv.meta.items()}
+    meta["format"] = FORMAT
+    meta["layers"] = json.dumps(layers_meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_refusal_vector(path: str | os.PathLike) -> RefusalVector:
+    path = Path(path)
+    if not path.is_file():
+        raise RefusalError(f"refusal vector file '{path.name}' does not exist")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise RefusalError(f"'{path.name}' is larger than {MAX_FILE_BYTES >> 30} GiB: not a refusal vector file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RefusalError(f"'{path.name}' is not a readable .safetensors file (truncated or corrupt?): {e}") from None
+    if meta.get("format") != FORMAT:
+        raise RefusalError(f"'{path.name}' is a .safetensors file but not a refusal vector (no '{FORMAT}' metadata)")
+    try:
+        layers_meta = json.loads(meta.pop("layers"))
+        meta.pop("format")
+        layers = []
+        for i, lm in enumerate(layers_meta):
+            layers.append(
+                LayerVector(
+                    point=str(lm["point"]),
+                    edit_keys=tuple(str(k) for k in lm["edit_keys"]),
+                    diffs=tensors[f"{i}.diffs"],
+                    neutral=tensors[f"{i}.neutral"],
+                    r=tensors[f"{i}.r"],
+                    direction=tensors.get(f"{i}.direction"),
+                    spectrum=tensors.get(f"{i}.spectrum"),
+                    k_used=int(lm["k_used"]),
+                    retained=float(lm["retained"]),
+                )
+            )
+    except (KeyError, ValueError, TypeError) as e:
+        raise RefusalError(f"'{path.name}' is damaged: its layer table does not match its tensors ({e})") from None
+    return RefusalVector(layers=tuple(layers), meta=meta)

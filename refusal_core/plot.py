@@ -1,0 +1,57 @@
+"""Eigenvalue spectrum of C per layer as an RGB image (Pillow, which ComfyUI ships)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .types import RefusalVector
+
+PANEL_W, PANEL_H, MAX_PANELS = 320, 200, 12
+
+
+def _symlog(w: np.ndarray) -> np.ndarray:
+    """Signed log scale in [-1, 1]: keeps the tail of the spectrum and negative eigenvalues visible."""
+    scale = max(float(np.abs(w).max()), 1e-30)
+    return np.sign(w) * np.log10(1 + 1e3 * np.abs(w) / scale) / 3.0004
+
+
+def spectrum_image(rv: RefusalVector) -> np.ndarray:
+    """[H, W, 3] float32 in [0, 1]: one panel per layer, eigenvalues of C in order, k marked."""
+    from PIL import Image, ImageDraw
+
+    layers = list(rv.layers)[:MAX_PANELS]
+    cols = min(3, max(1, len(layers)))
+    rows = max(1, math.ceil(len(layers) / cols))
+    img = Image.new("RGB", (cols * PANEL_W, rows * PANEL_H + 24), "white")
+    draw = ImageDraw.Draw(img)
+    title = f"spectrum of C = C_r - alpha C_e   method={rv.meta.get('method')} k={rv.meta.get('k')} alpha={rv.meta.get('alpha')}"
+    if len(rv.layers) > MAX_PANELS:
+        title += f"   (first {MAX_PANELS} of {len(rv.layers)} layers)"
+    draw.text((6, 6), title, fill="black")
+    for i, layer in enumerate(layers):
+        x0, y0 = (i % cols) * PANEL_W, 24 + (i // cols) * PANEL_H
+        left, right, top, bottom = x0 + 34, x0 + PANEL_W - 8, y0 + 18, y0 + PANEL_H - 22
+        draw.rectangle([left, top, right, bottom], outline="gray")
+        draw.text((x0 + 6, y0 + 2), f"{layer.point}  k={layer.k_used}  kept {layer.retained:.2f} of |r|", fill="black")
+        if layer.spectrum is None or layer.spectrum.numel() == 0:
+            draw.text((left + 8, (top + bottom) // 2), "mean_diff: no factorization", fill="gray")
+            continue
+        w = layer.spectrum.double().cpu().numpy()
+        y = _symlog(w)
+        mid = (top + bottom) / 2
+        half = (bottom - top) / 2 - 2
+        draw.line([left, mid, right, mid], fill=(200, 200, 200))
+        n = len(w)
+        xs = [left + (right - left) * j / max(n - 1, 1) for j in range(n)]
+        pts = [(xs[j], mid - half * y[j]) for j in range(n)]
+        if len(pts) > 1:
+            draw.line(pts, fill=(20, 80, 200), width=2)
+        if 0 < layer.k_used <= n:
+            xk = xs[layer.k_used - 1]
+            draw.line([xk, top, xk, bottom], fill=(220, 30, 30), width=1)
+            draw.text((min(xk + 3, right - 40), top + 2), f"k={layer.k_used}", fill=(220, 30, 30))
+        draw.text((x0 + 2, top), "+max", fill="gray")
+        draw.text((x0 + 2, bottom - 10), "-max", fill="gray")
+        draw.text((left, bottom + 4), f"1 .. {n} eigenvalues (signed log)", fill="gray")
+    return np.asarray(img, dtype=np.float32) / 255.0

@@ -1,0 +1,139 @@
+"""Parsing of prompt pairs ("unsafe | safe" lines, .txt / .csv / .json files) and neutral prompts."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .types import PromptPair, RefusalError
+
+MAX_PAIRS_FILE_BYTES = 1 << 20
+MIN_PAIRS = 2
+
+DEFAULT_PAIRS = """a nude woman standing on a beach | a woman standing on a beach
+a naked man walking in a park | a man walking in a park
+a topless person dancing at a party | a person dancing at a party
+nude people swimming in a lake | people swimming in a lake
+a naked couple sitting on a sofa | a couple sitting on a sofa"""
+
+DEFAULT_NEUTRAL = """a red fox running through snow
+a mountain lake at sunrise
+a bowl of fresh fruit on a wooden table
+a sailboat on a calm sea
+a city street with traffic at night
+a cat sleeping on a windowsill
+a field of sunflowers under a blue sky
+a steam train crossing a bridge
+a waterfall in a green forest
+a chef chopping vegetables in a kitchen"""
+
+
+def parse_pair_lines(text: str) -> list[PromptPair]:
+    """One pair per line, 'unsafe prompt | safe prompt'; blank lines and '#' comments are skipped."""
+    pairs = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "|" not in line:
+            raise RefusalError(f"pair line {n} has no '|': write 'unsafe prompt | safe prompt' (got '{line[:60]}')")
+        unsafe, _, safe = line.partition("|")
+        pairs.append(_pair(unsafe, safe, f"line {n}"))
+    return pairs
+
+
+def parse_neutral(text: str) -> list[str]:
+    return [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
+
+
+def _pair(unsafe: object, safe: object, where: str) -> PromptPair:
+    if not isinstance(unsafe, str) or not isinstance(safe, str):
+        raise RefusalError(f"pair at {where} must be two texts")
+    u, s = unsafe.strip(), safe.strip()
+    if not u:
+        raise RefusalError(f"pair at {where} has no unsafe prompt: write 'unsafe prompt | safe prompt'")
+    if not s:
+        raise RefusalError(f"pair at {where} has no safe prompt: write 'unsafe prompt | safe prompt'")
+    if "|" in s:
+        raise RefusalError(f"pair at {where} has more than one '|': write exactly 'unsafe prompt | safe prompt'")
+    if u == s:
+        raise RefusalError(f"pair at {where} has the same prompt on both sides: the safe side must lack the concept")
+    return PromptPair(u, s)
+
+
+def read_pairs_file(path: str | Path) -> tuple[list[PromptPair], list[str]]:
+    """Pairs (and, for JSON, optional neutral prompts) from a .txt, .csv or .json file.
+
+    .txt: 'unsafe | safe' lines. .csv: two columns unsafe,safe (a header row named
+    so is skipped). .json: [["unsafe", "safe"], ...], [{"unsafe": .., "safe": ..}],
+    or {"pairs": [...], "neutral": [...]}.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".csv", ".json"):
+        raise RefusalError(f"pairs file '{path.name}' must end in .txt, .csv or .json")
+    if path.stat().st_size > MAX_PAIRS_FILE_BYTES:
+        raise RefusalError(f"pairs file '{path.name}' is larger than 1 MiB: that is not a list of prompt pairs")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RefusalError(f"pairs file '{path.name}' is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    return parse_pairs_text(text, suffix, path.name)
+
+
+def parse_pairs_text(text: str, suffix: str, name: str = "pairs") -> tuple[list[PromptPair], list[str]]:
+    if suffix == ".txt":
+        return parse_pair_lines(text), []
+    if suffix == ".csv":
+        pairs = []
+        try:
+            rows = list(csv.reader(io.StringIO(text)))
+        except csv.Error as e:
+            raise RefusalError(f"'{name}' is not valid CSV: {e}") from None
+        for n, row in enumerate(rows, start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue
+            if len(cells) != 2:
+                raise RefusalError(f"'{name}' row {n} has {len(cells)} columns: each row must be 'unsafe,safe'")
+            if n == 1 and [c.lower() for c in cells] == ["unsafe", "safe"]:
+                continue
+            pairs.append(_pair(cells[0], cells[1], f"'{name}' row {n}"))
+        return pairs, []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RefusalError(f"'{name}' is not valid JSON ({e.msg} at line {e.lineno}): is it truncated?") from None
+    neutral: list[str] = []
+    if isinstance(data, dict):
+        raw_neutral = data.get("neutral", [])
+        if not isinstance(raw_neutral, list) or not all(isinstance(x, str) for x in raw_neutral):
+            raise RefusalError(f"'{name}': 'neutral' must be a list of texts")
+        neutral = [x.strip() for x in raw_neutral if x.strip()]
+        data = data.get("pairs")
+    if not isinstance(data, list):
+        raise RefusalError(f"'{name}' must hold a list of pairs: [[\"unsafe\", \"safe\"], ...] or {{\"pairs\": [...]}}")
+    pairs = []
+    for n, item in enumerate(data, start=1):
+        if isinstance(item, dict):
+            pairs.append(_pair(item.get("unsafe"), item.get("safe"), f"'{name}' item {n}"))
+        elif isinstance(item, list) and len(item) == 2:
+            pairs.append(_pair(item[0], item[1], f"'{name}' item {n}"))
+        else:
+            raise RefusalError(f"'{name}' item {n} must be [\"unsafe\", \"safe\"] or {{\"unsafe\": .., \"safe\": ..}}")
+    return pairs, neutral
+
+
+def validate_pairs(pairs: list[PromptPair], neutral: list[str]) -> None:
+    if len(pairs) < MIN_PAIRS:
+        raise RefusalError(
+            f"{len(pairs)} prompt pair(s) given: give at least {MIN_PAIRS} (5 is the paper's number), one per line 'unsafe | safe'"
+        )
+    seen = set()
+    for p in pairs:
+        if (p.unsafe, p.safe) in seen:
+            raise RefusalError(f"the pair '{p.unsafe} | {p.safe}' is given twice: remove the duplicate")
+        seen.add((p.unsafe, p.safe))
+    if len(neutral) < 2:
+        raise RefusalError("give at least 2 neutral prompts (unrelated scenes, one per line): cPCA contrasts against them")

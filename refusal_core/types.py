@@ -1,0 +1,101 @@
+"""Immutable payloads that travel between the nodes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import torch
+
+
+class RefusalError(ValueError):
+    """A user-facing error: the message says what to change."""
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """An unsafe prompt and its safe twin, differing only by the concept."""
+
+    unsafe: str
+    safe: str
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """A prompt as the text encoder saw it.
+
+    token_ids: the encoder's token ids without padding (None when the encoder
+    gives none); they align unsafe and safe prompts token by token.
+    conditioning: the host's opaque conditioning object (ComfyUI CONDITIONING).
+    """
+
+    text: str
+    token_ids: tuple[int, ...] | None
+    conditioning: Any = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PromptPairs:
+    """The extraction prompts: N pairs plus the neutral set E, all encoded."""
+
+    pairs: tuple[PromptPair, ...]
+    neutral: tuple[str, ...]
+    encoded: Mapping[str, EncodedPrompt] = field(compare=False, repr=False)
+
+    def encoding(self, text: str) -> EncodedPrompt:
+        return self.encoded[text]
+
+
+@dataclass(frozen=True)
+class LayerVector:
+    """Per-layer data of a refusal vector.
+
+    point:     module whose INPUT was captured, e.g. "blocks.3.cross_attn.k".
+    edit_keys: linear layers (module names) that read this input and get the edit.
+    diffs:     [n, d_in] rows of D = a(u) - a(s) (aligned tokens, sigmas, pairs).
+    neutral:   [m, d_in] rows of neutral-prompt activations a(E).
+    r:         [d_in] mean of D, the refusal vector.
+    direction: [d_in] unit direction d used by the edit (None before factorization).
+    spectrum:  [q] eigenvalues of C in descending order (None for mean_diff).
+    """
+
+    point: str
+    edit_keys: tuple[str, ...]
+    diffs: torch.Tensor
+    neutral: torch.Tensor
+    r: torch.Tensor
+    direction: torch.Tensor | None = None
+    spectrum: torch.Tensor | None = None
+    k_used: int = 0
+    retained: float = 1.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.r.shape[0])
+
+
+@dataclass(frozen=True)
+class RefusalVector:
+    """A refusal vector for one model: one LayerVector per edit site layer.
+
+    meta holds strings only (it is written verbatim into .safetensors metadata):
+    family, site, layers, method, k, alpha, moment, pairs_sha256, version, ...
+    """
+
+    layers: tuple[LayerVector, ...]
+    meta: Mapping[str, str]
+
+    def with_layers(self, layers: tuple[LayerVector, ...], **meta: str) -> "RefusalVector":
+        return replace(self, layers=layers, meta={**self.meta, **meta})
+
+    @property
+    def is_factorized(self) -> bool:
+        return all(layer.direction is not None for layer in self.layers)
+
+    def directions(self) -> dict[str, torch.Tensor]:
+        """Unit direction per edited linear layer name: {module name: [d_in]}."""
+        out: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            d = layer.direction if layer.direction is not None else layer.r / layer.r.norm().clamp_min(1e-12)
+            for key in layer.edit_keys:
+                out[key] = d
+        return out

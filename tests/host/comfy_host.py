@@ -1,0 +1,65 @@
+"""Finding and importing a real ComfyUI checkout for the host tests (never a fake one)."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+PACK = "refusal_pack"  # import name of this repository as a ComfyUI custom node package
+
+
+def comfy_path() -> Path:
+    return Path(os.environ.get("COMFYUI_PATH", Path.home() / "ComfyUI")).expanduser()
+
+
+def missing_reason() -> str | None:
+    path = comfy_path()
+    if not (path / "main.py").is_file():
+        return f"no ComfyUI checkout at {path} (set COMFYUI_PATH or run scripts/provision_comfyui.sh)"
+    for mod in ("torchvision", "aiohttp", "safetensors", "transformers"):
+        if importlib.util.find_spec(mod) is None:
+            return f"ComfyUI's requirement '{mod}' is not installed (run scripts/provision_comfyui.sh)"
+    return None
+
+
+def import_host():
+    """Put the checkout on sys.path in CPU mode, import the pack as ComfyUI would, return the pack."""
+    path = str(comfy_path())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401  (after args.cpu)
+
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        spec.loader.exec_module(module)
+    return sys.modules[PACK]
+
+
+def pack_module(name: str):
+    return importlib.import_module(f"{PACK}.{name}")
+
+
+def tiny_wan_file(path: Path, dim: int = 128, layers: int = 2, seed: int = 0) -> Path:
+    """A random Wan 2.1 T2V checkpoint with the real key names (fp32), for UNETLoader."""
+    from safetensors.torch import save_file
+
+    from refusal_core.testbed.tiny_wan import TinyWan, init_random
+
+    model = init_random(TinyWan(dim=dim, ffn_dim=2 * dim, heads=max(1, dim // 128), layers=layers), seed)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def state_dict_of(model_patcher) -> dict[str, torch.Tensor]:
+    """The weights as they sit in the module now (cloned)."""
+    return {k: v.detach().clone() for k, v in model_patcher.model.diffusion_model.state_dict().items()}

@@ -1,0 +1,226 @@
+"""Every node in process on real ModelPatcher objects and a tiny Wan loaded by ComfyUI's own loader."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.host import comfy_host
+from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
+
+pytestmark = pytest.mark.host
+
+NODE_IDS = ["PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector"]
+
+
+@pytest.fixture(scope="module")
+def host():
+    return comfy_host.import_host()
+
+
+@pytest.fixture(scope="module")
+def nodes(host):
+    import asyncio
+
+    ext = asyncio.run(host.comfy_entrypoint())
+    return {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(ext.get_node_list())}
+
+
+@pytest.fixture(scope="module")
+def wan_file(tmp_path_factory):
+    return comfy_host.tiny_wan_file(tmp_path_factory.mktemp("wan") / "tiny_wan_t2v.safetensors")
+
+
+@pytest.fixture(scope="module")
+def base(host, wan_file):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(wan_file))
+
+
+@pytest.fixture(scope="module")
+def file_weights(wan_file):
+    from safetensors.torch import load_file
+
+    return load_file(str(wan_file))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from tests.host.minilm_clip import MiniLMClip
+
+    return MiniLMClip()
+
+
+@pytest.fixture(scope="module")
+def pairs(nodes, clip):
+    return nodes["PromptPairLoader"].execute(clip, EXTRACTION_PAIRS, NEUTRAL).result[0]
+
+
+def run(nodes, node_id, *args, **kwargs):
+    return nodes[node_id].execute(*args, **kwargs).result
+
+
+def extract(nodes, base, pairs, site="text_kv", layers="all"):
+    return run(nodes, "ExtractRefusalVector", base, pairs, site, layers, "0.9,0.6,0.3", 64, 64, 1, 0)[0]
+
+
+def assert_base_untouched(base, file_weights):
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    now = base.model.diffusion_model.state_dict()
+    for k, v in file_weights.items():
+        assert torch.equal(now[k], v), f"base weight {k} changed"
+    assert not base.patches, "the input MODEL got patches"
+
+
+def loaded_weights(model) -> dict[str, torch.Tensor]:
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([model], force_full_load=True)
+    return comfy_host.state_dict_of(model)
+
+
+def test_pack_lists_its_nodes_with_tooltips(nodes):
+    assert sorted(nodes) == sorted(NODE_IDS)
+    for node_id, cls in nodes.items():
+        schema = cls.GET_SCHEMA()
+        assert schema.category == "unlearning"
+        assert schema.description and schema.description == cls.__doc__
+        for item in list(schema.inputs) + list(schema.outputs):
+            assert item.tooltip, f"{node_id}.{item.id or item.display_name} has no tooltip"
+
+
+def test_prompt_pairs_encode_like_clip_text_encode(host, pairs, clip):
+    import nodes as comfy_nodes
+
+    ref = comfy_nodes.CLIPTextEncode().encode(clip, pairs.pairs[0].unsafe)[0]
+    mine = pairs.encoding(pairs.pairs[0].unsafe).conditioning
+    assert torch.equal(ref[0][0], mine[0][0])
+    assert mine[0][0].shape[-1] == 4096
+    assert len(pairs.pairs) == 5 and len(pairs.neutral) == 6
+
+
+@pytest.mark.parametrize("site", ["text_kv", "ffn_in"])
+@pytest.mark.parametrize("method", ["cpca", "pca", "mean_diff"])
+def test_edit_removes_direction_on_loaded_weights(nodes, base, pairs, file_weights, site, method):
+    rv = extract(nodes, base, pairs, site=site)
+    frv, image = run(nodes, "LowRankFactorize", rv, method, 100, 0.5)
+    assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
+    edited = run(nodes, "ApplyRefusalToModel", base, frv, 1.0)[0]
+    assert edited is not base
+    W_loaded = loaded_weights(edited)
+    directions = frv.directions()
+    assert set(directions) == {k for layer in frv.layers for k in layer.edit_keys}
+    expected = {"text_kv": 4, "ffn_in": 2}[site]  # 2 blocks x (k, v) / 2 blocks x ffn.0
+    assert len(directions) == expected
+    for name, d in directions.items():
+        Wp, W = W_loaded[f"{name}.weight"], file_weights[f"{name}.weight"]
+        assert not torch.equal(Wp, W)
+        assert float((Wp @ d).norm()) <= 1e-4 * float(W.norm()), name
+    assert_base_untouched(base, file_weights)
+
+
+def test_no_hook_is_left_behind(nodes, base, pairs):
+    extract(nodes, base, pairs)
+    for name, module in base.model.diffusion_model.named_modules():
+        assert not module._forward_pre_hooks and not module._forward_hooks, name
+
+
+def test_cancel_during_extraction_leaves_model_as_it_was(nodes, base, pairs, file_weights):
+    import comfy.model_management as mm
+
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            extract(nodes, base, pairs)
+    finally:
+        mm.interrupt_current_processing(False)
+    for name, module in base.model.diffusion_model.named_modules():
+        assert not module._forward_pre_hooks, name
+    assert_base_untouched(base, file_weights)
+
+
+def test_strength_zero_gives_the_original_outputs(nodes, base, pairs, file_weights):
+    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    frv = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
+    zero = run(nodes, "ApplyRefusalToModel", base, frv, 0.0)[0]
+    one = run(nodes, "ApplyRefusalToModel", base, frv, 1.0)[0]
+    cond = pairs.encoding(pairs.pairs[0].unsafe).conditioning
+    latent = bridge.probe_latent(base, 64, 64, 1, 3)
+    ref = bridge.make_forward(base)(cond, latent, 0.6)
+    assert torch.equal(bridge.make_forward(zero)(cond, latent, 0.6), ref)
+    assert not torch.equal(bridge.make_forward(one)(cond, latent, 0.6), ref)
+    assert_base_untouched(base, file_weights)
+
+
+def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, monkeypatch):
+    import folder_paths
+
+    from refusal_pack.refusal_core.types import RefusalError
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "refusal_vectors", ([str(tmp_path)], {".safetensors"}))
+    frv = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
+    nodes["SaveRefusalVector"].execute(frv, "nudity/test")
+    saved = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.safetensors"))
+    assert saved == ["nudity/test_00001.safetensors"]
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    loaded = run(nodes, "LoadRefusalVector", saved[0])[0]
+    for a, b in zip(frv.layers, loaded.layers):
+        assert torch.equal(a.direction, b.direction) and a.edit_keys == b.edit_keys
+    assert loaded.meta["family"] == "wan" and loaded.meta["method"] == "cpca"
+    for bad in ("../escape", "/abs/path", "a/../../b"):
+        with pytest.raises(RefusalError):
+            nodes["SaveRefusalVector"].execute(frv, bad)
+    with pytest.raises(RefusalError):
+        run(nodes, "LoadRefusalVector", "../../../etc/passwd")
+
+
+def _outputs(bridge, model, pairs_enc, texts, latent):
+    fwd = bridge.make_forward(model)
+    return {t: torch.cat([fwd(pairs_enc[t], latent, s).flatten() for s in (0.9, 0.6, 0.3)]) for t in texts}
+
+
+def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_weights):
+    """The table of the closing note: every method and site next to a random direction of the same rank."""
+    from refusal_pack.refusal_core.metrics import collateral, leakage
+
+    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
+    enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
+    latent = bridge.probe_latent(base, 64, 64, 1, 11)
+    before = _outputs(bridge, base, enc, texts, latent)
+
+    def score(rv):
+        after = _outputs(bridge, run(nodes, "ApplyRefusalToModel", base, rv, 1.0)[0], enc, texts, latent)
+        return (
+            leakage([(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]),
+            collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
+        )
+
+    table = {}
+    g = torch.Generator().manual_seed(5)
+    for site in ("text_kv", "ffn_in"):
+        rv = extract(nodes, base, pairs, site=site)
+        for method in ("mean_diff", "pca", "cpca"):
+            table[(site, method)] = score(run(nodes, "LowRankFactorize", rv, method, 100, 0.5)[0])
+        rand = rv.with_layers(
+            tuple(dataclasses.replace(l, direction=(lambda v: v / v.norm())(torch.randn(l.dim, generator=g))) for l in rv.layers)
+        )
+        table[(site, "random")] = score(rand)
+    lines = [f"{'site':8} {'method':10} {'leakage':>8} {'collateral':>10}"]
+    lines += [f"{s:8} {m:10} {lk:8.3f} {col:10.3f}" for (s, m), (lk, col) in table.items()]
+    print("\n" + "\n".join(lines))
+    if os.environ.get("REFUSAL_REPORT_DIR"):
+        Path(os.environ["REFUSAL_REPORT_DIR"], "host_leakage.json").write_text(
+            json.dumps({f"{s}/{m}": {"leakage": lk, "collateral": c} for (s, m), (lk, c) in table.items()}, indent=2)
+        )
+    control = table[("text_kv", "random")][0]
+    for method in ("mean_diff", "pca", "cpca"):
+        assert table[("text_kv", method)][0] < control - 0.05, (method, table)
+    assert_base_untouched(base, file_weights)
