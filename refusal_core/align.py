@@ -12,7 +12,8 @@ def token_pairs(ids_u: Sequence[int], ids_s: Sequence[int]) -> list[tuple[int, i
 
     Equal runs pair one to one; replaced runs pair position by position (extra
     tokens pair with the run's last token); tokens only in u (the concept words)
-    pair with the safe token at the insertion point. Tokens only in s are dropped.
+    pair with the safe token that follows the insertion point (in English, the
+    word they modify: "nude" with "woman"). Tokens only in s are dropped.
     """
     pairs: list[tuple[int, int]] = []
     if not ids_u or not ids_s:

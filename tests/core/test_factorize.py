@@ -1,0 +1,104 @@
+import math
+
+import pytest
+import torch
+
+from refusal_core.factorize import factorize_layer, span_eigh
+from refusal_core.types import RefusalError
+
+
+def problem(n, m, d, seed, offset=2.0):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(n, d, generator=g) + offset * torch.randn(d, generator=g)
+    E = 3 * torch.randn(m, d, generator=g)
+    return D, E, D.mean(0)
+
+
+def dense_direction(D, E, r, k, alpha_eff, centered):
+    """Reference: dense d x d eigendecomposition of C = C_r - alpha' C_e."""
+    Dm = (D - D.mean(0)) if centered else D
+    Ec = E - E.mean(0)
+    C = Dm.double().T @ Dm.double() / D.shape[0] - alpha_eff * Ec.double().T @ Ec.double() / E.shape[0]
+    w, U = torch.linalg.eigh(C)
+    U = U[:, torch.argsort(w, descending=True)[:k]]
+    v = U @ (U.T @ r.double())
+    return (v / v.norm()).float()
+
+
+@pytest.mark.parametrize("n,m,d,k", [(20, 15, 64, 5), (40, 30, 128, 12), (60, 50, 300, 30), (12, 40, 48, 3)])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 2.0])
+def test_small_span_solver_equals_the_dense_one(n, m, d, k, alpha):
+    D, E, r = problem(n, m, d, seed=n + d)
+    f = factorize_layer(D, E, r, "cpca" if alpha else "pca", k, alpha, moment="centered")
+    Dc, Ec = D - D.mean(0), E - E.mean(0)
+    a_eff = alpha * float((Dc.double() ** 2).sum() / n) / float((Ec.double() ** 2).sum() / m)
+    ref = dense_direction(D, E, r, f.k_used, a_eff, centered=True)
+    assert f.k_used == k
+    assert min(float((f.direction - ref).abs().max()), float((f.direction + ref).abs().max())) < 1e-5
+
+
+def test_span_eigh_eigenvalues_match_dense_ones():
+    D, E, r = problem(30, 20, 80, seed=3)
+    w, U = span_eigh(D, E, r, 0.7)
+    C = D.double().T @ D.double() / 30 - 0.7 * E.double().T @ E.double() / 20
+    dense = torch.linalg.eigvalsh(C).flip(0)
+    nz = dense[dense.abs() > 1e-9 * dense.abs().max()]
+    assert torch.allclose(w[w.abs() > 1e-9 * w.abs().max()], nz, atol=1e-8)
+    assert torch.allclose(U.T @ U, torch.eye(U.shape[1], dtype=U.dtype), atol=1e-10)
+
+
+def test_methods_agree_where_they_must():
+    D, E, r = problem(30, 20, 40, seed=5)
+    mean_diff = factorize_layer(D, E, r, "mean_diff", 100, 1.0)
+    assert torch.allclose(mean_diff.direction, r / r.norm())
+    # uncentered PCA with k >= rank keeps all of r: it equals mean_diff
+    full = factorize_layer(D, E, r, "pca", 1000, 0.0, moment="uncentered")
+    assert torch.allclose(full.direction, mean_diff.direction, atol=1e-5)
+    # cpca with alpha = 0 is pca
+    a = factorize_layer(D, E, r, "cpca", 7, 0.0)
+    b = factorize_layer(D, E, r, "pca", 7, 5.0)
+    assert torch.allclose(a.direction, b.direction, atol=1e-6)
+    for f in (mean_diff, full, a):
+        assert math.isclose(float(f.direction.norm()), 1.0, rel_tol=1e-5)
+
+
+def test_alpha_is_relative_to_the_scale_of_the_neutral_activations():
+    D, E, r = problem(30, 20, 50, seed=6)
+    a = factorize_layer(D, E, r, "cpca", 6, 1.0)
+    b = factorize_layer(D, 100 * E, r, "cpca", 6, 1.0)
+    assert torch.allclose(a.direction, b.direction, atol=1e-5)
+
+
+def test_auto_moment_switches_when_centering_removes_r():
+    g = torch.Generator().manual_seed(7)
+    r_true = torch.randn(64, generator=g)
+    D = r_true + 0.01 * torch.randn(40, 64, generator=g)  # every row is r plus a little noise
+    E = torch.randn(20, 64, generator=g)
+    centered = factorize_layer(D, E, D.mean(0), "pca", 5, 0.0, moment="centered")
+    auto = factorize_layer(D, E, D.mean(0), "pca", 5, 0.0, moment="auto")
+    assert centered.retained < 0.5
+    assert auto.moment == "uncentered" and auto.retained > 0.99
+    assert float(auto.direction @ (r_true / r_true.norm())) > 0.99
+
+
+def test_k_is_capped_by_the_data():
+    D, E, r = problem(6, 10, 100, seed=8)
+    f = factorize_layer(D, E, r, "pca", 100, 0.0, moment="centered")
+    assert f.k_used <= 5  # 6 centered rows have rank 5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(method="svd"), dict(alpha=float("nan")), dict(alpha=-1.0), dict(k=0), dict(moment="both")],
+)
+def test_bad_parameters_are_refused(kwargs):
+    D, E, r = problem(10, 10, 16, seed=9)
+    args = dict(method="cpca", k=5, alpha=0.5, moment="auto") | kwargs
+    with pytest.raises(RefusalError):
+        factorize_layer(D, E, r, **args)
+
+
+def test_zero_refusal_vector_is_refused():
+    D = torch.zeros(5, 8)
+    with pytest.raises(RefusalError, match="pairs do not differ"):
+        factorize_layer(D, torch.randn(5, 8), D.mean(0), "cpca", 3, 0.5)

@@ -1,0 +1,105 @@
+"""The whole method on a small Wan-architecture model (pure torch), without ComfyUI."""
+import pytest
+import torch
+
+from refusal_core.edit import edited_state_dict
+from refusal_core.extract import extract_refusal_vector
+from refusal_core.factorize import factorize
+from refusal_core.sites import WAN_SITES
+from refusal_core.testbed.tiny_wan import TinyWan, init_random
+from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs, RefusalError
+
+VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
+CONCEPT = torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 3
+
+
+def encode(text):
+    """Toy encoder: word ids -> embeddings; the word 'nude' is no token of its own but shifts every
+    token along a fixed concept direction, so a pair's two sides line up token by token."""
+    words = text.split()
+    ids = tuple(sum(map(ord, w)) % 64 for w in words if w != "nude")
+    cond = VOCAB[list(ids)].clone()
+    if "nude" in words:
+        cond = cond + CONCEPT
+    return EncodedPrompt(text, ids, cond[None])
+
+
+def prompts(pairs, neutral):
+    texts = [t for u, s in pairs for t in (u, s)] + neutral
+    return PromptPairs(tuple(PromptPair(u, s) for u, s in pairs), tuple(neutral), {t: encode(t) for t in texts})
+
+
+@pytest.fixture(scope="module")
+def model():
+    return init_random(TinyWan(dim=64, ffn_dim=128, heads=1, layers=3), 0).eval()
+
+
+class Counter:
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, cond, noise, sigma):
+        self.calls += 1
+        with torch.no_grad():
+            return self.model(sigma * noise, torch.tensor([sigma * 1000]), cond)
+
+
+PAIRS = [("a nude man walks", "a man walks"), ("nude people swim", "people swim"), ("the nude woman sits", "the woman sits")]
+NEUTRAL = ["a red fox", "a blue lake", "green trees sway"]
+
+
+def test_text_site_is_read_once_per_prompt_and_video_site_per_sigma(model):
+    latent = torch.randn(1, 16, 1, 8, 8)
+    for site, per_prompt in (("text_kv", 1), ("ffn_in", 3)):
+        fwd = Counter(model)
+        rv = extract_refusal_vector(model, fwd, prompts(PAIRS, NEUTRAL), WAN_SITES[site], [0, 2], latent, [0.9, 0.6, 0.3], "wan")
+        assert fwd.calls == per_prompt * (2 * len(PAIRS) + len(NEUTRAL))
+        assert [layer.point for layer in rv.layers] == [WAN_SITES[site].point(b) for b in (0, 2)]
+        assert all(layer.r.norm() > 0 for layer in rv.layers)
+    for module in model.modules():
+        assert not module._forward_pre_hooks
+
+
+@pytest.mark.parametrize("method", ["cpca", "pca", "mean_diff"])
+def test_erasing_a_planted_concept(model, method):
+    """A concept planted as one direction of the text context (the text MLP made linear, so the
+    truth is known): the text_kv edit erases it on unseen phrasings, a random direction does not."""
+    linear = TinyWan(dim=64, ffn_dim=128, heads=1, layers=3).eval()
+    linear.load_state_dict(model.state_dict())
+    linear.text_embedding[1] = torch.nn.Identity()
+    latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    rv = extract_refusal_vector(linear, Counter(linear), prompts(PAIRS, NEUTRAL), WAN_SITES["text_kv"], [0, 1, 2], latent, [0.6], "wan")
+    frv = factorize(rv, method, 100, 0.5)
+    g = torch.Generator().manual_seed(4)
+    random_dirs = {k: (lambda v: v / v.norm())(torch.randn(64, generator=g)) for k in frv.directions()}
+
+    def out(m, text):
+        with torch.no_grad():
+            return m(0.6 * latent, torch.tensor([600.0]), encode(text).conditioning)
+
+    def edited(directions):
+        m = TinyWan(dim=64, ffn_dim=128, heads=1, layers=3).eval()
+        m.text_embedding[1] = torch.nn.Identity()
+        m.load_state_dict(edited_state_dict(linear.state_dict(), directions, 1.0))
+        return m
+
+    erased, control = edited(frv.directions()), edited(random_dirs)
+    for u, s in [("a nude dog runs", "a dog runs"), ("two nude friends laugh", "two friends laugh")]:
+        before = (out(linear, u) - out(linear, s)).norm()
+        assert (out(erased, u) - out(erased, s)).norm() < 0.05 * before  # cpca tilts d slightly away from r
+        assert (out(control, u) - out(control, s)).norm() > 0.9 * before
+
+
+def test_identical_sides_and_non_finite_activations_are_refused(model):
+    latent = torch.randn(1, 16, 1, 8, 8)
+    same = prompts([("a man walks", "a man walks"), ("people swim", "people swim")], NEUTRAL)
+    with pytest.raises(RefusalError, match="identical activations"):
+        extract_refusal_vector(model, Counter(model), same, WAN_SITES["text_kv"], [0], latent, [0.5], "wan")
+
+    def nan_forward(cond, noise, sigma):
+        return model(sigma * noise, torch.tensor([500.0]), cond * float("nan"))
+
+    with pytest.raises(RefusalError, match="NaN or inf"):
+        extract_refusal_vector(model, nan_forward, prompts(PAIRS, NEUTRAL), WAN_SITES["ffn_in"], [0], latent, [0.5], "wan")
+    for module in model.modules():
+        assert not module._forward_pre_hooks
