@@ -86,7 +86,8 @@ def test_erasing_a_planted_concept(model, method):
     erased, control = edited(frv.directions()), edited(random_dirs)
     for u, s in [("a nude dog runs", "a dog runs"), ("two nude friends laugh", "two friends laugh")]:
         before = (out(linear, u) - out(linear, s)).norm()
-        assert (out(erased, u) - out(erased, s)).norm() < 0.05 * before  # cpca tilts d slightly away from r
+        # cPCA trades a little of r for contrast with the neutral prompts: d tilts off the exact concept
+        assert (out(erased, u) - out(erased, s)).norm() < (0.15 if method == "cpca" else 0.01) * before
         assert (out(control, u) - out(control, s)).norm() > 0.9 * before
 
 
