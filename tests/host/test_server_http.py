@@ -5,23 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.host import comfy_host
+from tests.host.conftest import WAN
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, NEUTRAL
-from tests.host.server import ComfyServer
 
 pytestmark = pytest.mark.host
 NODE_IDS = {"PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector"}
-WAN = "tiny_wan_t2v.safetensors"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfy_base")
-    srv = ComfyServer(base)
-    comfy_host.tiny_wan_file(base / "models" / "diffusion_models" / WAN)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def sampling(model_ref, prefix: str, advanced: bool = False) -> dict:

@@ -1,0 +1,20 @@
+import pytest
+
+from tests.host import comfy_host
+
+WAN = "tiny_wan_t2v.safetensors"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One headless ComfyUI for the HTTP tests, with this pack and the test fixture nodes."""
+    if comfy_host.missing_reason():
+        pytest.skip(comfy_host.missing_reason())
+    from tests.host.server import ComfyServer
+
+    base = tmp_path_factory.mktemp("comfy_base")
+    srv = ComfyServer(base)
+    comfy_host.tiny_wan_file(base / "models" / "diffusion_models" / WAN)
+    srv.start()
+    yield srv
+    srv.stop()
