@@ -32,6 +32,25 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Rotary matrices per video token, [L, head_dim / 2, 2, 2], axes (t, h, w) as in Wan."""
+    axes = [head_dim - 4 * (head_dim // 6), 2 * (head_dim // 6), 2 * (head_dim // 6)]
+    pos = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in grid), indexing="ij"), -1).reshape(-1, 3)
+    blocks = []
+    for i, dim in enumerate(axes):
+        omega = 1.0 / theta ** torch.linspace(0, (dim - 2) / dim, steps=dim // 2, dtype=torch.float64)
+        ang = torch.outer(pos[:, i], omega.float())
+        blocks.append(torch.stack([torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)], -1).view(-1, dim // 2, 2, 2))
+    return torch.cat(blocks, dim=1)
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """x [B, L, heads, head_dim] rotated pairwise by freqs [L, head_dim / 2, 2, 2]."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 1, 2)
+    f = freqs[None, :, None]
+    return (f[..., 0] * pairs[..., 0] + f[..., 1] * pairs[..., 1]).reshape(x.shape).type_as(x)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -39,12 +58,15 @@ class Attention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim), RMSNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L1, dim], context: [B, L2, dim] (None: self-attention) -> [B, L1, dim]."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, freqs: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L1, dim], context: [B, L2, dim] (None: self-attention with rotary freqs) -> [B, L1, dim]."""
         ctx = x if context is None else context
         q, k, v = self.norm_q(self.q(x)), self.norm_k(self.k(ctx)), self.v(ctx)
         b, h = x.shape[0], self.heads
-        q, k, v = (t.view(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(b, t.shape[1], h, -1) for t in (q, k, v))
+        if freqs is not None:
+            q, k = apply_rope(q, freqs), apply_rope(k, freqs)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.o(out.transpose(1, 2).reshape(b, x.shape[1], -1))
 
@@ -60,9 +82,9 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
         e = (self.modulation + e).chunk(6, dim=1)
-        x = x + self.self_attn(self.norm1(x) * (1 + e[1]) + e[0]) * e[2]
+        x = x + self.self_attn(self.norm1(x) * (1 + e[1]) + e[0], freqs=freqs) * e[2]
         x = x + self.cross_attn(self.norm3(x), context)
         return x + self.ffn(self.norm2(x) * (1 + e[4]) + e[3]) * e[5]
 
@@ -85,7 +107,7 @@ class TinyWan(nn.Module):
     def __init__(self, dim: int = 256, ffn_dim: int = 1024, heads: int = 2, layers: int = 6,
                  in_dim: int = 16, text_dim: int = 4096, freq_dim: int = 256, patch: tuple[int, int, int] = (1, 2, 2)):
         super().__init__()
-        self.dim, self.freq_dim, self.patch, self.out_dim = dim, freq_dim, patch, in_dim
+        self.dim, self.freq_dim, self.patch, self.out_dim, self.heads = dim, freq_dim, patch, in_dim, heads
         self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=patch, stride=patch)
         self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -102,8 +124,9 @@ class TinyWan(nn.Module):
         e = self.time_embedding(sinusoidal_embedding_1d(self.freq_dim, t))
         e0 = self.time_projection(e).unflatten(1, (6, self.dim))
         ctx = self.text_embedding(context)
+        freqs = rope_freqs(tuple(grid), self.dim // self.heads).to(h.device)
         for block in self.blocks:
-            h = block(h, e0, ctx)
+            h = block(h, e0, ctx, freqs)
         h = self.head(h, e)
         h = h.view(b, *grid, pt, ph, pw, self.out_dim)
         h = torch.einsum("bfhwpqrc->bcfphqwr", h)

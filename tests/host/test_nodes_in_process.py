@@ -224,3 +224,18 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
     for method in ("mean_diff", "pca", "cpca"):
         assert table[("text_kv", method)][0] < control - 0.05, (method, table)
     assert_base_untouched(base, file_weights)
+
+
+def test_the_testbed_model_is_comfyuis_wan(host, base, file_weights):
+    """TinyWan (the embedded default's model) and ComfyUI's WanModel compute the same function."""
+    from refusal_core.testbed.tiny_wan import TinyWan
+
+    tiny = TinyWan(dim=128, ffn_dim=256, heads=1, layers=2).eval()
+    tiny.load_state_dict(file_weights)
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(1, 16, 2, 8, 12, generator=g), torch.randn(1, 9, 4096, generator=g)
+    t = torch.tensor([700.0])
+    with torch.no_grad():
+        ours = tiny(x, t, ctx)
+        theirs = base.model.diffusion_model(x, t, ctx)
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), float((ours - theirs).abs().max())
