@@ -239,3 +239,35 @@ def test_the_testbed_model_is_comfyuis_wan(host, base, file_weights):
         ours = tiny(x, t, ctx)
         theirs = base.model.diffusion_model(x, t, ctx)
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), float((ours - theirs).abs().max())
+
+
+def test_pairs_file_from_the_input_folder(nodes, clip, tmp_path, monkeypatch):
+    import folder_paths
+
+    from refusal_pack.refusal_core.types import RefusalError
+
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    (tmp_path / "violence.csv").write_text("unsafe,safe\n" + "\n".join(",".join(l.split(" | ")) for l in EXTRACTION_PAIRS.splitlines()))
+    (tmp_path / "notes.md").write_text("x")
+    schema = nodes["PromptPairLoader"].GET_SCHEMA()
+    options = next(i for i in schema.inputs if i.id == "pairs_file").options
+    assert "violence.csv" in options and "notes.md" not in options
+    pp = nodes["PromptPairLoader"].execute(clip, "ignored | when a file is chosen", NEUTRAL, "violence.csv").result[0]
+    assert [p.safe for p in pp.pairs][:2] == ["a woman in a kitchen", "a car on a highway"]
+    for bad in ("../violence.csv", "/etc/passwd", "missing.txt"):
+        with pytest.raises(RefusalError):
+            nodes["PromptPairLoader"].execute(clip, "", NEUTRAL, bad)
+
+
+def test_extraction_reports_progress(nodes, base, pairs):
+    import comfy.utils
+
+    seen = []
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
+    try:
+        extract(nodes, base, pairs)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+    n = 2 * len(pairs.pairs) + len(pairs.neutral)  # text_kv: one forward per prompt
+    assert seen[-1] == (n, n) and len(seen) == n
