@@ -19,6 +19,7 @@ from comfy.ldm.wan.model import WanModel
 from comfy.weight_adapter import LoRAAdapter
 
 from ..refusal_core.edit import refusal_factors
+from ..refusal_core.prompts import check_prompt_length
 from ..refusal_core.sites import FAMILIES
 from ..refusal_core.types import EncodedPrompt, RefusalError, RefusalVector
 
@@ -102,12 +103,18 @@ def _token_ids(tokens: Any) -> tuple[int, ...] | None:
 
 
 def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
-    """Exactly as CLIPTextEncode: clip.tokenize then clip.encode_from_tokens_scheduled."""
+    """Exactly as CLIPTextEncode: clip.tokenize then clip.encode_from_tokens_scheduled.
+
+    Prompts longer than the model's text window are refused before they reach the encoder.
+    """
     if clip is None:
         raise RefusalError("no CLIP connected: connect the text encoder that the model uses (for Wan: umt5, type wan)")
+    check_prompt_length(text)
     tokens = clip.tokenize(text)
+    ids = _token_ids(tokens)
+    check_prompt_length(text, len(ids) if ids is not None else None)
     cond = clip.encode_from_tokens_scheduled(tokens)
-    return EncodedPrompt(text=text, token_ids=_token_ids(tokens), conditioning=cond)
+    return EncodedPrompt(text=text, token_ids=ids, conditioning=cond)
 
 
 # --- model ------------------------------------------------------------------------------------
@@ -200,6 +207,8 @@ def check_fits(model: Any, rv: RefusalVector) -> None:
     sd_keys = set(model.model.state_dict().keys())
     for name, d in rv.directions().items():
         key = f"{PREFIX}{name}.weight"
+        if not torch.isfinite(d).all() or abs(float(d.norm()) - 1.0) > 1e-3:
+            raise RefusalError(f"the direction for '{name}' is not a finite unit vector: extract and factorize again")
         if key not in sd_keys:
             raise RefusalError(
                 f"this refusal vector edits '{name}', which this model lacks (made for blocks {rv.meta.get('blocks')}): "

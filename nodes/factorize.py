@@ -5,7 +5,7 @@ import logging
 import math
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..refusal_core.factorize import METHODS, MOMENTS, factorize
 from ..refusal_core.plot import spectrum_image
@@ -64,6 +64,7 @@ class LowRankFactorize(io.ComfyNode):
         if not math.isfinite(alpha):
             raise RefusalError(f"alpha must be a finite number, got {alpha}")
         rv = factorize(refusal_vector, method=method, k=k, alpha=alpha, moment=moment)
-        log.info("factorized (%s): %s", method, rv.meta.get("factorization"))
+        report = rv.meta["factorization"].replace("; ", "\n")
+        log.info("factorized (%s):\n%s", method, report)
         image = torch.from_numpy(spectrum_image(rv))[None]
-        return io.NodeOutput(rv, image)
+        return io.NodeOutput(rv, image, ui=ui.PreviewText(report))

@@ -123,7 +123,11 @@ def factorize(rv: RefusalVector, method: str = "cpca", k: int = 100, alpha: floa
     for layer in rv.layers:
         f = factorize_layer(layer.diffs, layer.neutral, layer.r, method, k, alpha, moment)
         layers.append(replace(layer, direction=f.direction, spectrum=f.spectrum, k_used=f.k_used, retained=f.retained))
-        report.append(f"{layer.point}: k={f.k_used} retained={f.retained:.3f} moment={f.moment}")
+        if method == "mean_diff":
+            report.append(f"{layer.point}: d = r / |r|")
+            continue
+        capped = f" (capped: the data supports {f.k_used})" if f.k_used < k else ""
+        report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}")
     return rv.with_layers(
         tuple(layers),
         method=method,

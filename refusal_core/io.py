@@ -81,6 +81,31 @@ def load_refusal_vector(path: str | os.PathLike) -> RefusalVector:
                     retained=float(lm["retained"]),
                 )
             )
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
         raise RefusalError(f"'{path.name}' is damaged: its layer table does not match its tensors ({e})") from None
+    for layer in layers:
+        _check_layer(layer, path.name)
     return RefusalVector(layers=tuple(layers), meta=meta)
+
+
+def _check_layer(layer: LayerVector, name: str) -> None:
+    """Shapes and values a refusal vector must have; anything else is a damaged or foreign file."""
+    d = layer.r.shape[0] if layer.r.ndim == 1 else -1
+    problems = []
+    if d < 1:
+        problems.append("r is not a vector")
+    for field, t in (("diffs", layer.diffs), ("neutral", layer.neutral)):
+        if t.ndim != 2 or t.shape[1] != d:
+            problems.append(f"{field} is not [rows, {d}]")
+    if layer.direction is not None and tuple(layer.direction.shape) != (d,):
+        problems.append("direction does not match r")
+    if layer.spectrum is not None and layer.spectrum.ndim != 1:
+        problems.append("spectrum is not a vector")
+    for t in (layer.r, layer.diffs, layer.neutral, layer.direction, layer.spectrum):
+        if t is not None and (not t.is_floating_point() or not torch.isfinite(t).all()):
+            problems.append("it holds non-float or non-finite values")
+            break
+    if not layer.edit_keys:
+        problems.append("it names no layer to edit")
+    if problems:
+        raise RefusalError(f"'{name}' is damaged at {layer.point}: {'; '.join(problems)}")

@@ -10,6 +10,10 @@ from .types import PromptPair, RefusalError
 
 MAX_PAIRS_FILE_BYTES = 1 << 20
 MIN_PAIRS = 2
+MAX_PROMPT_CHARS = 2000
+# Wan's text length (text_len): longer prompts are not what the model was trained on, and a pair
+# that needs more words than this does not differ "only by the concept".
+MAX_PROMPT_TOKENS = 512
 
 DEFAULT_PAIRS = """a nude woman standing on a beach | a woman standing on a beach
 a naked man walking in a park | a man walking in a park
@@ -37,7 +41,7 @@ def parse_pair_lines(text: str) -> list[PromptPair]:
         if not line or line.startswith("#"):
             continue
         if "|" not in line:
-            raise RefusalError(f"pair line {n} has no '|': write 'unsafe prompt | safe prompt' (got '{line[:60]}')")
+            raise RefusalError(f"pair at line {n} has no '|': write 'unsafe prompt | safe prompt' (got '{line[:60]}')")
         unsafe, _, safe = line.partition("|")
         pairs.append(_pair(unsafe, safe, f"line {n}"))
     return pairs
@@ -104,7 +108,9 @@ def parse_pairs_text(text: str, suffix: str, name: str = "pairs") -> tuple[list[
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise RefusalError(f"'{name}' is not valid JSON ({e.msg} at line {e.lineno}): is it truncated?") from None
+        raise RefusalError(f"'{name}' is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): is it truncated?") from None
+    except RecursionError:
+        raise RefusalError(f"'{name}' nests too deeply to be a list of prompt pairs") from None
     neutral: list[str] = []
     if isinstance(data, dict):
         raw_neutral = data.get("neutral", [])
@@ -125,6 +131,20 @@ def parse_pairs_text(text: str, suffix: str, name: str = "pairs") -> tuple[list[
     return pairs, neutral
 
 
+def check_prompt_length(text: str, n_tokens: int | None = None) -> None:
+    """Refuse prompts longer than the text encoder window the model was trained with."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RefusalError(
+            f"the prompt '{text[:40]}...' has {len(text)} characters: keep pair and neutral prompts to one "
+            f"sentence (at most {MAX_PROMPT_CHARS} characters)"
+        )
+    if n_tokens is not None and n_tokens > MAX_PROMPT_TOKENS:
+        raise RefusalError(
+            f"the prompt '{text[:40]}...' is {n_tokens} tokens long, more than the {MAX_PROMPT_TOKENS} tokens "
+            "Wan reads: shorten it to one sentence"
+        )
+
+
 def validate_pairs(pairs: list[PromptPair], neutral: list[str]) -> None:
     if len(pairs) < MIN_PAIRS:
         raise RefusalError(
@@ -137,3 +157,5 @@ def validate_pairs(pairs: list[PromptPair], neutral: list[str]) -> None:
         seen.add((p.unsafe, p.safe))
     if len(neutral) < 2:
         raise RefusalError("give at least 2 neutral prompts (unrelated scenes, one per line): cPCA contrasts against them")
+    for text in [t for p in pairs for t in (p.unsafe, p.safe)] + neutral:
+        check_prompt_length(text)

@@ -41,6 +41,6 @@ class MiniLMText:
         return out @ self.proj
 
 
-@lru_cache(maxsize=2)
-def minilm_text(seed: int = 0) -> MiniLMText:
-    return MiniLMText(seed)
+@lru_cache(maxsize=4)
+def minilm_text(seed: int = 0, width: int = TEXT_DIM) -> MiniLMText:
+    return MiniLMText(seed, width)

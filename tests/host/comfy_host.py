@@ -63,3 +63,18 @@ def tiny_wan_file(path: Path, dim: int = 128, layers: int = 2, seed: int = 0) ->
 def state_dict_of(model_patcher) -> dict[str, torch.Tensor]:
     """The weights as they sit in the module now (cloned)."""
     return {k: v.detach().clone() for k, v in model_patcher.model.diffusion_model.state_dict().items()}
+
+
+def tiny_hunyuan_video_file(path: Path, seed: int = 0) -> Path:
+    """A random HunyuanVideo checkpoint (hidden 128, one block of each kind) built from ComfyUI's own class."""
+    import_host()
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+    from safetensors.torch import save_file
+
+    model = HunyuanVideo(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=768, hidden_size=128, mlp_ratio=4.0,
+                         num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
+                         qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False, operations=comfy.ops.disable_weight_init)
+    g = torch.Generator().manual_seed(seed)
+    save_file({k: torch.randn(v.shape, generator=g) * 0.02 for k, v in model.state_dict().items()}, str(path))
+    return path

@@ -8,8 +8,8 @@ SEED = 1234  # not the seed of the embedded default run
 
 
 class MiniLMClip:
-    def __init__(self, seed: int = SEED):
-        self.text = minilm_text(seed)
+    def __init__(self, seed: int = SEED, width: int = 4096):
+        self.text = minilm_text(seed, width)
 
     def tokenize(self, text: str, return_word_ids: bool = False, **kwargs) -> dict:
         return {"minilm": [[(i, 1.0) for i in self.text.tokenize(text)]]}

@@ -17,10 +17,10 @@ class RefusalTestMiniLMCLIPLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        return {"optional": {"width": ("INT", {"default": 4096, "min": 64, "max": 8192})}}
 
-    def load(self):
-        return (MiniLMClip(),)
+    def load(self, width=4096):
+        return (MiniLMClip(width=width),)
 
 
 NODE_CLASS_MAPPINGS = {"RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader}
