@@ -10,17 +10,17 @@ from typing import Any, Callable
 import torch
 
 import comfy.lora
+import comfy.model_base
 import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
 import folder_paths
-from comfy.ldm.wan.model import WanModel
 from comfy.weight_adapter import LoRAAdapter
 
 from ..refusal_core.edit import refusal_factors
 from ..refusal_core.prompts import check_prompt_length
-from ..refusal_core.sites import FAMILIES
+from ..refusal_core.sites import FAMILY_NAMES, supported
 from ..refusal_core.types import EncodedPrompt, RefusalError, RefusalVector
 
 log = logging.getLogger(__name__)
@@ -114,18 +114,29 @@ def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
     ids = _token_ids(tokens)
     check_prompt_length(text, len(ids) if ids is not None else None)
     cond = clip.encode_from_tokens_scheduled(tokens)
-    return EncodedPrompt(text=text, token_ids=ids, conditioning=cond)
+    return EncodedPrompt(text=text, token_ids=ids, conditioning=cond, text_len=int(cond[0][0].shape[1]))
 
 
 # --- model ------------------------------------------------------------------------------------
 
+# ComfyUI's model classes (subclasses included: Wan 2.2, i2v variants) -> the pack's family names.
+_FAMILY_CLASSES = (
+    ("WAN21", "wan"),
+    ("HunyuanVideo", "hunyuan_video"),
+    ("LTXV", "ltxv"),
+    ("GenmoMochi", "mochi"),
+)
+# (temporal, spatial) compression of each latent format, as the Empty*Latent* nodes use.
+_LATENT_DOWNSCALE = {"Wan21": (4, 8), "Wan22": (4, 16), "HunyuanVideo": (4, 8), "LTXV": (8, 32), "Mochi": (6, 8)}
+
+
 def model_family(model: Any) -> str:
-    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
-    if isinstance(dm, WanModel):
-        return "wan"
-    raise RefusalError(
-        f"this model ({type(dm).__name__}) is not supported yet; supported families: Wan 2.1 / 2.2 ({', '.join(FAMILIES)})"
-    )
+    base = getattr(model, "model", None)
+    for class_name, family in _FAMILY_CLASSES:
+        cls = getattr(comfy.model_base, class_name, None)
+        if cls is not None and isinstance(base, cls):
+            return family
+    raise RefusalError(f"this model ({type(base).__name__}) is not supported yet; supported: {supported()}")
 
 
 def diffusion_module(model: Any) -> torch.nn.Module:
@@ -133,11 +144,10 @@ def diffusion_module(model: Any) -> torch.nn.Module:
 
 
 def probe_latent(model: Any, width: int, height: int, length: int, seed: int) -> torch.Tensor:
-    """Seeded noise [1, C, T, H, W] in the model's latent space, sized like EmptyHunyuanLatentVideo."""
+    """Seeded noise [1, C, T, H, W] in the model's latent space, sized as the family's empty-latent node does."""
     fmt = model.model.latent_format
-    channels = fmt.latent_channels
-    down = 16 if channels == 48 else 8  # Wan 2.2 5B's VAE compresses 16x, the others 8x
-    shape = [1, channels, (length - 1) // 4 + 1, max(1, height // down), max(1, width // down)]
+    t_down, s_down = _LATENT_DOWNSCALE.get(type(fmt).__name__, (4, 8))
+    shape = [1, fmt.latent_channels, (length - 1) // t_down + 1, max(2, height // s_down), max(2, width // s_down)]
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
 
 
@@ -183,11 +193,20 @@ def make_forward(model: Any) -> Callable[[Any, torch.Tensor, float], torch.Tenso
     return forward
 
 
+# The first linear that reads the text conditioning, per family: its input width is the text width.
+_TEXT_INPUT = {
+    "wan": "text_embedding.0",
+    "hunyuan_video": "txt_in.input_embedder",
+    "ltxv": "caption_projection.linear_1",
+    "mochi": "t5_y_embedder.to_kv",
+}
+
+
 def _text_width(model: Any) -> int | None:
-    emb = getattr(diffusion_module(model), "text_embedding", None)
     try:
-        return int(emb[0].weight.shape[1])
-    except (TypeError, AttributeError, IndexError):
+        layer = diffusion_module(model).get_submodule(_TEXT_INPUT[model_family(model)])
+        return int(layer.weight.shape[1])
+    except (KeyError, AttributeError):
         return None
 
 
@@ -203,7 +222,10 @@ def check_fits(model: Any, rv: RefusalVector) -> None:
     family = model_family(model)
     made_for = rv.meta.get("family", "?")
     if made_for != family:
-        raise RefusalError(f"this refusal vector was made for a {made_for} model, not for this {family} model")
+        raise RefusalError(
+            f"this refusal vector was made for a {FAMILY_NAMES.get(made_for, made_for)} model, "
+            f"not for this {FAMILY_NAMES[family]} model: extract one from this model"
+        )
     sd_keys = set(model.model.state_dict().keys())
     for name, d in rv.directions().items():
         key = f"{PREFIX}{name}.weight"

@@ -7,7 +7,10 @@ import time
 from comfy_api.latest import io
 
 from ..refusal_core.extract import extract_refusal_vector
-from ..refusal_core.sites import WAN_SITES, count_blocks, get_site, parse_layers
+import torch
+
+from ..refusal_core.plot import layer_scores_image
+from ..refusal_core.sites import ALL_SITES, get_site, parse_auto, parse_layers
 from ..refusal_core.types import RefusalError
 from . import comfy_bridge as bridge
 from .sockets import CATEGORY, PromptPairsSocket, RefusalVectorSocket
@@ -41,15 +44,18 @@ class ExtractRefusalVector(io.ComfyNode):
                 PromptPairsSocket.Input("prompt_pairs", tooltip="From Prompt Pairs (unsafe | safe)."),
                 io.Combo.Input(
                     "site",
-                    options=list(WAN_SITES),
-                    default="text_kv",
-                    tooltip="text_kv: cross-attention key/value, where text enters Wan (erases on measurement). "
-                    "ffn_in: first feed-forward linear, the paper's Open-Sora site (measured to erase nothing on Wan).",
+                    options=ALL_SITES,
+                    default="auto",
+                    tooltip="auto: the measured default of the model family (Wan, LTX-Video, Mochi: text_kv; HunyuanVideo: text_ffn_in). "
+                    "text_kv: where text enters (cross-attention key/value). ffn_in: first feed-forward linear on video tokens "
+                    "(the paper's site; erases nothing on Wan). text_ffn_in / text_qkv / text_refiner / joint_in: HunyuanVideo and Mochi "
+                    "text-stream sites. image_kv: Wan 2.1 image-to-video image cross-attention (needs image pairs).",
                 ),
                 io.String.Input(
                     "layers",
                     default="all",
-                    tooltip="Blocks to edit: 'all', 'last2', 'first3', a list '12,13' or a range '10-13' (0-based).",
+                    tooltip="Blocks to edit: 'all', 'auto' (the 2 blocks that separate unsafe from safe best; 'auto4' for 4), "
+                    "'last2', 'first3', a list '12,13' or a range '10-13' (0-based).",
                 ),
                 io.String.Input(
                     "noise_levels",
@@ -61,7 +67,10 @@ class ExtractRefusalVector(io.ComfyNode):
                 io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Probe video length in frames (1, 5, 9, ...)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seed of the shared probe noise latent."),
             ],
-            outputs=[RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="Per-layer differences and the mean refusal vector r.")],
+            outputs=[
+                RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="Per-layer differences and the mean refusal vector r."),
+                io.Image.Output(display_name="layer_scores", tooltip="Separation d' of unsafe from safe per candidate block; the kept blocks in red."),
+            ],
         )
 
     @classmethod
@@ -69,14 +78,19 @@ class ExtractRefusalVector(io.ComfyNode):
         family = bridge.model_family(model)
         spec = get_site(family, site)
         root = bridge.diffusion_module(model)
-        blocks = parse_layers(layers, count_blocks(n for n, _ in root.named_modules()))
+        available = spec.blocks(name for name, _ in root.named_modules())
+        if not available:
+            raise RefusalError(f"this model has no '{spec.capture.format(i='N')}' layers: the site {spec.name} does not fit it")
+        auto = parse_auto(layers)
+        blocks = available if auto is not None else parse_layers(layers, available)
         sigmas = parse_sigmas(noise_levels)
         latent = bridge.probe_latent(model, width, height, length, seed)
         forward = bridge.make_forward(model)
-        n_runs = (2 * len(prompt_pairs.pairs) + len(prompt_pairs.neutral)) * (1 if spec.token_space == "text" else len(sigmas))
+        n_runs = (2 * len(prompt_pairs.pairs) + len(prompt_pairs.neutral)) * (len(sigmas) if spec.per_sigma else 1)
         t0 = time.perf_counter()
         rv = extract_refusal_vector(
-            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, seed=seed, progress=bridge.progress_bar(n_runs)
+            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, auto_pick=auto, seed=seed,
+            progress=bridge.progress_bar(n_runs),
         )
-        log.info("refusal vector: %s, %d layers, %d forwards in %.2f s", spec.name, len(blocks), n_runs, time.perf_counter() - t0)
-        return io.NodeOutput(rv)
+        log.info("refusal vector: %s %s, blocks %s, %d forwards in %.2f s", family, spec.name, rv.meta["blocks"], n_runs, time.perf_counter() - t0)
+        return io.NodeOutput(rv, torch.from_numpy(layer_scores_image(rv))[None])

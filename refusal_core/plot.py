@@ -1,6 +1,7 @@
 """Eigenvalue spectrum of C per layer as an RGB image (Pillow, which ComfyUI ships)."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -54,4 +55,30 @@ def spectrum_image(rv: RefusalVector) -> np.ndarray:
         draw.text((x0 + 2, top), "+max", fill="gray")
         draw.text((x0 + 2, bottom - 10), "-max", fill="gray")
         draw.text((left, bottom + 4), f"1 .. {n} eigenvalues (signed log)", fill="gray")
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def layer_scores_image(rv: RefusalVector, width: int = 640, height: int = 240) -> np.ndarray:
+    """[H, W, 3] float32 in [0, 1]: a bar per candidate block (separation d'), kept blocks in red."""
+    from PIL import Image, ImageDraw
+
+    scores = json.loads(rv.meta.get("layer_scores", "{}"))
+    kept = {layer.point for layer in rv.layers}
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((6, 6), f"separation d' per block, site {rv.meta.get('site')} ({rv.meta.get('layer_choice')}): kept in red", fill="black")
+    if not scores:
+        return np.asarray(img, dtype=np.float32) / 255.0
+    top, bottom, left, right = 28, height - 22, 40, width - 10
+    best = max(max(scores.values()), 1e-12)
+    slot = (right - left) / len(scores)
+    for j, (point, s) in enumerate(scores.items()):
+        x0 = left + j * slot
+        y = bottom - (bottom - top) * s / best
+        draw.rectangle([x0 + slot * 0.15, y, x0 + slot * 0.85, bottom], fill=(220, 30, 30) if point in kept else (120, 140, 180))
+        if len(scores) <= 48 or j % 5 == 0:
+            block = next((part for part in point.split(".") if part.isdigit()), str(j))
+            draw.text((x0 + slot * 0.2, bottom + 4), block, fill="gray")
+    draw.text((4, top), f"{best:.3g}", fill="gray")
+    draw.line([left, bottom, right, bottom], fill="gray")
     return np.asarray(img, dtype=np.float32) / 255.0

@@ -1,6 +1,7 @@
 """Edit sites per architecture: which linear layers read the concept, by module name.
 
-Names are those of ComfyUI's state dicts (without the "diffusion_model." prefix).
+Names are those of ComfyUI's state dicts (without the "diffusion_model." prefix). "{i}" stands
+for the block index; a site's blocks are the indices whose capture module exists in the model.
 """
 from __future__ import annotations
 
@@ -10,22 +11,28 @@ from typing import Iterable
 
 from .types import RefusalError
 
+# What the captured input rows are, which decides how unsafe and safe rows are paired:
+TEXT = "text"    # text tokens: aligned by token ids
+VIDEO = "video"  # video tokens: aligned by position (same seeded latent)
+JOINT = "joint"  # video tokens then text tokens in one sequence (single-stream blocks)
+IMAGE = "image"  # image-conditioning tokens (i2v CLIP-vision tokens): aligned by position
+
 
 @dataclass(frozen=True)
 class Site:
     """One edit site of a family.
 
-    capture:  module whose input is recorded, "{i}" stands for the block index.
-    edits:    linear layers that read that same input and receive the edit.
-    token_space: "text" when the input is the text context (independent of the
-                 latent and sigma: captured once, rows aligned by token ids),
-                 "video" when it is video tokens (aligned by position).
+    capture:   module whose input is recorded.
+    edits:     linear layers that read that same input and receive the edit.
+    tokens:    TEXT, VIDEO, JOINT or IMAGE (see above).
+    per_sigma: whether the input changes with the latent / noise level; if not, it is read once.
     """
 
     name: str
     capture: str
     edits: tuple[str, ...]
-    token_space: str
+    tokens: str
+    per_sigma: bool
     description: str
 
     def point(self, block: int) -> str:
@@ -34,76 +41,115 @@ class Site:
     def edit_keys(self, block: int) -> tuple[str, ...]:
         return tuple(e.format(i=block) for e in self.edits)
 
+    def blocks(self, module_names: Iterable[str]) -> list[int]:
+        """Indices of the blocks that have this site, from the model's module names."""
+        pattern = re.compile("^" + re.escape(self.capture).replace(re.escape("{i}"), r"(\d+)") + "$")
+        return sorted({int(m.group(1)) for n in module_names if (m := pattern.match(n))})
 
-WAN_SITES: dict[str, Site] = {
-    "text_kv": Site(
-        "text_kv",
-        "blocks.{i}.cross_attn.k",
-        ("blocks.{i}.cross_attn.k", "blocks.{i}.cross_attn.v"),
-        "text",
-        "cross-attention key and value: the only path by which text reaches Wan's video tokens",
-    ),
-    "ffn_in": Site(
-        "ffn_in",
-        "blocks.{i}.ffn.0",
-        ("blocks.{i}.ffn.0",),
-        "video",
-        "first feed-forward linear (the paper's site on Open-Sora)",
-    ),
+
+def _site(name, capture, edits, tokens, per_sigma, description) -> tuple[str, Site]:
+    return name, Site(name, capture, tuple(edits), tokens, per_sigma, description)
+
+
+FAMILIES: dict[str, dict[str, Site]] = {
+    "wan": dict([
+        _site("text_kv", "blocks.{i}.cross_attn.k", ["blocks.{i}.cross_attn.k", "blocks.{i}.cross_attn.v"], TEXT, False,
+              "cross-attention key and value: the only path by which text reaches Wan's video tokens"),
+        _site("ffn_in", "blocks.{i}.ffn.0", ["blocks.{i}.ffn.0"], VIDEO, True,
+              "first feed-forward linear on video tokens (the paper's Open-Sora site)"),
+        _site("image_kv", "blocks.{i}.cross_attn.k_img", ["blocks.{i}.cross_attn.k_img", "blocks.{i}.cross_attn.v_img"], IMAGE, False,
+              "image cross-attention key and value (Wan 2.1 image-to-video: CLIP-vision tokens)"),
+    ]),
+    "hunyuan_video": dict([
+        _site("text_ffn_in", "double_blocks.{i}.txt_mlp.0", ["double_blocks.{i}.txt_mlp.0"], TEXT, True,
+              "first feed-forward linear of the text stream in the double-stream blocks (the paper's MMDiT site)"),
+        _site("ffn_in", "double_blocks.{i}.img_mlp.0", ["double_blocks.{i}.img_mlp.0"], VIDEO, True,
+              "first feed-forward linear of the video stream in the double-stream blocks"),
+        _site("text_qkv", "double_blocks.{i}.txt_attn.qkv", ["double_blocks.{i}.txt_attn.qkv"], TEXT, True,
+              "text-stream attention projection in the double-stream blocks"),
+        _site("joint_in", "single_blocks.{i}.linear1", ["single_blocks.{i}.linear1"], JOINT, True,
+              "input linear of the single-stream blocks (video and text tokens together)"),
+        _site("text_refiner", "txt_in.individual_token_refiner.blocks.{i}.mlp.fc1", ["txt_in.individual_token_refiner.blocks.{i}.mlp.fc1"],
+              TEXT, True, "feed-forward input of the text token refiner, before text meets video"),
+    ]),
+    "ltxv": dict([
+        _site("text_kv", "transformer_blocks.{i}.attn2.to_k", ["transformer_blocks.{i}.attn2.to_k", "transformer_blocks.{i}.attn2.to_v"], TEXT, False,
+              "cross-attention key and value, where text enters LTX-Video"),
+        _site("ffn_in", "transformer_blocks.{i}.ff.net.0.proj", ["transformer_blocks.{i}.ff.net.0.proj"], VIDEO, True,
+              "first feed-forward linear on video tokens"),
+    ]),
+    "mochi": dict([
+        _site("text_kv", "blocks.{i}.attn.qkv_y", ["blocks.{i}.attn.qkv_y"], TEXT, True,
+              "text-side attention projection of the asymmetric joint attention, where text enters Mochi"),
+        _site("ffn_in", "blocks.{i}.mlp_x.w1", ["blocks.{i}.mlp_x.w1"], VIDEO, True, "first feed-forward linear on video tokens"),
+        _site("text_ffn_in", "blocks.{i}.mlp_y.w1", ["blocks.{i}.mlp_y.w1"], TEXT, True, "first feed-forward linear of the text stream"),
+    ]),
 }
+FAMILY_NAMES = {"wan": "Wan 2.1 / 2.2", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video", "mochi": "Mochi"}
+# Chosen by measurement (README "Results"); on Wan the FFN input erases nothing.
+DEFAULT_SITE = {"wan": "text_kv", "hunyuan_video": "text_ffn_in", "ltxv": "text_kv", "mochi": "text_kv"}
+ALL_SITES = list(dict.fromkeys(["auto"] + [s for sites in FAMILIES.values() for s in sites]))
 
-FAMILIES: dict[str, dict[str, Site]] = {"wan": WAN_SITES}
-# Measured on Wan (METHOD.md, README "Results"): the FFN input erases nothing there.
-DEFAULT_SITE = {"wan": "text_kv"}
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+def supported() -> str:
+    return ", ".join(FAMILY_NAMES.values())
 
 
 def get_site(family: str, site: str) -> Site:
     if family not in FAMILIES:
-        raise RefusalError(f"model family '{family}' is not supported; supported: {', '.join(FAMILIES)}")
+        raise RefusalError(f"model family '{family}' is not supported; supported: {supported()}")
     sites = FAMILIES[family]
     if site == "auto":
         site = DEFAULT_SITE[family]
     if site not in sites:
-        raise RefusalError(f"edit site '{site}' does not exist for {family}; choose one of: {', '.join(sites)}")
+        raise RefusalError(
+            f"edit site '{site}' does not exist for {FAMILY_NAMES[family]}; choose one of: auto, {', '.join(sites)}"
+        )
     return sites[site]
 
 
-def count_blocks(module_names: Iterable[str]) -> int:
-    """Number of transformer blocks, from names like "blocks.12.ffn.0"."""
-    found = [int(m.group(1)) for n in module_names if (m := _BLOCK.match(n))]
-    return max(found) + 1 if found else 0
-
-
-def parse_layers(spec: str, n_blocks: int) -> list[int]:
-    """Block indices from "last2", "all", "first3", "12,13" or "10-13" (0-based)."""
+def parse_layers(spec: str, available: list[int]) -> list[int]:
+    """Block indices from "last2", "all", "first3", "12,13" or "10-13" (0-based), among `available`."""
     s = spec.strip().lower().replace(" ", "")
-    if n_blocks <= 0:
-        raise RefusalError("the model has no transformer blocks named 'blocks.N'")
+    if not available:
+        raise RefusalError("the model has no block with this edit site")
     if s == "all":
-        return list(range(n_blocks))
+        return list(available)
     m = re.fullmatch(r"(last|first)(\d+)", s)
     if m:
         n = int(m.group(2))
         if n < 1:
             raise RefusalError(f"layers '{spec}': the count must be at least 1")
-        n = min(n, n_blocks)
-        return list(range(n_blocks - n, n_blocks)) if m.group(1) == "last" else list(range(n))
+        return list(available[-n:]) if m.group(1) == "last" else list(available[:n])
     out: list[int] = []
     for part in filter(None, s.split(",")):
         r = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not r:
             raise RefusalError(
-                f"layers '{spec}' is not understood: write 'last2', 'all', 'first3', a list like '12,13' or a range like '10-13'"
+                f"layers '{spec}' is not understood: write 'auto', 'last2', 'all', 'first3', a list like '12,13' or a range like '10-13'"
             )
         lo, hi = int(r.group(1)), int(r.group(2) or r.group(1))
         if hi < lo:
             raise RefusalError(f"layers '{spec}': range {part} runs backwards")
         out.extend(range(lo, hi + 1))
     if not out:
-        raise RefusalError("layers is empty: write 'last2', 'all' or a list like '12,13'")
-    bad = [i for i in out if i >= n_blocks]
+        raise RefusalError("layers is empty: write 'auto', 'last2', 'all' or a list like '12,13'")
+    bad = [i for i in out if i not in available]
     if bad:
-        raise RefusalError(f"layers {bad} do not exist: this model has blocks 0-{n_blocks - 1}")
+        raise RefusalError(f"layers {bad} do not exist: this model has this site in blocks {_ranges(available)}")
     return sorted(set(out))
+
+
+def parse_auto(spec: str) -> int | None:
+    """'auto' -> 2 layers, 'auto4' -> 4; None when the spec is not automatic."""
+    m = re.fullmatch(r"auto(\d*)", spec.strip().lower())
+    if not m:
+        return None
+    n = int(m.group(1) or 2)
+    if n < 1:
+        raise RefusalError("layers 'auto0' picks nothing: write 'auto' or 'auto3'")
+    return n
+
+
+def _ranges(ix: list[int]) -> str:
+    return f"{ix[0]}-{ix[-1]}" if ix == list(range(ix[0], ix[-1] + 1)) else ",".join(map(str, ix))

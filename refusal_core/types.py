@@ -26,11 +26,14 @@ class EncodedPrompt:
     token_ids: the encoder's token ids without padding (None when the encoder
     gives none); they align unsafe and safe prompts token by token.
     conditioning: the host's opaque conditioning object (ComfyUI CONDITIONING).
+    text_len: rows of the text context (padding included), which locates the
+    text part of a joint video + text sequence.
     """
 
     text: str
     token_ids: tuple[int, ...] | None
     conditioning: Any = field(compare=False, repr=False)
+    text_len: int | None = None
 
 
 @dataclass(frozen=True)

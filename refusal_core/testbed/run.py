@@ -23,7 +23,7 @@ from ..extract import extract_refusal_vector
 from ..factorize import factorize
 from ..metrics import collateral, leakage
 from ..plot import spectrum_image
-from ..sites import WAN_SITES, parse_layers
+from ..sites import FAMILIES, parse_layers
 from ..types import EncodedPrompt, PromptPairs, RefusalVector
 from .prompts import EXTRACTION_NEUTRAL, EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS
 from .text import minilm_text
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, results = [], []
     for site_name, layers in CONFIGS:
-        site = WAN_SITES[site_name]
-        blocks = parse_layers(layers, args.layers)
+        site = FAMILIES["wan"][site_name]
+        blocks = parse_layers(layers, list(range(args.layers)))
         t0 = time.perf_counter()
         rv = extract_refusal_vector(model, make_forward(model), prompts, site, blocks, probe, SIGMAS, "wan", seed=args.seed)
         t_extract = time.perf_counter() - t0

@@ -5,7 +5,9 @@ import torch
 from refusal_core.edit import edited_state_dict
 from refusal_core.extract import extract_refusal_vector
 from refusal_core.factorize import factorize
-from refusal_core.sites import WAN_SITES
+from refusal_core.sites import FAMILIES
+
+WAN_SITES = FAMILIES["wan"]
 from refusal_core.testbed.tiny_wan import TinyWan, init_random
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs, RefusalError
 

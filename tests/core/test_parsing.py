@@ -5,7 +5,7 @@ import torch
 
 from refusal_core.align import aligned_text_diffs, token_pairs
 from refusal_core.prompts import DEFAULT_NEUTRAL, DEFAULT_PAIRS, parse_neutral, parse_pair_lines, read_pairs_file, validate_pairs
-from refusal_core.sites import count_blocks, get_site, parse_layers
+from refusal_core.sites import get_site, parse_auto, parse_layers
 from refusal_core.types import RefusalError
 
 
@@ -67,24 +67,29 @@ def test_broken_pairs_files_give_clear_errors(tmp_path, name, content, message):
 
 
 def test_layer_specs():
-    assert parse_layers("last2", 30) == [28, 29]
-    assert parse_layers("all", 3) == [0, 1, 2]
-    assert parse_layers("first2", 30) == [0, 1]
-    assert parse_layers("12, 13", 30) == [12, 13]
-    assert parse_layers("10-12,3", 30) == [3, 10, 11, 12]
-    assert parse_layers("last99", 4) == [0, 1, 2, 3]
+    blocks = list(range(30))
+    assert parse_layers("last2", blocks) == [28, 29]
+    assert parse_layers("all", [0, 1, 2]) == [0, 1, 2]
+    assert parse_layers("first2", blocks) == [0, 1]
+    assert parse_layers("12, 13", blocks) == [12, 13]
+    assert parse_layers("10-12,3", blocks) == [3, 10, 11, 12]
+    assert parse_layers("last99", [0, 1, 2, 3]) == [0, 1, 2, 3]
+    assert parse_layers("last2", [0, 1, 2, 4]) == [2, 4]  # Mochi's last block has no text MLP
     for bad in ("", "middle", "30", "5-3", "last0"):
         with pytest.raises(RefusalError):
-            parse_layers(bad, 30)
+            parse_layers(bad, blocks)
+    assert parse_auto("auto") == 2 and parse_auto("AUTO4") == 4 and parse_auto("all") is None
 
 
-def test_sites_and_block_count():
-    names = ["blocks.0.ffn.0", "blocks.11.cross_attn.k", "head.head"]
-    assert count_blocks(names) == 12
+def test_sites_and_their_blocks():
+    names = ["blocks.0.ffn.0", "blocks.11.cross_attn.k", "blocks.3.cross_attn.k", "head.head", "blocks.2.cross_attn.k_img"]
     site = get_site("wan", "text_kv")
+    assert site.blocks(names) == [3, 11]
+    assert get_site("wan", "image_kv").blocks(names) == [2]
     assert site.edit_keys(3) == ("blocks.3.cross_attn.k", "blocks.3.cross_attn.v")
     assert get_site("wan", "auto").name == "text_kv"
-    with pytest.raises(RefusalError, match="supported"):
+    assert get_site("hunyuan_video", "auto").name == "text_ffn_in"
+    with pytest.raises(RefusalError, match="HunyuanVideo"):
         get_site("flux", "text_kv")
     with pytest.raises(RefusalError, match="choose one of"):
         get_site("wan", "attn_out")

@@ -78,3 +78,19 @@ def tiny_hunyuan_video_file(path: Path, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed)
     save_file({k: torch.randn(v.shape, generator=g) * 0.02 for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+def tiny_sd3_file(path: Path, seed: int = 0) -> Path:
+    """A random SD3-architecture image model (hidden 128, 2 blocks): a family the pack does not edit."""
+    import_host()
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    from safetensors.torch import save_file
+
+    model = MMDiT(input_size=None, patch_size=2, in_channels=16, depth=2, out_channels=16, adm_in_channels=2048,
+                  num_patches=64 * 64, pos_embed_max_size=64, qk_norm="rms", x_block_self_attn_layers=[],
+                  context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+                  operations=comfy.ops.disable_weight_init)
+    g = torch.Generator().manual_seed(seed)
+    save_file({k: torch.randn(v.shape, generator=g) * 0.02 for k, v in model.state_dict().items()}, str(path))
+    return path

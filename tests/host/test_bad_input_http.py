@@ -71,8 +71,8 @@ CASES = [
     ("activations with NaN (fp16 overflow)", lambda: erase(unet="tiny_wan_nan.safetensors"), "contain NaN or inf"),
     ("a vector made for another width", lambda: apply_saved("bad/base_00001.safetensors", "tiny_wan_dim256.safetensors"), "made for a model 128 wide"),
     ("a vector made for another layer set", lambda: apply_saved("bad/base_00001.safetensors", "tiny_wan_1block.safetensors"), "which this model lacks"),
-    ("a vector applied to another family", lambda: apply_saved("bad/base_00001.safetensors", "tiny_hunyuan_video.safetensors"), "is not supported yet"),
-    ("an unsupported model", lambda: erase(unet="tiny_hunyuan_video.safetensors"), "is not supported yet"),
+    ("a vector applied to another family", lambda: apply_saved("bad/base_00001.safetensors", "tiny_hunyuan_video.safetensors"), "made for a Wan 2.1 / 2.2 model"),
+    ("an unsupported model (an image model)", lambda: erase(unet="tiny_sd3.safetensors"), "is not supported yet"),
     ("a corrupt vector file", lambda: apply_saved("corrupt.safetensors"), "truncated or corrupt"),
     ("a vector path outside the folder", lambda: apply_saved("../../user/comfy.settings.json"), "is not in models/refusal_vectors"),
     ("a save prefix outside the folder", lambda: with_save(erase(), "../../escape"), "may only hold letters"),
@@ -100,6 +100,7 @@ def prepared(server):
     nan["text_embedding.0.weight"][0, 0] = float("inf")
     save_file(nan, str(models / "tiny_wan_nan.safetensors"))
     comfy_host.tiny_hunyuan_video_file(models / "tiny_hunyuan_video.safetensors")
+    comfy_host.tiny_sd3_file(models / "tiny_sd3.safetensors")
     (inputs / "latin1.txt").write_bytes("une femme nue | une femme\n".encode("latin-1") + b"caf\xe9 | bar\n")
     (inputs / "truncated.json").write_text('{"pairs": [["a bloody wound", "a wound"], ["a gory')
     (inputs / "three_columns.csv").write_text("unsafe,safe,extra\na bloody wound,a wound,x\n")
