@@ -106,3 +106,47 @@ def test_identical_sides_and_non_finite_activations_are_refused(model):
         extract_refusal_vector(model, nan_forward, prompts(PAIRS, NEUTRAL), WAN_SITES["ffn_in"], [0], latent, [0.5], "wan")
     for module in model.modules():
         assert not module._forward_pre_hooks
+
+
+def test_auto_layers_keep_the_best_separated_blocks(model):
+    import json
+
+    from refusal_core.extract import separation
+
+    latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    full = extract_refusal_vector(model, Counter(model), prompts(PAIRS, NEUTRAL), WAN_SITES["ffn_in"], [0, 1, 2], latent, [0.6, 0.3], "wan")
+    auto = extract_refusal_vector(model, Counter(model), prompts(PAIRS, NEUTRAL), WAN_SITES["ffn_in"], [0, 1, 2], latent, [0.6, 0.3], "wan", auto_pick=2)
+    scores = json.loads(auto.meta["layer_scores"])
+    assert list(scores) == [layer.point for layer in full.layers]
+    best = sorted(scores, key=scores.get, reverse=True)[:2]
+    assert [layer.point for layer in auto.layers] == sorted(best, key=lambda p: int(p.split(".")[1]))
+    assert auto.meta["layer_choice"] == "auto2" and auto.meta["blocks"] == ",".join(p.split(".")[1] for p in sorted(best))
+    for layer in full.layers:
+        assert abs(scores[layer.point] - separation(layer.diffs, layer.neutral, layer.r)) < 1e-4 * max(1.0, scores[layer.point])
+
+
+def test_separation_prefers_a_direction_neutral_prompts_do_not_use():
+    from refusal_core.extract import separation
+
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(50, 8, generator=g) * torch.tensor([10.0, 1, 1, 1, 1, 1, 1, 1])  # neutral prompts vary along axis 0
+    along_busy = torch.zeros(20, 8)
+    along_busy[:, 0] = 1.0
+    along_quiet = torch.zeros(20, 8)
+    along_quiet[:, 1] = 1.0
+    assert separation(along_quiet, E, along_quiet.mean(0)) > 5 * separation(along_busy, E, along_busy.mean(0))
+
+
+def test_joint_sequences_split_video_and_text_rows():
+    from refusal_core.extract import pair_rows, prompt_rows
+    from refusal_core.sites import FAMILIES
+
+    site = FAMILIES["hunyuan_video"]["joint_in"]
+    u = EncodedPrompt("a nude man", (1, 5, 7, 2), None, text_len=6)  # 4 real tokens, 2 padding rows
+    s = EncodedPrompt("a man", (1, 5, 2), None, text_len=6)
+    a_u, a_s = torch.randn(10 + 6, 4), torch.randn(10 + 6, 4)  # 10 video tokens then the text
+    D = pair_rows(site, a_u, a_s, u, s)
+    assert D.shape == (10 + 4, 4)
+    assert torch.equal(D[:10], a_u[:10] - a_s[:10])
+    assert torch.equal(D[10 + 2], a_u[10 + 2] - a_s[10 + 2])  # "nude" pairs with "man", the word it modifies
+    assert prompt_rows(site, a_u, u).shape == (10 + 4, 4)
