@@ -51,7 +51,7 @@ def main() -> None:
     for t in texts:  # 4096-wide stand-in conditioning, 12 tokens, ids so pairs align
         ids = tuple(hash(w) % 1000 for w in t.split())
         encoded[t] = types.EncodedPrompt(t, ids, [[torch.randn(1, len(ids), 4096, generator=g), {"pooled_output": None}]])
-    pp = types.PromptPairs(tuple(pairs), tuple(neutral), encoded)
+    pp = types.PromptPairs.from_texts(pairs, neutral, encoded.__getitem__)
 
     fwd = bridge.make_forward(model)
     latent = bridge.probe_latent(model, args.size, args.size, 1, 0)

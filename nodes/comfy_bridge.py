@@ -143,6 +143,37 @@ def diffusion_module(model: Any) -> torch.nn.Module:
     return model.model.diffusion_model
 
 
+def image_conditioning(conditioning: Any, vae: Any, image: torch.Tensor, width: int, height: int, length: int,
+                       clip_vision: Any = None) -> Any:
+    """The conditioning with an image, exactly as ComfyUI's WanImageToVideo node builds it (its own code
+    runs): the VAE-encoded start frame as concat latent and mask, and, given a CLIP vision model, the
+    image's CLIP-vision output encoded as CLIPVisionEncode does (center crop)."""
+    from comfy_extras.nodes_wan import WanImageToVideo
+
+    clip_vision_output = clip_vision.encode_image(image, crop=True) if clip_vision is not None else None
+    out = WanImageToVideo.execute(conditioning, conditioning, vae, width, height, length, 1,
+                                  start_image=image, clip_vision_output=clip_vision_output)
+    return out.result[0]
+
+
+def image_latent_shape(prompts: Any) -> tuple[int, int, int] | None:
+    """(T, h, w) of the image conditioning the pairs carry, or None for text-only pairs."""
+    cond = prompts.pairs[0][0].conditioning
+    concat = cond[0][1].get("concat_latent_image") if cond and isinstance(cond[0][1], dict) else None
+    return tuple(concat.shape[-3:]) if concat is not None else None
+
+
+def check_takes_images(model: Any) -> None:
+    """Image pairs only mean something for a model that reads an image: say so instead of ignoring them."""
+    dm = diffusion_module(model)
+    extra = dm.patch_embedding.weight.shape[1] - model.model.latent_format.latent_channels if hasattr(dm, "patch_embedding") else 0
+    if model_family(model) != "wan" or extra <= 0:
+        raise RefusalError(
+            "these prompt pairs carry images, but this model does not take an image (it is not a Wan image-to-video model): "
+            "remove the image-pairs node or load an image-to-video checkpoint"
+        )
+
+
 def probe_latent(model: Any, width: int, height: int, length: int, seed: int) -> torch.Tensor:
     """Seeded noise [1, C, T, H, W] in the model's latent space, sized as the family's empty-latent node does."""
     fmt = model.model.latent_format
@@ -198,7 +229,7 @@ _TEXT_INPUT = {
     "wan": "text_embedding.0",
     "hunyuan_video": "txt_in.input_embedder",
     "ltxv": "caption_projection.linear_1",
-    "mochi": "t5_y_embedder.to_kv",
+    "mochi": "t5_yproj",
 }
 
 

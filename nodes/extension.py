@@ -8,6 +8,7 @@ from .apply import ApplyRefusalToModel
 from .extract import ExtractRefusalVector
 from .factorize import LowRankFactorize
 from .files import LoadRefusalVector, SaveRefusalVector
+from .image_pairs import AddImagesToPromptPairs
 from .prompt_pairs import PromptPairLoader
 
 
@@ -24,4 +25,5 @@ class RefusalExtension(ComfyExtension):
             ApplyRefusalToModel,
             SaveRefusalVector,
             LoadRefusalVector,
+            AddImagesToPromptPairs,
         ]

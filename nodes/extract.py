@@ -46,7 +46,7 @@ class ExtractRefusalVector(io.ComfyNode):
                     "site",
                     options=ALL_SITES,
                     default="auto",
-                    tooltip="auto: the measured default of the model family (Wan, LTX-Video, Mochi: text_kv; HunyuanVideo: text_ffn_in). "
+                    tooltip="auto: the measured default of the model family (Wan, LTX-Video, Mochi: text_kv; HunyuanVideo: joint_in). "
                     "text_kv: where text enters (cross-attention key/value). ffn_in: first feed-forward linear on video tokens "
                     "(the paper's site; erases nothing on Wan). text_ffn_in / text_qkv / text_refiner / joint_in: HunyuanVideo and Mochi "
                     "text-stream sites. image_kv: Wan 2.1 image-to-video image cross-attention (needs image pairs).",
@@ -62,9 +62,9 @@ class ExtractRefusalVector(io.ComfyNode):
                     default="0.9,0.6,0.3",
                     tooltip="Sigmas (0-1] at which the model is read; text_kv reads the text once, so only the first is used there.",
                 ),
-                io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Probe latent width in pixels."),
-                io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Probe latent height in pixels."),
-                io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Probe video length in frames (1, 5, 9, ...)."),
+                io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Probe latent width in pixels (image pairs set their own size)."),
+                io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Probe latent height in pixels (image pairs set their own size)."),
+                io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Probe video length in frames (1, 5, 9, ...; image pairs set their own)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seed of the shared probe noise latent."),
             ],
             outputs=[
@@ -85,6 +85,10 @@ class ExtractRefusalVector(io.ComfyNode):
         blocks = available if auto is not None else parse_layers(layers, available)
         sigmas = parse_sigmas(noise_levels)
         latent = bridge.probe_latent(model, width, height, length, seed)
+        image_shape = bridge.image_latent_shape(prompt_pairs)
+        if image_shape is not None:  # the probe takes the size of the pairs' image latents
+            bridge.check_takes_images(model)
+            latent = torch.randn((1, latent.shape[1], *image_shape), generator=torch.Generator().manual_seed(seed))
         forward = bridge.make_forward(model)
         n_runs = (2 * len(prompt_pairs.pairs) + len(prompt_pairs.neutral)) * (len(sigmas) if spec.per_sigma else 1)
         t0 = time.perf_counter()

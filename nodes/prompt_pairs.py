@@ -57,6 +57,4 @@ class PromptPairLoader(io.ComfyNode):
         else:
             parsed = P.parse_pair_lines(pairs)
         P.validate_pairs(parsed, neutral)
-        texts = dict.fromkeys([t for p in parsed for t in (p.unsafe, p.safe)] + neutral)
-        encoded = {t: bridge.encode_prompt(clip, t) for t in texts}
-        return io.NodeOutput(PromptPairs(pairs=tuple(parsed), neutral=tuple(neutral), encoded=encoded))
+        return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: bridge.encode_prompt(clip, text)))

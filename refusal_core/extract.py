@@ -21,10 +21,10 @@ Progress = Callable[[int, int], None]
 
 def pairs_digest(prompts: PromptPairs) -> str:
     h = hashlib.sha256()
-    for p in prompts.pairs:
-        h.update(f"{p.unsafe}\x1f{p.safe}\x1e".encode())
+    for u, s in prompts.pairs:
+        h.update(f"{u.text}\x1f{s.text}\x1e".encode())
     for n in prompts.neutral:
-        h.update(f"{n}\x1d".encode())
+        h.update(f"{n.text}\x1d".encode())
     return h.hexdigest()
 
 
@@ -134,17 +134,17 @@ def extract_refusal_vector(
     keep_e = _RowBudget(max_rows // max(1, len(prompts.neutral) * len(run_sigmas)), seed + 1)
     done = 0
 
-    def run(text: str) -> list[dict[str, torch.Tensor]]:
+    def run(enc: EncodedPrompt) -> list[dict[str, torch.Tensor]]:
         nonlocal done
         out = []
         for sigma in run_sigmas:
             with capture_inputs(root, points) as acts:
-                forward(prompts.encoding(text).conditioning, latent, float(sigma))
+                forward(enc.conditioning, latent, float(sigma))
             missing = [p for p in points if p not in acts]
             if missing:
                 raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
             for p in points:
-                _check_finite(acts[p], p, text)
+                _check_finite(acts[p], p, enc.text)
             out.append({p: acts[p][0] for p in points})
             done += 1
             if progress is not None:
@@ -153,14 +153,12 @@ def extract_refusal_vector(
 
     diffs: dict[str, list[torch.Tensor]] = {p: [] for p in points}
     neutral: dict[str, list[torch.Tensor]] = {p: [] for p in points}
-    for pair in prompts.pairs:
-        enc_u, enc_s = prompts.encoding(pair.unsafe), prompts.encoding(pair.safe)
-        for a_u, a_s in zip(run(pair.unsafe), run(pair.safe)):
+    for enc_u, enc_s in prompts.pairs:
+        for a_u, a_s in zip(run(enc_u), run(enc_s)):
             for p in points:
                 diffs[p].append(keep_d(pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)))
-    for text in prompts.neutral:
-        enc = prompts.encoding(text)
-        for acts in run(text):
+    for enc in prompts.neutral:
+        for acts in run(enc):
             for p in points:
                 neutral[p].append(keep_e(prompt_rows(site, acts[p], enc)))
 

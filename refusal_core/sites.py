@@ -69,7 +69,7 @@ FAMILIES: dict[str, dict[str, Site]] = {
               "text-stream attention projection in the double-stream blocks"),
         _site("joint_in", "single_blocks.{i}.linear1", ["single_blocks.{i}.linear1"], JOINT, True,
               "input linear of the single-stream blocks (video and text tokens together)"),
-        _site("text_refiner", "txt_in.individual_token_refiner.blocks.{i}.mlp.fc1", ["txt_in.individual_token_refiner.blocks.{i}.mlp.fc1"],
+        _site("text_refiner", "txt_in.individual_token_refiner.blocks.{i}.mlp.0", ["txt_in.individual_token_refiner.blocks.{i}.mlp.0"],
               TEXT, True, "feed-forward input of the text token refiner, before text meets video"),
     ]),
     "ltxv": dict([
@@ -87,7 +87,7 @@ FAMILIES: dict[str, dict[str, Site]] = {
 }
 FAMILY_NAMES = {"wan": "Wan 2.1 / 2.2", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video", "mochi": "Mochi"}
 # Chosen by measurement (README "Results"); on Wan the FFN input erases nothing.
-DEFAULT_SITE = {"wan": "text_kv", "hunyuan_video": "text_ffn_in", "ltxv": "text_kv", "mochi": "text_kv"}
+DEFAULT_SITE = {"wan": "text_kv", "hunyuan_video": "joint_in", "ltxv": "text_kv", "mochi": "text_kv"}
 ALL_SITES = list(dict.fromkeys(["auto"] + [s for sites in FAMILIES.values() for s in sites]))
 
 

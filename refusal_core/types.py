@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -38,14 +38,25 @@ class EncodedPrompt:
 
 @dataclass(frozen=True)
 class PromptPairs:
-    """The extraction prompts: N pairs plus the neutral set E, all encoded."""
+    """The extraction prompts, encoded: N (unsafe, safe) pairs plus the neutral set E.
 
-    pairs: tuple[PromptPair, ...]
-    neutral: tuple[str, ...]
-    encoded: Mapping[str, EncodedPrompt] = field(compare=False, repr=False)
+    Each side is encoded on its own, so two sides may share a text and differ by an image.
+    """
 
-    def encoding(self, text: str) -> EncodedPrompt:
-        return self.encoded[text]
+    pairs: tuple[tuple[EncodedPrompt, EncodedPrompt], ...]
+    neutral: tuple[EncodedPrompt, ...]
+
+    @classmethod
+    def from_texts(cls, pairs: Sequence[PromptPair], neutral: Sequence[str], encode: Callable[[str], EncodedPrompt]) -> "PromptPairs":
+        """Encode every distinct text once."""
+        cache: dict[str, EncodedPrompt] = {}
+
+        def enc(text: str) -> EncodedPrompt:
+            if text not in cache:
+                cache[text] = encode(text)
+            return cache[text]
+
+        return cls(tuple((enc(p.unsafe), enc(p.safe)) for p in pairs), tuple(enc(t) for t in neutral))
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     train_texts = [t for p in EXTRACTION_PAIRS for t in (p.unsafe, p.safe)] + EXTRACTION_NEUTRAL
     held_texts = [t for p in HELD_OUT_PAIRS for t in (p.unsafe, p.safe)] + HELD_OUT_NEUTRAL
     encoded = encode_all(train_texts + held_texts, text)
-    prompts = PromptPairs(tuple(EXTRACTION_PAIRS), tuple(EXTRACTION_NEUTRAL), encoded)
+    prompts = PromptPairs.from_texts(EXTRACTION_PAIRS, EXTRACTION_NEUTRAL, encoded.__getitem__)
     probe = torch.randn(1, 16, 1, 16, 16, generator=torch.Generator().manual_seed(args.seed))
     held_latent = torch.randn(1, 16, 1, 16, 16, generator=torch.Generator().manual_seed(args.seed + 1))
     before = outputs(model, encoded, held_texts, held_latent)

@@ -27,8 +27,7 @@ def encode(text):
 
 
 def prompts(pairs, neutral):
-    texts = [t for u, s in pairs for t in (u, s)] + neutral
-    return PromptPairs(tuple(PromptPair(u, s) for u, s in pairs), tuple(neutral), {t: encode(t) for t in texts})
+    return PromptPairs.from_texts([PromptPair(u, s) for u, s in pairs], neutral, encode)
 
 
 @pytest.fixture(scope="module")

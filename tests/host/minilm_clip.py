@@ -8,12 +8,22 @@ SEED = 1234  # not the seed of the embedded default run
 
 
 class MiniLMClip:
-    def __init__(self, seed: int = SEED, width: int = 4096):
+    """width: the text width the model reads; pooled_width: a pooled vector too (HunyuanVideo's CLIP-L
+    pooled output), the mean of the first pooled_width channels. An attention mask comes with every
+    conditioning, as ComfyUI's T5 encoders give one (LTX-Video and Mochi need it)."""
+
+    def __init__(self, seed: int = SEED, width: int = 4096, pooled_width: int | None = None):
         self.text = minilm_text(seed, width)
+        self.pooled_width = pooled_width
 
     def tokenize(self, text: str, return_word_ids: bool = False, **kwargs) -> dict:
         return {"minilm": [[(i, 1.0) for i in self.text.tokenize(text)]]}
 
     def encode_from_tokens_scheduled(self, tokens: dict, unprojected: bool = False, add_dict: dict | None = None, show_pbar: bool = True) -> list:
+        import torch
+
         ids = [t[0] for batch in tokens["minilm"] for t in batch]
-        return [[self.text.encode(ids), {"pooled_output": None, **(add_dict or {})}]]
+        cond = self.text.encode(ids)
+        pooled = cond.mean(1)[:, : self.pooled_width] if self.pooled_width else None
+        mask = torch.ones(1, cond.shape[1], dtype=torch.long)
+        return [[cond, {"pooled_output": pooled, "attention_mask": mask, **(add_dict or {})}]]

@@ -99,8 +99,9 @@ def test_pack_lists_its_nodes_with_tooltips(nodes):
 def test_prompt_pairs_encode_like_clip_text_encode(host, pairs, clip):
     import nodes as comfy_nodes
 
-    ref = comfy_nodes.CLIPTextEncode().encode(clip, pairs.pairs[0].unsafe)[0]
-    mine = pairs.encoding(pairs.pairs[0].unsafe).conditioning
+    unsafe = pairs.pairs[0][0]
+    ref = comfy_nodes.CLIPTextEncode().encode(clip, unsafe.text)[0]
+    mine = unsafe.conditioning
     assert torch.equal(ref[0][0], mine[0][0])
     assert mine[0][0].shape[-1] == 4096
     assert len(pairs.pairs) == 5 and len(pairs.neutral) == 6
@@ -151,7 +152,7 @@ def test_strength_zero_gives_the_original_outputs(nodes, base, pairs, file_weigh
     frv = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
     zero = run(nodes, "ApplyRefusalToModel", base, frv, 0.0)[0]
     one = run(nodes, "ApplyRefusalToModel", base, frv, 1.0)[0]
-    cond = pairs.encoding(pairs.pairs[0].unsafe).conditioning
+    cond = pairs.pairs[0][0].conditioning
     latent = bridge.probe_latent(base, 64, 64, 1, 3)
     ref = bridge.make_forward(base)(cond, latent, 0.6)
     assert torch.equal(bridge.make_forward(zero)(cond, latent, 0.6), ref)
@@ -253,7 +254,7 @@ def test_pairs_file_from_the_input_folder(nodes, clip, tmp_path, monkeypatch):
     options = next(i for i in schema.inputs if i.id == "pairs_file").options
     assert "violence.csv" in options and "notes.md" not in options
     pp = nodes["PromptPairLoader"].execute(clip, "ignored | when a file is chosen", NEUTRAL, "violence.csv").result[0]
-    assert [p.safe for p in pp.pairs][:2] == ["a woman in a kitchen", "a car on a highway"]
+    assert [s.text for _, s in pp.pairs][:2] == ["a woman in a kitchen", "a car on a highway"]
     for bad in ("../violence.csv", "/etc/passwd", "missing.txt"):
         with pytest.raises(RefusalError):
             nodes["PromptPairLoader"].execute(clip, "", NEUTRAL, bad)

@@ -1,0 +1,145 @@
+"""Every video family the pack edits, on tiny random checkpoints loaded by ComfyUI's own loader:
+extraction, factorization and apply in process on real ModelPatcher objects, at every edit site."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.host import comfy_host, tiny_models
+from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
+
+pytestmark = pytest.mark.host
+
+# variant: (builder, expected family, text width, pooled width)
+VARIANTS = {
+    "wan21_t2v": (lambda p: tiny_models.wan(p), "wan", 4096, None),
+    "wan21_i2v": (lambda p: tiny_models.wan(p, model_type="i2v", in_dim=36), "wan", 4096, None),
+    "wan22_5b": (lambda p: tiny_models.wan(p, in_dim=48, out_dim=48), "wan", 4096, None),
+    "wan22_a14b_high": (lambda p: tiny_models.wan(p, seed=3, in_dim=36), "wan", 4096, None),
+    "wan22_a14b_low": (lambda p: tiny_models.wan(p, seed=4, in_dim=36), "wan", 4096, None),
+    "hunyuan_video": (tiny_models.hunyuan_video, "hunyuan_video", 768, 768),
+    "ltxv": (tiny_models.ltxv, "ltxv", 4096, None),
+    "mochi": (tiny_models.mochi, "mochi", tiny_models.MOCHI_TEXT_WIDTH, None),
+}
+TEXT_SITES = {"wan": ["text_kv", "ffn_in"], "hunyuan_video": ["text_ffn_in", "ffn_in", "text_qkv", "joint_in", "text_refiner"],
+              "ltxv": ["text_kv", "ffn_in"], "mochi": ["text_kv", "ffn_in", "text_ffn_in"]}
+CASES = [(v, s) for v, (_, fam, _, _) in VARIANTS.items() for s in TEXT_SITES[fam]]
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    pack = comfy_host.import_host()
+    return {c.GET_SCHEMA().node_id: c for c in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("families")
+    return {name: VARIANTS[name][0](d / f"tiny_{name}.safetensors") for name in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def loaded(files):
+    from safetensors.torch import load_file
+
+    return {name: (tiny_models.load(path), load_file(str(path))) for name, path in files.items()}
+
+
+def clip_for(variant):
+    from tests.host.minilm_clip import MiniLMClip
+
+    _, _, width, pooled = VARIANTS[variant]
+    return MiniLMClip(width=width, pooled_width=pooled)
+
+
+def run(nodes, node_id, *args):
+    return nodes[node_id].execute(*args).result
+
+
+def untouched(model, weights) -> None:
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    now = model.model.diffusion_model.state_dict()
+    assert all(torch.equal(now[k], v.to(now[k].dtype)) for k, v in weights.items())
+    assert not model.patches
+
+
+@pytest.mark.parametrize("variant,site", CASES, ids=[f"{v}-{s}" for v, s in CASES])
+def test_every_site_of_every_family(nodes, loaded, variant, site):
+    import comfy.model_management
+
+    model, weights = loaded[variant]
+    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    assert bridge.model_family(model) == VARIANTS[variant][1]
+    pairs = run(nodes, "PromptPairLoader", clip_for(variant), EXTRACTION_PAIRS, NEUTRAL)[0]
+    t0 = time.perf_counter()
+    rv, scores_img = run(nodes, "ExtractRefusalVector", model, pairs, site, "all", "0.9,0.5", 64, 64, 9, 0)
+    t_extract = time.perf_counter() - t0
+    frv, _ = run(nodes, "LowRankFactorize", rv, "cpca", 100, 0.5)
+    edited = run(nodes, "ApplyRefusalToModel", model, frv, 1.0)[0]
+    comfy.model_management.load_models_gpu([edited], force_full_load=True)
+    loaded_w = edited.model.diffusion_model.state_dict()
+    directions = frv.directions()
+    assert directions and scores_img.shape[-1] == 3
+    for name, d in directions.items():
+        Wp, W = loaded_w[f"{name}.weight"].float(), weights[f"{name}.weight"].float()
+        assert float((Wp @ d).norm()) <= 1e-4 * float(W.norm()), name
+    untouched(model, weights)
+    report = os.environ.get("REFUSAL_REPORT_DIR")
+    if report:
+        with open(Path(report, "families.jsonl"), "a") as f:
+            f.write(json.dumps({"variant": variant, "site": site, "blocks": frv.meta["blocks"], "keys": len(directions),
+                                "extract_s": round(t_extract, 3)}) + "\n")
+
+
+def _outputs(bridge, model, enc, latent):
+    fwd = bridge.make_forward(model)
+    return {t: torch.cat([fwd(c, latent, s).flatten() for s in (0.9, 0.6, 0.3)]) for t, c in enc.items()}
+
+
+@pytest.mark.parametrize("variant", ["wan21_t2v", "hunyuan_video", "ltxv", "mochi"])
+def test_auto_layers_against_last2(nodes, loaded, variant):
+    """Held-out leakage / collateral per family at its default site, layers 'auto' vs 'last2' vs a random edit."""
+    from refusal_pack.refusal_core.metrics import collateral, leakage
+
+    model, weights = loaded[variant]
+    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    clip = clip_for(variant)
+    pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
+    texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
+    enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
+    latent = bridge.probe_latent(model, 64, 64, 9, 11)
+    before = _outputs(bridge, model, enc, latent)
+
+    def score(rv):
+        after = _outputs(bridge, run(nodes, "ApplyRefusalToModel", model, rv, 1.0)[0], enc, latent)
+        return (leakage([(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]),
+                collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]))
+
+    rows = {}
+    for layers in ("auto", "last2"):
+        rv = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]
+        frv = run(nodes, "LowRankFactorize", rv, "cpca", 100, 0.5)[0]
+        rows[layers] = (frv.meta["site"], frv.meta["blocks"], *score(frv))
+    g = torch.Generator().manual_seed(5)
+    import dataclasses
+
+    rand = frv.with_layers(tuple(dataclasses.replace(l, direction=torch.nn.functional.normalize(torch.randn(l.dim, generator=g), dim=0))
+                                 for l in frv.layers))
+    rows["random (last2)"] = (frv.meta["site"], frv.meta["blocks"], *score(rand))
+    for k, (site, blocks, lk, col) in rows.items():
+        print(f"\n{variant:14} {site:12} {k:15} blocks {blocks:8} leakage {lk:.3f} collateral {col:.3f}")
+    report = os.environ.get("REFUSAL_REPORT_DIR")
+    if report:
+        with open(Path(report, "families_leakage.jsonl"), "a") as f:
+            for k, (site, blocks, lk, col) in rows.items():
+                f.write(json.dumps({"variant": variant, "site": site, "layers": k, "blocks": blocks, "leakage": lk, "collateral": col}) + "\n")
+    assert rows["auto"][2] < rows["random (last2)"][2]
+    untouched(model, weights)
