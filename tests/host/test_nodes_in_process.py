@@ -14,7 +14,8 @@ from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_O
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ["PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector"]
+NODE_IDS = ["PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
+            "AddImagesToPromptPairs"]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from tests.host.graphs import common_nodes, erase_nodes, sampling
 
 pytestmark = pytest.mark.host
-NODE_IDS = {"PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector"}
+NODE_IDS = {"PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
+            "AddImagesToPromptPairs"}
 
 
 def latent(base, prefix: str) -> torch.Tensor:
