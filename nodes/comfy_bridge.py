@@ -53,9 +53,11 @@ def vector_path(name: str) -> str:
 def new_vector_path(prefix: str) -> Path:
     """models/refusal_vectors/<prefix>_00001.safetensors, the next free counter; no '..' or absolute paths."""
     register_folders()
-    if not re.fullmatch(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*", prefix or ""):
+    parts = (prefix or "").split("/")
+    if not prefix or not all(re.fullmatch(r"[A-Za-z0-9_\-. ]+", p) and p.strip(". ") for p in parts):
         raise RefusalError(
-            f"filename prefix '{prefix}' may only hold letters, digits, '-', '_' and '/' between folder names"
+            f"filename prefix '{prefix}' may only hold letters, digits, spaces, '-', '_', '.' and '/' between folder names "
+            "(no empty, '.' or '..' parts)"
         )
     root = Path(folder_paths.get_folder_paths(VECTOR_FOLDER)[0]).resolve()
     base = (root / prefix).resolve()
@@ -161,6 +163,16 @@ def image_latent_shape(prompts: Any) -> tuple[int, int, int] | None:
     cond = prompts.pairs[0][0].conditioning
     concat = cond[0][1].get("concat_latent_image") if cond and isinstance(cond[0][1], dict) else None
     return tuple(concat.shape[-3:]) if concat is not None else None
+
+
+def check_image_tokens(prompts: Any) -> None:
+    """The image_kv site reads CLIP-vision tokens: without them Wan's image attention reads the text."""
+    cond = prompts.pairs[0][0].conditioning
+    if not (cond and isinstance(cond[0][1], dict) and cond[0][1].get("clip_vision_output") is not None):
+        raise RefusalError(
+            "the image_kv site reads the images' CLIP-vision tokens, but these pairs have none: connect a CLIP vision "
+            "model (clip_vision_h) to Add Images To Prompt Pairs, or use the text_kv site"
+        )
 
 
 def check_takes_images(model: Any) -> None:

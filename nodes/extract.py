@@ -10,7 +10,7 @@ from ..refusal_core.extract import extract_refusal_vector
 import torch
 
 from ..refusal_core.plot import layer_scores_image
-from ..refusal_core.sites import ALL_SITES, get_site, parse_auto, parse_layers
+from ..refusal_core.sites import ALL_SITES, IMAGE, get_site, parse_auto, parse_layers
 from ..refusal_core.types import RefusalError
 from . import comfy_bridge as bridge
 from .sockets import CATEGORY, PromptPairsSocket, RefusalVectorSocket
@@ -85,6 +85,8 @@ class ExtractRefusalVector(io.ComfyNode):
         blocks = available if auto is not None else parse_layers(layers, available)
         sigmas = parse_sigmas(noise_levels)
         latent = bridge.probe_latent(model, width, height, length, seed)
+        if spec.tokens == IMAGE:
+            bridge.check_image_tokens(prompt_pairs)
         image_shape = bridge.image_latent_shape(prompt_pairs)
         if image_shape is not None:  # the probe takes the size of the pairs' image latents
             bridge.check_takes_images(model)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.host import comfy_host
+from tests.host import comfy_host, tiny_models
 from tests.host.graphs import common_nodes, erase_nodes, sampling
 from tests.host.prompts_unseen import EXTRACTION_PAIRS
 
@@ -76,6 +76,7 @@ CASES = [
     ("a corrupt vector file", lambda: apply_saved("corrupt.safetensors"), "truncated or corrupt"),
     ("a vector path outside the folder", lambda: apply_saved("../../user/comfy.settings.json"), "is not in models/refusal_vectors"),
     ("a save prefix outside the folder", lambda: with_save(erase(), "../../escape"), "may only hold letters"),
+    ("image_kv without CLIP-vision tokens", lambda: erase(site="image_kv", unet="tiny_wan_i2v.safetensors"), "reads the images' CLIP-vision tokens"),
 ]
 
 
@@ -101,6 +102,7 @@ def prepared(server):
     save_file(nan, str(models / "tiny_wan_nan.safetensors"))
     comfy_host.tiny_hunyuan_video_file(models / "tiny_hunyuan_video.safetensors")
     comfy_host.tiny_sd3_file(models / "tiny_sd3.safetensors")
+    tiny_models.wan(models / "tiny_wan_i2v.safetensors", model_type="i2v", in_dim=36)
     (inputs / "latin1.txt").write_bytes("une femme nue | une femme\n".encode("latin-1") + b"caf\xe9 | bar\n")
     (inputs / "truncated.json").write_text('{"pairs": [["a bloody wound", "a wound"], ["a gory')
     (inputs / "three_columns.csv").write_text("unsafe,safe,extra\na bloody wound,a wound,x\n")

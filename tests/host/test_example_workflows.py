@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.host import tiny_models
 from tests.host.conftest import WAN
 
 pytestmark = pytest.mark.host
@@ -33,15 +34,47 @@ def to_api(wf: dict, object_info: dict) -> dict:
                 inputs[name] = [str(linked[name][1]), linked[name][2]]
             elif isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
                 inputs[name] = next(values)
-                if len(spec) > 1 and spec[1].get("control_after_generate"):
+                if len(spec) > 1 and (spec[1].get("control_after_generate") or spec[1].get("image_upload")):
                     next(values)
         assert next(values, None) is None, f"{node['type']} has more widget values than widgets"
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api
 
 
-def test_there_is_a_wan_template():
-    assert "erase a concept from Wan 2.1" in [p.stem for p in WORKFLOWS]
+def test_there_is_a_template_per_family():
+    assert {p.stem for p in WORKFLOWS} >= {
+        "erase a concept from Wan 2.1", "erase a concept from HunyuanVideo", "erase a concept from both Wan 2.2 experts",
+        "erase a concept from Wan 2.1 image-to-video with image pairs"}
+
+
+# the real checkpoints a template names -> tiny stand-ins of the same family
+UNETS = {
+    "wan2.1_t2v_1.3B_fp16.safetensors": (WAN, None),
+    "hunyuan_video_t2v_720p_bf16.safetensors": ("tiny_hunyuan_video_t2v.safetensors", tiny_models.hunyuan_video),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("tiny_wan22_high_noise.safetensors", lambda p: tiny_models.wan(p, seed=3)),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("tiny_wan22_low_noise.safetensors", lambda p: tiny_models.wan(p, seed=4)),
+    "wan2.1_i2v_480p_14B_fp16.safetensors": ("tiny_wan21_i2v.safetensors", lambda p: tiny_models.wan(p, model_type="i2v", in_dim=36)),
+}
+DROPPED = {"VAEDecode", "CreateVideo", "SaveVideo"}
+SAMPLERS = {"KSampler", "KSamplerAdvanced"}
+
+
+@pytest.fixture(scope="module")
+def standins(server):
+    from PIL import Image
+
+    models = server.base / "models"
+    for sub in ("text_encoders", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    for name, build in UNETS.values():
+        if build and not (models / "diffusion_models" / name).exists():
+            build(models / "diffusion_models" / name)
+    if not (models / "text_encoders" / "clip_l_random.safetensors").exists():
+        tiny_models.clip_l(models / "text_encoders" / "clip_l_random.safetensors")
+    tiny_models.wan_vae(models / "vae" / "wan_2.1_vae_random.safetensors")
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(server.base / "input" / "example.png")
+    Image.effect_noise((64, 64), 80).convert("RGB").save(server.base / "input" / "unsafe_stand_in.png")
+    return server
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -63,29 +96,52 @@ def test_template_is_served_and_wired_with_existing_nodes(server, path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_template_runs_with_tiny_stand_ins(server, path):
-    """Same graph with the tiny Wan, the MiniLM CLIP stand-in, small latents and 2 steps; the VAE and
-    video nodes (no tiny Wan VAE exists) are replaced by SaveLatent on each sampler."""
+def test_template_runs_with_tiny_stand_ins(standins, path):
+    """The same graph with tiny checkpoints of the same families, text-encoder stand-ins (the MiniLM
+    CLIP-like for umt5, a random CLIP-L for HunyuanVideo's pair), a random Wan VAE, a small CLIP vision,
+    small sizes and few steps; video decoding is left out, and every sampler's latent is saved instead."""
+    server = standins
     object_info = server.get("/object_info")
     api = to_api(json.loads(path.read_text()), object_info)
+    dropped = {nid for nid, node in api.items() if node["class_type"] in DROPPED}
+    # the template's image pairs name one placeholder image; a user picks two, so does the test
+    unsafe_loaders = {str(v[0]) for n in api.values() if n["class_type"] == "AddImagesToPromptPairs" for k, v in n["inputs"].items() if k == "unsafe_images"}
+    tag = path.stem.replace(" ", "_")
     for nid, node in list(api.items()):
         t, inp = node["class_type"], node["inputs"]
-        if t == "UNETLoader":
-            inp["unet_name"] = WAN
+        for name, value in list(inp.items()):
+            if isinstance(value, list) and str(value[0]) in dropped:
+                del inp[name]
+        if nid in dropped:
+            del api[nid]
+        elif t == "UNETLoader":
+            inp["unet_name"] = UNETS[inp["unet_name"]][0]
         elif t == "CLIPLoader":
             api[nid] = {"class_type": "RefusalTestMiniLMCLIPLoader", "inputs": {}}
-        elif t in ("VAELoader", "VAEDecode", "CreateVideo", "SaveVideo"):
-            del api[nid]
-        elif t == "EmptyHunyuanLatentVideo":
+        elif t == "DualCLIPLoader":
+            api[nid] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion", "device": "default"}}
+        elif t == "LoadImage" and nid in unsafe_loaders:
+            inp["image"] = "unsafe_stand_in.png"
+        elif t == "CLIPVisionLoader":
+            api[nid] = {"class_type": "RefusalTestTinyCLIPVisionLoader", "inputs": {}}
+        elif t == "VAELoader":
+            inp["vae_name"] = "wan_2.1_vae_random.safetensors"
+        elif t in ("EmptyHunyuanLatentVideo", "WanImageToVideo"):
             inp.update(width=64, height=64, length=1)
-        elif t == "ExtractRefusalVector":
+        elif t in ("ExtractRefusalVector", "AddImagesToPromptPairs"):
             inp.update(width=64, height=64)
-        elif t == "KSampler":
-            inp["steps"] = 2
-            api[f"save{nid}"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"template/{path.stem}_{nid}"}}
+        elif t in SAMPLERS:
+            if t == "KSampler":
+                inp["steps"] = 2
+            else:  # keep the split between experts: 20 steps at 10 -> 4 steps at 2
+                inp.update(steps=4, start_at_step=min(inp["start_at_step"] // 5, 4), end_at_step=min(inp["end_at_step"] // 5, 10000))
+            api[f"save{nid}"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"template/{tag}_{nid}"}}
         elif t == "SaveRefusalVector":
-            inp["filename_prefix"] = "template/vector"
+            inp["filename_prefix"] = f"template/{tag}"
+    for nid in [n for n, node in api.items() if node["class_type"] == "VAELoader"]:
+        if not any(isinstance(v, list) and v[0] == nid for node in api.values() for v in node["inputs"].values()):
+            del api[nid]
     result = server.run(api)
     assert result.get("status", {}).get("status_str") == "success", result
-    saved = list((server.base / "output" / "template").glob("*.latent"))
-    assert len(saved) == sum(1 for n in api.values() if n["class_type"] == "KSampler")
+    saved = list((server.base / "output" / "template").glob(f"{tag}_[0-9]*.latent"))
+    assert len(saved) == sum(1 for n in api.values() if n["class_type"] in SAMPLERS)

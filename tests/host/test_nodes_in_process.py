@@ -176,7 +176,9 @@ def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, m
     for a, b in zip(frv.layers, loaded.layers):
         assert torch.equal(a.direction, b.direction) and a.edit_keys == b.edit_keys
     assert loaded.meta["family"] == "wan" and loaded.meta["method"] == "cpca"
-    for bad in ("../escape", "/abs/path", "a/../../b"):
+    nodes["SaveRefusalVector"].execute(frv, "wan2.1 models/nudity v2")
+    assert (tmp_path / "wan2.1 models" / "nudity v2_00001.safetensors").is_file()
+    for bad in ("../escape", "/abs/path", "a/../../b", "a//b", "./x", ""):
         with pytest.raises(RefusalError):
             nodes["SaveRefusalVector"].execute(frv, bad)
     with pytest.raises(RefusalError):

@@ -1,5 +1,5 @@
-"""Test-only ComfyUI nodes (never shipped): a MiniLM CLIP-like loader for graphs over HTTP,
-because ComfyUI fixes Wan's text width at 4096 and a real umt5-xxl cannot be made tiny."""
+"""Test-only ComfyUI nodes (never shipped): a MiniLM CLIP-like loader for graphs over HTTP, because
+ComfyUI fixes Wan's text width at 4096 and a real umt5-xxl cannot be made tiny; a small CLIP vision."""
 import os
 import sys
 
@@ -23,4 +23,24 @@ class RefusalTestMiniLMCLIPLoader:
         return (MiniLMClip(width=width),)
 
 
-NODE_CLASS_MAPPINGS = {"RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader}
+class RefusalTestTinyCLIPVisionLoader:
+    """ComfyUI's ClipVisionModel at ViT-H's width with 2 layers (a random ViT-H takes ~23 s per image on CPU)."""
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def load(self):
+        import tempfile
+        from pathlib import Path
+
+        from tests.host.tiny_models import clip_vision
+
+        return (clip_vision(Path(tempfile.mkdtemp(prefix="tiny-clip-vision-"))),)
+
+
+NODE_CLASS_MAPPINGS = {"RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader, "RefusalTestTinyCLIPVisionLoader": RefusalTestTinyCLIPVisionLoader}
