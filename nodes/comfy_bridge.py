@@ -179,6 +179,11 @@ def check_takes_images(model: Any) -> None:
     """Image pairs only mean something for a model that reads an image: say so instead of ignoring them."""
     dm = diffusion_module(model)
     extra = dm.patch_embedding.weight.shape[1] - model.model.latent_format.latent_channels if hasattr(dm, "patch_embedding") else 0
+    if isinstance(model.model, comfy.model_base.WAN22):
+        raise RefusalError(
+            "Wan 2.2 5B takes its start image inside the latent (Wan22ImageToVideoLatent), which image pairs do not support yet: "
+            "use text pairs with this model, or the Wan 2.2 A14B / Wan 2.1 image-to-video models for image pairs"
+        )
     if model_family(model) != "wan" or extra <= 0:
         raise RefusalError(
             "these prompt pairs carry images, but this model does not take an image (it is not a Wan image-to-video model): "

@@ -175,7 +175,8 @@ def extract_refusal_vector(
         layers.append((b, LayerVector(point=p, edit_keys=site.edit_keys(b), diffs=D, neutral=E, r=r)))
     scores = {layer.point: separation(layer.diffs, layer.neutral, layer.r) for _, layer in layers}
     if auto_pick is not None:
-        best = sorted(layers, key=lambda bl: -scores[bl[1].point])[:auto_pick]
+        # Ties (blocks that read the very same input, as Wan's text context) go to later blocks, the paper's choice.
+        best = sorted(layers, key=lambda bl: (-round(scores[bl[1].point], 9), -bl[0]))[:auto_pick]
         layers = sorted(best, key=lambda bl: bl[0])
     meta = {
         "family": family,
