@@ -18,9 +18,10 @@ import comfy.utils
 import folder_paths
 from comfy.weight_adapter import LoRAAdapter
 
-from ..refusal_core.edit import refusal_factors
+from ..refusal_core.fit import check_vector_fits
+from ..refusal_core.lora import LORA_PREFIX, lora_state_dict
 from ..refusal_core.prompts import check_prompt_length
-from ..refusal_core.sites import FAMILY_NAMES, supported
+from ..refusal_core.sites import supported
 from ..refusal_core.types import EncodedPrompt, RefusalError, RefusalVector
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,17 @@ def vector_path(name: str) -> str:
 
 
 def new_vector_path(prefix: str) -> Path:
-    """models/refusal_vectors/<prefix>_00001.safetensors, the next free counter; no '..' or absolute paths."""
+    """models/refusal_vectors/<prefix>_00001.safetensors, the next free counter."""
+    return new_file_path(VECTOR_FOLDER, prefix)
+
+
+def new_lora_path(prefix: str) -> Path:
+    """models/loras/<prefix>_00001.safetensors, where LoraLoaderModelOnly lists it."""
+    return new_file_path("loras", prefix)
+
+
+def new_file_path(folder: str, prefix: str) -> Path:
+    """<first folder of a registered model folder>/<prefix>_NNNNN.safetensors; no '..' or absolute paths."""
     register_folders()
     parts = (prefix or "").split("/")
     if not prefix or not all(re.fullmatch(r"[A-Za-z0-9_\-. ]+", p) and p.strip(". ") for p in parts):
@@ -59,10 +70,10 @@ def new_vector_path(prefix: str) -> Path:
             f"filename prefix '{prefix}' may only hold letters, digits, spaces, '-', '_', '.' and '/' between folder names "
             "(no empty, '.' or '..' parts)"
         )
-    root = Path(folder_paths.get_folder_paths(VECTOR_FOLDER)[0]).resolve()
+    root = Path(folder_paths.get_folder_paths(folder)[0]).resolve()
     base = (root / prefix).resolve()
     if root not in base.parents:
-        raise RefusalError(f"filename prefix '{prefix}' leaves models/{VECTOR_FOLDER}")
+        raise RefusalError(f"filename prefix '{prefix}' leaves models/{folder}")
     n = 1
     while (p := base.parent / f"{base.name}_{n:05d}.safetensors").exists():
         n += 1
@@ -267,51 +278,42 @@ def progress_bar(total: int) -> Callable[[int, int], None]:
 
 def check_fits(model: Any, rv: RefusalVector) -> None:
     """The vector was made for this model family and these layer widths, else a clear error."""
-    family = model_family(model)
-    made_for = rv.meta.get("family", "?")
-    if made_for != family:
-        raise RefusalError(
-            f"this refusal vector was made for a {FAMILY_NAMES.get(made_for, made_for)} model, "
-            f"not for this {FAMILY_NAMES[family]} model: extract one from this model"
-        )
-    sd_keys = set(model.model.state_dict().keys())
-    for name, d in rv.directions().items():
-        key = f"{PREFIX}{name}.weight"
-        if not torch.isfinite(d).all() or abs(float(d.norm()) - 1.0) > 1e-3:
-            raise RefusalError(f"the direction for '{name}' is not a finite unit vector: extract and factorize again")
-        if key not in sd_keys:
-            raise RefusalError(
-                f"this refusal vector edits '{name}', which this model lacks (made for blocks {rv.meta.get('blocks')}): "
-                "extract the vector from this model"
-            )
-        w = comfy.utils.get_attr(model.model, key)
-        if w.shape[-1] != d.shape[0]:
-            raise RefusalError(
-                f"this refusal vector was made for a model {d.shape[0]} wide at '{name}', this one is {w.shape[-1]} wide"
-            )
+    shapes = {k[len(PREFIX):-len(".weight")]: tuple(v.shape) for k, v in model.model.state_dict().items()
+              if k.startswith(PREFIX) and k.endswith(".weight")}
+    check_vector_fits(rv, model_family(model), shapes)
+
+
+def effective_weight(key_patches: dict, name: str) -> torch.Tensor:
+    """A weight as this ModelPatcher would load it (base weight plus its earlier patches), float32."""
+    key = f"{PREFIX}{name}.weight"
+    (weight, convert), *earlier = key_patches[key]
+    W = convert(weight.to(torch.float32, copy=True), inplace=True)
+    return comfy.lora.calculate_weight(earlier, W, key) if earlier else W
+
+
+def refusal_lora(model: Any, rv: RefusalVector, strength: float) -> dict[str, torch.Tensor]:
+    """The edit of `model` as LoRA tensors ("diffusion_model.<layer>.lora_up.weight", ...), computed
+    against the weights this model would load (LoRAs applied before are included)."""
+    check_fits(model, rv)
+    key_patches = model.get_key_patches(PREFIX)
+    dtypes = {k: v.dtype for k, v in model.model.state_dict().items()}
+    # the weight in its stored dtype (what ComfyUI loads), so the factors take that dtype too
+    return lora_state_dict(lambda name: effective_weight(key_patches, name).to(dtypes[f"{PREFIX}{name}.weight"]), rv, strength)
 
 
 def apply_refusal(model: Any, rv: RefusalVector, strength: float) -> Any:
-    """A clone of `model` whose edit-site weights become W (I - strength d d^T).
+    """A clone of `model` whose edit-site weights become W (I - strength Q diag(s) Q^T).
 
-    W is the weight as this clone would load it (the base weight with the clone's
-    earlier patches, e.g. LoRAs); the edit is a rank-1 LoRA patch per layer, never a
+    The edit goes in as ComfyUI LoRA adapters (rank = number of concepts per layer), never as a
     dense copy, and the input model is never modified.
     """
-    check_fits(model, rv)
+    tensors = refusal_lora(model, rv, strength)
     m = model.clone()
-    key_patches = m.get_key_patches(PREFIX)
     patches = {}
-    for name, d in rv.directions().items():
-        key = f"{PREFIX}{name}.weight"
-        (weight, convert), *earlier = key_patches[key]
-        W = convert(weight.to(torch.float32, copy=True), inplace=True)
-        if earlier:
-            W = comfy.lora.calculate_weight(earlier, W, key)
-        dtype = weight.dtype if weight.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
-        up, down = refusal_factors(W, d, dtype)
-        patches[key] = LoRAAdapter(set(), (up, down, 1.0, None, None, None))
-    taken = set(m.add_patches(patches, strength))
+    for name in rv.bases():
+        up, down = tensors[f"{LORA_PREFIX}{name}.lora_up.weight"], tensors[f"{LORA_PREFIX}{name}.lora_down.weight"]
+        patches[f"{PREFIX}{name}.weight"] = LoRAAdapter(set(), (up, down, float(down.shape[0]), None, None, None))
+    taken = set(m.add_patches(patches, 1.0))
     missing = sorted(set(patches) - taken)
     if missing:
         raise RefusalError(f"ComfyUI did not accept the edit for {missing[:3]}: the model does not have these weights")

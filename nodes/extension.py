@@ -9,6 +9,7 @@ from .extract import ExtractRefusalVector
 from .factorize import LowRankFactorize
 from .files import LoadRefusalVector, SaveRefusalVector
 from .image_pairs import AddImagesToPromptPairs
+from .share import CombineRefusalVectors, SaveRefusalAsLoRA
 from .prompt_pairs import PromptPairLoader
 
 
@@ -26,4 +27,6 @@ class RefusalExtension(ComfyExtension):
             SaveRefusalVector,
             LoadRefusalVector,
             AddImagesToPromptPairs,
+            SaveRefusalAsLoRA,
+            CombineRefusalVectors,
         ]

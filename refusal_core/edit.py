@@ -19,6 +19,26 @@ def refusal_factors(W: torch.Tensor, d: torch.Tensor, dtype: torch.dtype | None 
     return up.to(dtype), down.to(dtype)
 
 
+def subspace_factors(
+    W: torch.Tensor, D: torch.Tensor, s: torch.Tensor, lam: float = 1.0, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors of W' = W (I - lam Q diag(s) Q^T), Q = orthonormal basis of the rows of D (in order).
+
+    W: [d_out, d_in]; D: [m, d_in] unit directions of m concepts; s: [m] their strengths. Concepts at
+    strength 0 are left out before orthonormalizing, so they change nothing. Computed in float32.
+    Returns up = -lam W Q diag(s) [d_out, r] and down = Q^T [r, d_in] (r <= m), W' = W + up @ down.
+    """
+    if D.ndim != 2 or D.shape[1] != W.shape[1] or s.shape != (D.shape[0],):
+        raise ValueError(f"weight {tuple(W.shape)} does not take directions {tuple(D.shape)} with strengths {tuple(s.shape)}")
+    keep = s != 0
+    dtype = dtype or W.dtype
+    if not bool(keep.any()):
+        return W.new_zeros((W.shape[0], 1), dtype=dtype), W.new_zeros((1, W.shape[1]), dtype=dtype)
+    Q, _ = torch.linalg.qr(D[keep].to(device=W.device, dtype=torch.float32).T)  # [d_in, r]
+    up = -lam * (W.float() @ Q) * s[keep].to(Q.device)
+    return up.to(dtype), Q.T.contiguous().to(dtype)
+
+
 def apply_dense(W: torch.Tensor, d: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
     """W (I - lambda d d^T) [d_out, d_in], for checks and pure-torch models; never for hosts."""
     up, down = refusal_factors(W, d, torch.float32)

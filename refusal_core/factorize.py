@@ -118,6 +118,8 @@ def _mean_sq(X: torch.Tensor) -> float:
 
 def factorize(rv: RefusalVector, method: str = "cpca", k: int = 100, alpha: float = 0.5, moment: str = "auto") -> RefusalVector:
     """A new RefusalVector with one unit direction per layer (the input is not changed)."""
+    if rv.meta.get("method") == "combined":
+        raise RefusalError("this vector combines several concepts: factorize each concept before combining them")
     layers: list[LayerVector] = []
     report = []
     for layer in rv.layers:

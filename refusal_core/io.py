@@ -16,8 +16,24 @@ FORMAT = "refusal_vector/1"
 MAX_FILE_BYTES = 4 << 30
 
 
+def save_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+    """safetensors.save_file to a temporary file in the same folder, renamed when complete: an
+    interrupted or failed save leaves no partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_refusal_vector(rv: RefusalVector, path: str | os.PathLike) -> Path:
-    """Write rv atomically: a temporary file in the same folder, renamed when complete."""
+    """Write rv atomically (see save_atomic)."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     layers_meta = []
@@ -30,21 +46,13 @@ def save_refusal_vector(rv: RefusalVector, path: str | os.PathLike) -> Path:
         if layer.spectrum is not None:
             tensors[f"{i}.spectrum"] = layer.spectrum.float().contiguous()
         layers_meta.append(
-            {"point": layer.point, "edit_keys": list(layer.edit_keys), "k_used": layer.k_used, "retained": layer.retained}
+            {"point": layer.point, "edit_keys": list(layer.edit_keys), "k_used": layer.k_used, "retained": layer.retained,
+             "strengths": list(layer.strengths) if layer.strengths is not None else None}
         )
     meta = {str(k): str(v) for k, v in rv.meta.items()}
     meta["format"] = FORMAT
     meta["layers"] = json.dumps(layers_meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_atomic(tensors, path, meta)
 
 
 def load_refusal_vector(path: str | os.PathLike) -> RefusalVector:
@@ -79,6 +87,7 @@ def load_refusal_vector(path: str | os.PathLike) -> RefusalVector:
                     spectrum=tensors.get(f"{i}.spectrum"),
                     k_used=int(lm["k_used"]),
                     retained=float(lm["retained"]),
+                    strengths=tuple(float(x) for x in lm["strengths"]) if lm.get("strengths") is not None else None,
                 )
             )
     except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
@@ -97,8 +106,11 @@ def _check_layer(layer: LayerVector, name: str) -> None:
     for field, t in (("diffs", layer.diffs), ("neutral", layer.neutral)):
         if t.ndim != 2 or t.shape[1] != d:
             problems.append(f"{field} is not [rows, {d}]")
-    if layer.direction is not None and tuple(layer.direction.shape) != (d,):
+    if layer.direction is not None and (layer.direction.shape[-1:] != (d,) or layer.direction.ndim not in (1, 2)):
         problems.append("direction does not match r")
+    m = layer.direction.shape[0] if layer.direction is not None and layer.direction.ndim == 2 else 1
+    if layer.strengths is not None and len(layer.strengths) != m:
+        problems.append("strengths do not match the directions")
     if layer.spectrum is not None and layer.spectrum.ndim != 1:
         problems.append("spectrum is not a vector")
     for t in (layer.r, layer.diffs, layer.neutral, layer.direction, layer.spectrum):

@@ -68,8 +68,10 @@ class LayerVector:
     diffs:     [n, d_in] rows of D = a(u) - a(s) (aligned tokens, sigmas, pairs).
     neutral:   [m, d_in] rows of neutral-prompt activations a(E).
     r:         [d_in] mean of D, the refusal vector.
-    direction: [d_in] unit direction d used by the edit (None before factorization).
+    direction: [d_in] unit direction d used by the edit (None before factorization), or
+               [m, d_in] unit directions of m combined concepts.
     spectrum:  [q] eigenvalues of C in descending order (None for mean_diff).
+    strengths: per combined concept, its strength (None: one concept at strength 1).
     """
 
     point: str
@@ -81,10 +83,18 @@ class LayerVector:
     spectrum: torch.Tensor | None = None
     k_used: int = 0
     retained: float = 1.0
+    strengths: tuple[float, ...] | None = None
 
     @property
     def dim(self) -> int:
         return int(self.r.shape[0])
+
+    def basis(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D [m, d_in] unit rows, s [m] strengths): what the edit removes, and how strongly."""
+        d = self.direction if self.direction is not None else self.r / self.r.norm().clamp_min(1e-12)
+        D = d if d.ndim == 2 else d[None]
+        s = torch.tensor(self.strengths if self.strengths is not None else [1.0] * D.shape[0], dtype=torch.float32)
+        return D, s
 
 
 @dataclass(frozen=True)
@@ -106,10 +116,9 @@ class RefusalVector:
         return all(layer.direction is not None for layer in self.layers)
 
     def directions(self) -> dict[str, torch.Tensor]:
-        """Unit direction per edited linear layer name: {module name: [d_in]}."""
-        out: dict[str, torch.Tensor] = {}
-        for layer in self.layers:
-            d = layer.direction if layer.direction is not None else layer.r / layer.r.norm().clamp_min(1e-12)
-            for key in layer.edit_keys:
-                out[key] = d
-        return out
+        """Unit direction per edited linear layer name: {module name: [d_in]} ([m, d_in] when combined)."""
+        return {key: basis[0] if basis[0].shape[0] > 1 else basis[0][0] for key, basis in self.bases().items()}
+
+    def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{edited linear layer name: (D [m, d_in], strengths [m])}."""
+        return {key: layer.basis() for layer in self.layers for key in layer.edit_keys}
