@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..refusal_core import prompts as P
-from ..refusal_core.types import PromptPairs
+from ..refusal_core.presets import CUSTOM, load_preset, preset_names
+from ..refusal_core.types import PromptPairs, RefusalError
 from . import comfy_bridge as bridge
 from .sockets import CATEGORY, PromptPairsSocket
 
@@ -44,14 +45,33 @@ class PromptPairLoader(io.ComfyNode):
                     optional=True,
                     tooltip="Optional .txt / .csv / .json file in ComfyUI's input folder; its pairs are used instead of the text above.",
                 ),
+                io.Combo.Input(
+                    "preset",
+                    options=[CUSTOM] + preset_names(),
+                    default=CUSTOM,
+                    optional=True,
+                    tooltip="Ready-made pairs and neutral prompts instead of the texts above: nudity, graphic_violence, "
+                    "copyrighted_character, trademark, public_figure (the last three need preset_subject).",
+                ),
+                io.String.Input(
+                    "preset_subject",
+                    default="",
+                    optional=True,
+                    tooltip="For the character, trademark and public-figure presets: the name to erase (e.g. the character's name).",
+                ),
             ],
             outputs=[PromptPairsSocket.Output(display_name="prompt_pairs", tooltip="The pairs and neutral prompts with their conditioning.")],
         )
 
     @classmethod
-    def execute(cls, clip, pairs: str, neutral_prompts: str, pairs_file: str = NO_FILE) -> io.NodeOutput:
+    def execute(cls, clip, pairs: str, neutral_prompts: str, pairs_file: str = NO_FILE, preset: str = CUSTOM,
+                preset_subject: str = "") -> io.NodeOutput:
         neutral = P.parse_neutral(neutral_prompts)
-        if pairs_file and pairs_file != NO_FILE:
+        if preset and preset != CUSTOM:
+            if pairs_file and pairs_file != NO_FILE:
+                raise RefusalError("choose either a preset or a pairs file, not both")
+            parsed, neutral = load_preset(preset, preset_subject)
+        elif pairs_file and pairs_file != NO_FILE:
             parsed, file_neutral = P.read_pairs_file(bridge.input_file_path(pairs_file))
             neutral = file_neutral or neutral
         else:

@@ -42,6 +42,8 @@ WAN21_ERASE = {
     19: ("VAEDecode", (1160, 900), {}, {"samples": (18, 0), "vae": (3, 0)}),
     20: ("CreateVideo", (1160, 1020), {"fps": 16.0}, {"images": (19, 0)}),
     21: ("SaveVideo", (1500, 900), {"filename_prefix": "video/original", "format": "auto", "codec": "auto"}, {"video": (20, 0)}),
+    22: ("SaveRefusalAsLoRA", (1500, 140), {"strength": 1.0, "filename_prefix": "refusal/nudity_wan2.1_t2v_1.3B", "concept": "nudity"},
+         {"model": (4, 0), "refusal_vector": (7, 0)}),
 }
 GROUPS = [
     ("1. Pairs that differ only by the concept -> refusal vector", (340, -40, 1500, 470)),
@@ -198,9 +200,9 @@ def build(description: dict, groups: list, object_info: dict) -> dict:
                 outputs.setdefault(src, {}).setdefault(slot, []).append(link_id)
                 node_inputs.append({"name": name, "type": stype, "link": link_id})
             elif is_widget(spec):
-                if name not in widgets:
+                if name not in widgets and "default" not in (spec[1] if len(spec) > 1 else {}):
                     raise KeyError(f"{ntype}: no value for widget '{name}'")
-                values.append(widgets[name])
+                values.append(widgets.get(name, spec[1].get("default") if len(spec) > 1 else None))
                 if len(spec) > 1 and spec[1].get("control_after_generate"):
                     values.append("fixed")
                 if len(spec) > 1 and spec[1].get("image_upload"):

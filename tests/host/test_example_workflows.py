@@ -136,7 +136,7 @@ def test_template_runs_with_tiny_stand_ins(standins, path):
             else:  # keep the split between experts: 20 steps at 10 -> 4 steps at 2
                 inp.update(steps=4, start_at_step=min(inp["start_at_step"] // 5, 4), end_at_step=min(inp["end_at_step"] // 5, 10000))
             api[f"save{nid}"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"template/{tag}_{nid}"}}
-        elif t == "SaveRefusalVector":
+        elif t in ("SaveRefusalVector", "SaveRefusalAsLoRA"):
             inp["filename_prefix"] = f"template/{tag}"
     for nid in [n for n, node in api.items() if node["class_type"] == "VAELoader"]:
         if not any(isinstance(v, list) and v[0] == nid for node in api.values() for v in node["inputs"].values()):

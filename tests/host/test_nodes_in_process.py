@@ -15,7 +15,7 @@ from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_O
 pytestmark = pytest.mark.host
 
 NODE_IDS = ["PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
-            "AddImagesToPromptPairs"]
+            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors"]
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +275,13 @@ def test_extraction_reports_progress(nodes, base, pairs):
         comfy.utils.set_progress_bar_global_hook(old)
     n = 2 * len(pairs.pairs) + len(pairs.neutral)  # text_kv: one forward per prompt
     assert seen[-1] == (n, n) and len(seen) == n
+
+
+def test_presets_fill_the_pairs(nodes, clip):
+    from refusal_pack.refusal_core.types import RefusalError
+
+    pp = nodes["PromptPairLoader"].execute(clip, "ignored", "ignored", "(none)", "trademark", "Zorblax Cola").result[0]
+    assert len(pp.pairs) == 5 and all("Zorblax Cola" in u.text and "Zorblax" not in s.text for u, s in pp.pairs)
+    assert len(pp.neutral) == 10
+    with pytest.raises(RefusalError, match="needs a name"):
+        nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", "")

@@ -1,0 +1,66 @@
+"""Command line: export a saved refusal vector as a standard LoRA for a base checkpoint, outside ComfyUI.
+
+    python -m refusal_core export-lora --base wan2.1_t2v_1.3B_fp16.safetensors \\
+        --vector nudity_00001.safetensors --out nudity_lora.safetensors [--strength 1.0] [--concept nudity]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from safetensors import safe_open
+
+from .fit import check_vector_fits, detect_family
+from .io import load_refusal_vector, save_atomic
+from .lora import lora_metadata, lora_state_dict
+from .types import RefusalError
+
+# How diffusion-model weights are prefixed in the checkpoints people share.
+PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
+
+
+def export_lora(base: Path, vector: Path, out: Path, strength: float = 1.0, concept: str = "", force: bool = False) -> dict[str, int]:
+    """Write the LoRA of `vector` for the diffusion model in `base`; returns {"layers": n, "bytes": size}."""
+    if out.exists() and not force:
+        raise RefusalError(f"'{out}' exists: choose another --out or pass --force")
+    rv = load_refusal_vector(vector)
+    try:
+        handle = safe_open(str(base), framework="pt")
+    except Exception as e:  # safetensors raises its own error types for unreadable files
+        raise RefusalError(f"'{base}' is not a readable .safetensors checkpoint: {e}") from None
+    with handle as f:
+        keys = list(f.keys())
+        prefix = next((p for p in PREFIXES if any(k.startswith(p) and k[len(p):] in ("head.modulation", "t5_yproj.weight", "caption_projection.linear_1.weight", "txt_in.individual_token_refiner.blocks.0.norm1.weight") for k in keys)), "")
+        names = [k[len(prefix):] for k in keys if k.startswith(prefix)]
+        shapes = {n[: -len(".weight")]: tuple(f.get_slice(prefix + n).get_shape()) for n in names if n.endswith(".weight")}
+        check_vector_fits(rv, detect_family(names), shapes)
+        tensors = lora_state_dict(lambda name: f.get_tensor(f"{prefix}{name}.weight"), rv, strength)
+    save_atomic(tensors, out, lora_metadata(rv, strength, concept))
+    return {"layers": len(rv.bases()), "bytes": out.stat().st_size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m refusal_core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export-lora", help="write a refusal vector as a LoRA for a base checkpoint")
+    ex.add_argument("--base", type=Path, required=True, help="the diffusion model checkpoint (.safetensors) the vector was made from")
+    ex.add_argument("--vector", type=Path, required=True, help="a refusal vector saved by Save Refusal Vector")
+    ex.add_argument("--out", type=Path, required=True, help="the LoRA file to write")
+    ex.add_argument("--strength", type=float, default=1.0, help="lambda baked into the LoRA (load it at strength 1)")
+    ex.add_argument("--concept", default="", help="name of the erased concept, for the file's metadata")
+    ex.add_argument("--force", action="store_true", help="overwrite --out")
+    args = ap.parse_args(argv)
+    try:
+        if not 0.0 <= args.strength <= 4.0:
+            raise RefusalError(f"--strength must be between 0 and 4, got {args.strength}")
+        info = export_lora(args.base, args.vector, args.out, args.strength, args.concept, args.force)
+    except RefusalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {info['layers']} layers, {info['bytes']} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
