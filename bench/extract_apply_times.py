@@ -1,5 +1,5 @@
-"""Extraction and apply times through the real nodes on a Wan-2.1-1.3B-shaped model (random weights,
-dim 1536, 30 blocks, fp32, CPU), next to the bare forward passes extraction needs.
+"""Extraction, apply and LoRA-export costs through the real nodes on a Wan-2.1-1.3B-shaped model (random
+weights, dim 1536, 30 blocks, fp32, CPU), next to the bare forward passes extraction needs.
 
     python bench/extract_apply_times.py [--dim 1536 --layers 30 --size 128]
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def main() -> None:
     bridge = comfy_host.pack_module("nodes.comfy_bridge")
     types = comfy_host.pack_module("refusal_core.types")
     prompts_mod = comfy_host.pack_module("refusal_core.prompts")
+    save_atomic = comfy_host.pack_module("refusal_core.io").save_atomic
+    lora_metadata = comfy_host.pack_module("refusal_core.lora").lora_metadata
 
     t0 = time.perf_counter()
     sd = init_random(TinyWan(dim=args.dim, ffn_dim=8960 if args.dim == 1536 else 4 * args.dim, heads=args.dim // 128, layers=args.layers), 0).state_dict()
@@ -61,7 +64,7 @@ def main() -> None:
     bare = time.perf_counter() - t0
 
     rows = []
-    for site, layers, n_sig in (("text_kv", "all", 1), ("ffn_in", "last2", 1)):
+    for site, layers, n_sig in (("text_kv", "all", 1), ("ffn_in", "all", 1), ("ffn_in", "last2", 1)):
         t0 = time.perf_counter()
         rv = nodes["ExtractRefusalVector"].execute(model, pp, site, layers, "0.9", args.size, args.size, 1, 0).result[0]
         t_ex = time.perf_counter() - t0
@@ -71,12 +74,17 @@ def main() -> None:
         t0 = time.perf_counter()
         edited = nodes["ApplyRefusalToModel"].execute(model, frv, 1.0).result[0]
         t_ap = time.perf_counter() - t0
-        patch_bytes = sum(p[1].weights[0].numel() * 4 + p[1].weights[1].numel() * 4 for ps in edited.patches.values() for p in ps)
-        rows.append((site, layers, len(frv.directions()), t_ex, t_ex / bare, t_f, t_ap, patch_bytes / model_bytes))
+        patch_bytes = sum(t.numel() * t.element_size() for ps in edited.patches.values() for p in ps for t in p[1].weights[:2])
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            lora = save_atomic(bridge.refusal_lora(model, frv, 1.0), Path(tmp) / "lora.safetensors", lora_metadata(frv, 1.0))
+            t_lora, lora_bytes = time.perf_counter() - t0, lora.stat().st_size
+        rows.append((site, layers, len(frv.directions()), t_ex, t_ex / bare, t_f, t_ap, patch_bytes / model_bytes, t_lora, lora_bytes, lora_bytes / model_bytes))
     print(f"bare forwards ({len(texts)} prompts, one sigma, {latent.shape[-1] * latent.shape[-2] // 4} video tokens): {bare:.2f} s")
-    print(f"{'site':8} {'layers':6} {'keys':>5} {'extract s':>10} {'/bare':>6} {'factorize s':>12} {'apply s':>8} {'patch/model':>12}")
-    for site, layers, keys, t_ex, ratio, t_f, t_ap, pb in rows:
-        print(f"{site:8} {layers:6} {keys:5d} {t_ex:10.2f} {ratio:6.2f} {t_f:12.3f} {t_ap:8.3f} {pb:12.2e}")
+    print(f"{'site':8} {'layers':6} {'keys':>5} {'extract s':>10} {'/bare':>6} {'factorize s':>12} {'apply s':>8} {'patch/model':>12} "
+          f"{'LoRA s':>7} {'LoRA bytes':>11} {'LoRA/model':>11}")
+    for site, layers, keys, t_ex, ratio, t_f, t_ap, pb, t_l, lb, lr in rows:
+        print(f"{site:8} {layers:6} {keys:5d} {t_ex:10.2f} {ratio:6.2f} {t_f:12.3f} {t_ap:8.3f} {pb:12.2e} {t_l:7.2f} {lb:11d} {lr:11.2e}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 from comfy_api.latest import io
 
-from ..refusal_core.types import RefusalError
+from ..refusal_core.edit import check_strength
 from . import comfy_bridge as bridge
 from .sockets import CATEGORY, RefusalVectorSocket
 
@@ -44,8 +43,7 @@ class ApplyRefusalToModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, refusal_vector, strength: float) -> io.NodeOutput:
-        if not math.isfinite(strength) or not (0.0 <= strength <= 4.0):
-            raise RefusalError(f"strength must be between 0 and 4, got {strength}")
+        check_strength(strength)
         t0 = time.perf_counter()
         edited = bridge.apply_refusal(model, refusal_vector, strength)
         log.info("refusal edit: %d layers patched in %.3f s", len(refusal_vector.directions()), time.perf_counter() - t0)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 from comfy_api.latest import io, ui
@@ -10,7 +9,7 @@ from comfy_api.latest import io, ui
 from ..refusal_core.combine import combine
 from ..refusal_core.io import save_atomic
 from ..refusal_core.lora import lora_metadata
-from ..refusal_core.types import RefusalError
+from ..refusal_core.edit import check_strength
 from . import comfy_bridge as bridge
 from .sockets import CATEGORY, RefusalVectorSocket
 
@@ -41,8 +40,7 @@ class SaveRefusalAsLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, refusal_vector, strength: float, filename_prefix: str, concept: str = "") -> io.NodeOutput:
-        if not math.isfinite(strength) or not (0.0 <= strength <= 4.0):
-            raise RefusalError(f"strength must be between 0 and 4, got {strength}")
+        check_strength(strength)
         tensors = bridge.refusal_lora(model, refusal_vector, strength)
         path = save_atomic(tensors, bridge.new_lora_path(filename_prefix), lora_metadata(refusal_vector, strength, concept))
         rank = max(int(t.shape[0]) for k, t in tensors.items() if k.endswith("lora_down.weight"))

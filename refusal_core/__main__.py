@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from .edit import check_strength
 from .fit import check_vector_fits, detect_family
 from .io import load_refusal_vector, save_atomic
 from .lora import lora_metadata, lora_state_dict
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--force", action="store_true", help="overwrite --out")
     args = ap.parse_args(argv)
     try:
-        if not 0.0 <= args.strength <= 4.0:
-            raise RefusalError(f"--strength must be between 0 and 4, got {args.strength}")
+        check_strength(args.strength, "--strength")
         info = export_lora(args.base, args.vector, args.out, args.strength, args.concept, args.force)
     except RefusalError as e:
         print(f"error: {e}", file=sys.stderr)

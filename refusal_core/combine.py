@@ -6,12 +6,12 @@ stacked directions (edit.subspace_factors); a concept at strength 0 is left out 
 from __future__ import annotations
 
 import json
-import math
 from typing import Sequence
 
 import torch
 
 from . import __version__
+from .edit import check_strength
 from .types import LayerVector, RefusalError, RefusalVector
 
 
@@ -25,8 +25,7 @@ def combine(vectors: Sequence[tuple[RefusalVector, float]]) -> RefusalVector:
     stacked: dict[str, list[tuple[LayerVector, torch.Tensor, torch.Tensor]]] = {}
     concepts = []
     for i, (rv, strength) in enumerate(vectors):
-        if not math.isfinite(strength) or strength < 0:
-            raise RefusalError(f"strength {i + 1} must be a finite number >= 0, got {strength}")
+        check_strength(strength, f"the strength of vector {i + 1}")
         for layer in rv.layers:
             D, s = layer.basis()
             stacked.setdefault(layer.point, []).append((layer, D, s * strength))

@@ -1,7 +1,20 @@
 """The weight edit W' = W (I - lambda d d^T), kept as rank-1 factors (METHOD.md step 4)."""
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .types import RefusalError
+
+MAX_STRENGTH = 4.0
+
+
+def check_strength(strength: float, name: str = "strength") -> float:
+    """lambda must be finite and in [0, 4]: 1 removes the direction exactly, above that it over-suppresses."""
+    if not math.isfinite(strength) or not 0.0 <= strength <= MAX_STRENGTH:
+        raise RefusalError(f"{name} must be between 0 and {MAX_STRENGTH:g}, got {strength}")
+    return strength
 
 
 def refusal_factors(W: torch.Tensor, d: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,48 +49,26 @@ def pack_module(name: str):
     return importlib.import_module(f"{PACK}.{name}")
 
 
-def tiny_wan_file(path: Path, dim: int = 128, layers: int = 2, seed: int = 0) -> Path:
-    """A random Wan 2.1 T2V checkpoint with the real key names (fp32), for UNETLoader."""
-    from safetensors.torch import save_file
+def pack_nodes() -> dict:
+    """{node id: node class} of the pack, as ComfyUI gets them from comfy_entrypoint."""
+    import asyncio
 
-    from refusal_core.testbed.tiny_wan import TinyWan, init_random
-
-    model = init_random(TinyWan(dim=dim, ffn_dim=2 * dim, heads=max(1, dim // 128), layers=layers), seed)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    pack = import_host()
+    return {c.GET_SCHEMA().node_id: c for c in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
 
 
-def state_dict_of(model_patcher) -> dict[str, torch.Tensor]:
-    """The weights as they sit in the module now (cloned)."""
-    return {k: v.detach().clone() for k, v in model_patcher.model.diffusion_model.state_dict().items()}
+def loaded_weights(model) -> dict[str, torch.Tensor]:
+    """The diffusion model's weights as ComfyUI loads them for `model` (patches applied), cloned."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([model], force_full_load=True)
+    return {k: v.detach().clone() for k, v in model.model.diffusion_model.state_dict().items()}
 
 
-def tiny_hunyuan_video_file(path: Path, seed: int = 0) -> Path:
-    """A random HunyuanVideo checkpoint (hidden 128, one block of each kind) built from ComfyUI's own class."""
-    import_host()
-    import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
-    from safetensors.torch import save_file
+def base_untouched(model, weights: dict[str, torch.Tensor]) -> bool:
+    """After unloading, the shared module holds exactly `weights` and `model` carries no patch."""
+    import comfy.model_management
 
-    model = HunyuanVideo(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=768, hidden_size=128, mlp_ratio=4.0,
-                         num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
-                         qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False, operations=comfy.ops.disable_weight_init)
-    g = torch.Generator().manual_seed(seed)
-    save_file({k: torch.randn(v.shape, generator=g) * 0.02 for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
-def tiny_sd3_file(path: Path, seed: int = 0) -> Path:
-    """A random SD3-architecture image model (hidden 128, 2 blocks): a family the pack does not edit."""
-    import_host()
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
-    from safetensors.torch import save_file
-
-    model = MMDiT(input_size=None, patch_size=2, in_channels=16, depth=2, out_channels=16, adm_in_channels=2048,
-                  num_patches=64 * 64, pos_embed_max_size=64, qk_norm="rms", x_block_self_attn_layers=[],
-                  context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
-                  operations=comfy.ops.disable_weight_init)
-    g = torch.Generator().manual_seed(seed)
-    save_file({k: torch.randn(v.shape, generator=g) * 0.02 for k, v in model.state_dict().items()}, str(path))
-    return path
+    comfy.model_management.unload_all_models()
+    now = model.model.diffusion_model.state_dict()
+    return all(torch.equal(now[k], v.to(now[k].dtype)) for k, v in weights.items()) and not model.patches

@@ -14,7 +14,17 @@ def server(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("comfy_base")
     srv = ComfyServer(base)
-    comfy_host.tiny_wan_file(base / "models" / "diffusion_models" / WAN)
+    from tests.host import tiny_models
+
+    tiny_models.testbed_wan(base / "models" / "diffusion_models" / WAN)
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def nodes():
+    """The pack's node classes, loaded as ComfyUI loads them."""
+    if comfy_host.missing_reason():
+        pytest.skip(comfy_host.missing_reason())
+    return comfy_host.pack_nodes()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.host import comfy_host, tiny_models
+from tests.host import tiny_models
 from tests.host.graphs import common_nodes, erase_nodes, sampling
 from tests.host.prompts_unseen import EXTRACTION_PAIRS
 
@@ -95,13 +95,13 @@ def answer(server, graph: dict) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def prepared(server):
     models, inputs = server.base / "models" / "diffusion_models", server.base / "input"
-    comfy_host.tiny_wan_file(models / "tiny_wan_dim256.safetensors", dim=256)
-    comfy_host.tiny_wan_file(models / "tiny_wan_1block.safetensors", layers=1)
+    tiny_models.testbed_wan(models / "tiny_wan_dim256.safetensors", dim=256)
+    tiny_models.testbed_wan(models / "tiny_wan_1block.safetensors", layers=1)
     nan = load_file(str(models / "tiny_wan_t2v.safetensors"))
     nan["text_embedding.0.weight"][0, 0] = float("inf")
     save_file(nan, str(models / "tiny_wan_nan.safetensors"))
-    comfy_host.tiny_hunyuan_video_file(models / "tiny_hunyuan_video.safetensors")
-    comfy_host.tiny_sd3_file(models / "tiny_sd3.safetensors")
+    tiny_models.hunyuan_video(models / "tiny_hunyuan_video.safetensors")
+    tiny_models.sd3(models / "tiny_sd3.safetensors")
     tiny_models.wan(models / "tiny_wan_i2v.safetensors", model_type="i2v", in_dim=36)
     (inputs / "latin1.txt").write_bytes("une femme nue | une femme\n".encode("latin-1") + b"caf\xe9 | bar\n")
     (inputs / "truncated.json").write_text('{"pairs": [["a bloody wound", "a wound"], ["a gory')

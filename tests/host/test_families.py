@@ -2,7 +2,6 @@
 extraction, factorization and apply in process on real ModelPatcher objects, at every edit site."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -33,12 +32,6 @@ CASES = [(v, s) for v, (_, fam, _, _) in VARIANTS.items() for s in TEXT_SITES[fa
 
 
 @pytest.fixture(scope="module")
-def nodes():
-    pack = comfy_host.import_host()
-    return {c.GET_SCHEMA().node_id: c for c in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("families")
     return {name: VARIANTS[name][0](d / f"tiny_{name}.safetensors") for name in VARIANTS}
@@ -63,12 +56,7 @@ def run(nodes, node_id, *args):
 
 
 def untouched(model, weights) -> None:
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    now = model.model.diffusion_model.state_dict()
-    assert all(torch.equal(now[k], v.to(now[k].dtype)) for k, v in weights.items())
-    assert not model.patches
+    assert comfy_host.base_untouched(model, weights)
 
 
 @pytest.mark.parametrize("variant,site", CASES, ids=[f"{v}-{s}" for v, s in CASES])

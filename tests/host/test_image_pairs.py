@@ -2,8 +2,6 @@
 Wan 2.1 i2v with ComfyUI's own VAE (random, real size) and a small ClipVisionModel."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import torch
 
@@ -11,12 +9,6 @@ from tests.host import comfy_host, tiny_models
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, NEUTRAL
 
 pytestmark = pytest.mark.host
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    pack = comfy_host.import_host()
-    return {c.GET_SCHEMA().node_id: c for c in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +62,7 @@ def test_image_pairs_extract_and_erase(nodes, setup, site):
         assert float((now[f"{name}.weight"] @ d).norm()) <= 1e-4 * float(weights[f"{name}.weight"].norm())
     if site == "image_kv":
         assert set(frv.directions()) == {f"blocks.{b}.cross_attn.{k}" for b in range(3) for k in ("k_img", "v_img")}
-    comfy.model_management.unload_all_models()
-    assert all(torch.equal(model.model.diffusion_model.state_dict()[k], v) for k, v in weights.items())
+    assert comfy_host.base_untouched(model, weights)
 
 
 def test_images_on_a_text_to_video_model_are_refused(nodes, setup):

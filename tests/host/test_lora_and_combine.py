@@ -2,7 +2,6 @@
 equals ApplyRefusalToModel; combined concepts are all removed; vectors that do not fit are refused."""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -18,12 +17,6 @@ nude people swimming in a lake | people swimming in a lake"""
 
 
 @pytest.fixture(scope="module")
-def nodes():
-    pack = comfy_host.import_host()
-    return {c.GET_SCHEMA().node_id: c for c in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
-
-
-@pytest.fixture(scope="module")
 def models(tmp_path_factory):
     from safetensors.torch import load_file
 
@@ -32,7 +25,7 @@ def models(tmp_path_factory):
     for name, build, width, pooled in (("wan", tiny_models.wan, 4096, None), ("hunyuan_video", tiny_models.hunyuan_video, 768, 768),
                                        ("wan_dim256", None, 4096, None)):
         path = d / f"{name}.safetensors"
-        comfy_host.tiny_wan_file(path, dim=256) if build is None else build(path)
+        tiny_models.testbed_wan(path, dim=256) if build is None else build(path)
         out[name] = (tiny_models.load(path), load_file(str(path)), width, pooled)
     return out
 
@@ -54,19 +47,7 @@ def vector(nodes, model, width, pooled, pairs=EXTRACTION_PAIRS):
     return nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
 
 
-def loaded(model) -> dict[str, torch.Tensor]:
-    import comfy.model_management
-
-    comfy.model_management.load_models_gpu([model], force_full_load=True)
-    return {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
-
-
-def unloaded_equals(model, weights) -> bool:
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    now = model.model.diffusion_model.state_dict()
-    return all(torch.equal(now[k], v) for k, v in weights.items()) and not model.patches
+loaded, unloaded_equals = comfy_host.loaded_weights, comfy_host.base_untouched
 
 
 @pytest.mark.parametrize("family", ["wan", "hunyuan_video"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.host import comfy_host
+from tests.host import comfy_host, tiny_models
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
 
 pytestmark = pytest.mark.host
@@ -24,16 +24,8 @@ def host():
 
 
 @pytest.fixture(scope="module")
-def nodes(host):
-    import asyncio
-
-    ext = asyncio.run(host.comfy_entrypoint())
-    return {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(ext.get_node_list())}
-
-
-@pytest.fixture(scope="module")
 def wan_file(tmp_path_factory):
-    return comfy_host.tiny_wan_file(tmp_path_factory.mktemp("wan") / "tiny_wan_t2v.safetensors")
+    return tiny_models.testbed_wan(tmp_path_factory.mktemp("wan") / "tiny_wan_t2v.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +63,10 @@ def extract(nodes, base, pairs, site="text_kv", layers="all"):
 
 
 def assert_base_untouched(base, file_weights):
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()
-    now = base.model.diffusion_model.state_dict()
-    for k, v in file_weights.items():
-        assert torch.equal(now[k], v), f"base weight {k} changed"
-    assert not base.patches, "the input MODEL got patches"
+    assert comfy_host.base_untouched(base, file_weights), "the input MODEL changed"
 
 
-def loaded_weights(model) -> dict[str, torch.Tensor]:
-    import comfy.model_management
-
-    comfy.model_management.load_models_gpu([model], force_full_load=True)
-    return comfy_host.state_dict_of(model)
+loaded_weights = comfy_host.loaded_weights
 
 
 def test_pack_lists_its_nodes_with_tooltips(nodes):

@@ -34,6 +34,27 @@ def _save(module: torch.nn.Module, path: Path, seed: int, std: float | None = No
     return path
 
 
+def testbed_wan(path: Path, dim: int = 128, layers: int = 2, seed: int = 0) -> Path:
+    """The embedded default's TinyWan (plain torch, WanModel's key names) as a Wan 2.1 T2V checkpoint, fp32."""
+    from refusal_core.testbed.tiny_wan import TinyWan, init_random
+
+    model = init_random(TinyWan(dim=dim, ffn_dim=2 * dim, heads=max(1, dim // 128), layers=layers), seed)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def sd3(path: Path, seed: int = 0) -> Path:
+    """An SD3-architecture image model (hidden 128, 2 blocks): a family the pack does not edit."""
+    comfy_host.import_host()
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    m = MMDiT(input_size=None, patch_size=2, in_channels=16, depth=2, out_channels=16, adm_in_channels=2048, num_patches=64 * 64,
+              pos_embed_max_size=64, qk_norm="rms", x_block_self_attn_layers=[], operations=comfy.ops.disable_weight_init,
+              context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}})
+    return _save(m, path, seed, std=0.02)
+
+
 def wan(path: Path, seed: int = 0, model_type: str = "t2v", in_dim: int = 16, out_dim: int = 16) -> Path:
     """Wan 2.1 t2v (in 16), 2.1 i2v (model_type i2v, in 36), 2.2 5B (in/out 48), 2.2 A14B experts (t2v, in 16 or 36)."""
     comfy_host.import_host()
