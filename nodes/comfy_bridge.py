@@ -169,17 +169,21 @@ def image_conditioning(conditioning: Any, vae: Any, image: torch.Tensor, width: 
     return out.result[0]
 
 
+def _first_unsafe_extra(prompts: Any, key: str) -> Any:
+    """An entry of the first unsafe prompt's conditioning options (image pairs put theirs there)."""
+    cond = prompts.pairs[0][0].conditioning
+    return cond[0][1].get(key) if cond and isinstance(cond[0][1], dict) else None
+
+
 def image_latent_shape(prompts: Any) -> tuple[int, int, int] | None:
     """(T, h, w) of the image conditioning the pairs carry, or None for text-only pairs."""
-    cond = prompts.pairs[0][0].conditioning
-    concat = cond[0][1].get("concat_latent_image") if cond and isinstance(cond[0][1], dict) else None
+    concat = _first_unsafe_extra(prompts, "concat_latent_image")
     return tuple(concat.shape[-3:]) if concat is not None else None
 
 
 def check_image_tokens(prompts: Any) -> None:
     """The image_kv site reads CLIP-vision tokens: without them Wan's image attention reads the text."""
-    cond = prompts.pairs[0][0].conditioning
-    if not (cond and isinstance(cond[0][1], dict) and cond[0][1].get("clip_vision_output") is not None):
+    if _first_unsafe_extra(prompts, "clip_vision_output") is None:
         raise RefusalError(
             "the image_kv site reads the images' CLIP-vision tokens, but these pairs have none: connect a CLIP vision "
             "model (clip_vision_h) to Add Images To Prompt Pairs, or use the text_kv site"
@@ -269,9 +273,16 @@ def _text_width(model: Any) -> int | None:
         return None
 
 
-def progress_bar(total: int) -> Callable[[int, int], None]:
-    bar = comfy.utils.ProgressBar(total)
-    return lambda done, _total: bar.update_absolute(done, _total)
+def progress_bar() -> Callable[[int, int], None]:
+    """A callback(done, total) that drives a ComfyUI progress bar (created at the first call)."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or comfy.utils.ProgressBar(total)
+        bar.update_absolute(done, total)
+
+    return update
 
 
 # --- the edit ---------------------------------------------------------------------------------

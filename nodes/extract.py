@@ -92,11 +92,9 @@ class ExtractRefusalVector(io.ComfyNode):
             bridge.check_takes_images(model)
             latent = torch.randn((1, latent.shape[1], *image_shape), generator=torch.Generator().manual_seed(seed))
         forward = bridge.make_forward(model)
-        n_runs = (2 * len(prompt_pairs.pairs) + len(prompt_pairs.neutral)) * (len(sigmas) if spec.per_sigma else 1)
         t0 = time.perf_counter()
         rv = extract_refusal_vector(
-            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, auto_pick=auto, seed=seed,
-            progress=bridge.progress_bar(n_runs),
+            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, auto_pick=auto, seed=seed, progress=bridge.progress_bar()
         )
-        log.info("refusal vector: %s %s, blocks %s, %d forwards in %.2f s", family, spec.name, rv.meta["blocks"], n_runs, time.perf_counter() - t0)
+        log.info("refusal vector: %s %s, blocks %s, in %.2f s", family, spec.name, rv.meta["blocks"], time.perf_counter() - t0)
         return io.NodeOutput(rv, torch.from_numpy(layer_scores_image(rv))[None])
