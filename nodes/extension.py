@@ -10,6 +10,7 @@ from .factorize import LowRankFactorize
 from .files import LoadRefusalVector, SaveRefusalVector
 from .image_pairs import AddImagesToPromptPairs
 from .share import CombineRefusalVectors, SaveRefusalAsLoRA
+from .probe import RefusalProbe
 from .prompt_pairs import PromptPairLoader
 
 
@@ -29,4 +30,5 @@ class RefusalExtension(ComfyExtension):
             AddImagesToPromptPairs,
             SaveRefusalAsLoRA,
             CombineRefusalVectors,
+            RefusalProbe,
         ]

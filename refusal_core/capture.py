@@ -1,4 +1,4 @@
-"""Forward-hook capture of the inputs of chosen linear layers."""
+"""Forward-hook capture of the inputs (or outputs) of chosen linear layers."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -11,12 +11,13 @@ from .types import RefusalError
 
 
 @contextmanager
-def capture_inputs(root: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the input of each named submodule during the forwards run inside the block.
+def capture_inputs(root: nn.Module, names: Sequence[str], outputs: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the input (or, with outputs=True, the output) of each named submodule during the
+    forwards run inside the block.
 
-    Yields a dict that fills with {name: [B, L, d_in] float32 CPU tensor} (the last
-    forward wins). The hooks are removed on exit, also when the forward raises or
-    is interrupted, so the model never keeps a hook of ours.
+    Yields a dict that fills with {name: [B, L, d] float32 CPU tensor} (the last forward wins).
+    The hooks are removed on exit, also when the forward raises or is interrupted, so the model
+    never keeps a hook of ours.
     """
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -27,11 +28,13 @@ def capture_inputs(root: nn.Module, names: Sequence[str]) -> Iterator[dict[str, 
             except AttributeError:
                 raise RefusalError(f"the model has no layer '{name}': the edit site does not fit this model") from None
 
-            def hook(_module: nn.Module, args: tuple, _name: str = name) -> None:
-                x = args[0]
+            def keep(x: torch.Tensor, _name: str = name) -> None:
                 captured[_name] = x.detach().to(device="cpu", dtype=torch.float32)
 
-            handles.append(module.register_forward_pre_hook(hook))
+            if outputs:
+                handles.append(module.register_forward_hook(lambda _m, _args, out, _keep=keep: _keep(out)))
+            else:
+                handles.append(module.register_forward_pre_hook(lambda _m, args, _keep=keep: _keep(args[0])))
         yield captured
     finally:
         for h in handles:

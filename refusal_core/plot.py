@@ -82,3 +82,28 @@ def layer_scores_image(rv: RefusalVector, width: int = 640, height: int = 240) -
     draw.text((4, top), f"{best:.3g}", fill="gray")
     draw.line([left, bottom, right, bottom], fill="gray")
     return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def probe_chart(result, width: int = 640, height: int = 260) -> np.ndarray:
+    """[H, W, 3] float32: held-out leakage per edited layer and at the model output (1 = untouched)."""
+    from PIL import Image, ImageDraw
+
+    bars = list(result.layer_leakage.items()) + [("model output", result.leakage)]
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((6, 6), f"held-out leakage (1 = untouched, 0 = erased); collateral at the output {result.collateral:.3f}", fill="black")
+    top, bottom, left, right = 30, height - 40, 40, width - 10
+    top_value = max(1.1, max(v for _, v in bars) * 1.05)
+    y_of = lambda v: bottom - (bottom - top) * min(max(v, 0.0), top_value) / top_value  # noqa: E731
+    draw.line([left, y_of(1.0), right, y_of(1.0)], fill=(180, 180, 180))
+    draw.text((4, y_of(1.0) - 6), "1.0", fill="gray")
+    slot = (right - left) / len(bars)
+    for j, (name, value) in enumerate(bars):
+        x0 = left + j * slot
+        color = (220, 30, 30) if name == "model output" else (90, 120, 190)
+        draw.rectangle([x0 + slot * 0.15, y_of(value), x0 + slot * 0.85, bottom], fill=color)
+        draw.text((x0 + slot * 0.15, y_of(value) - 12), f"{value:.2f}", fill="black")
+        if len(bars) <= 16 or j % 4 == 0 or name == "model output":
+            label = "out" if name == "model output" else ".".join(p for p in name.split(".") if p.isdigit() or len(p) <= 5)[-14:]
+            draw.text((x0 + 2, bottom + 4 + 12 * (j % 2)), label, fill="gray")
+    return np.asarray(img, dtype=np.float32) / 255.0

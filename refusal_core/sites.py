@@ -108,6 +108,14 @@ def get_site(family: str, site: str) -> Site:
     return sites[site]
 
 
+def site_of_point(family: str, point: str) -> Site:
+    """The site whose capture module is `point` (e.g. "blocks.3.cross_attn.k" -> text_kv)."""
+    for site in FAMILIES.get(family, {}).values():
+        if site.blocks([point]):
+            return site
+    raise RefusalError(f"no {FAMILY_NAMES.get(family, family)} edit site reads '{point}'")
+
+
 def parse_layers(spec: str, available: list[int]) -> list[int]:
     """Block indices from "last2", "all", "first3", "12,13" or "10-13" (0-based), among `available`."""
     s = spec.strip().lower().replace(" ", "")

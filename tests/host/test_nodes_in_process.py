@@ -15,7 +15,7 @@ from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_O
 pytestmark = pytest.mark.host
 
 NODE_IDS = ["PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
-            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors"]
+            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors", "RefusalProbe"]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from tests.host.graphs import common_nodes, erase_nodes, sampling
 
 pytestmark = pytest.mark.host
 NODE_IDS = {"PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
-            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors"}
+            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors", "RefusalProbe"}
 
 
 def latent(base, prefix: str) -> torch.Tensor:
