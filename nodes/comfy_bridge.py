@@ -98,21 +98,37 @@ def input_file_path(name: str) -> str:
 
 # --- text encoding ----------------------------------------------------------------------------
 
-def _token_ids(tokens: Any) -> tuple[int, ...] | None:
-    """Token ids of the first text encoder, without the trailing padding run."""
-    if not isinstance(tokens, dict) or not tokens:
-        return None
-    batches = next(iter(tokens.values()))
-    try:
-        ids = [int(t[0]) if isinstance(t[0], int) else -1 for batch in batches for t in batch]
-    except (TypeError, IndexError):
-        return None
-    if not ids:
-        return None
+def _id_lists(tokens: Any) -> list[list[int]]:
+    """Every text encoder's token ids (all batches flattened; -1 for embedding tokens)."""
+    if not isinstance(tokens, dict):
+        return []
+    out = []
+    for batches in tokens.values():
+        try:
+            out.append([int(t[0]) if isinstance(t[0], int) else -1 for batch in batches for t in batch])
+        except (TypeError, IndexError):
+            continue
+    return out
+
+
+def _strip_padding(ids: list[int]) -> tuple[int, ...]:
+    """Without the trailing run of one repeated id (padding), keeping one of it (the end token)."""
     end = len(ids)
     while end > 1 and ids[end - 1] == ids[end - 2]:
         end -= 1
     return tuple(ids[:end])
+
+
+def _token_ids(tokens: Any, n_rows: int) -> tuple[int, ...] | None:
+    """The ids of the encoder whose tokens are the conditioning's rows (same count), without padding.
+
+    Models with two encoders (HunyuanVideo: CLIP-L for the pooled vector, an LLM for the rows, its
+    template cropped) may have none that lines up; rows are then paired by position.
+    """
+    for ids in _id_lists(tokens):
+        if len(ids) == n_rows:
+            return _strip_padding(ids)
+    return None
 
 
 def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
@@ -124,10 +140,11 @@ def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
         raise RefusalError("no CLIP connected: connect the text encoder that the model uses (for Wan: umt5, type wan)")
     check_prompt_length(text)
     tokens = clip.tokenize(text)
-    ids = _token_ids(tokens)
-    check_prompt_length(text, len(ids) if ids is not None else None)
+    lengths = [len(_strip_padding(ids)) for ids in _id_lists(tokens) if ids]
+    check_prompt_length(text, max(lengths) if lengths else None)
     cond = clip.encode_from_tokens_scheduled(tokens)
-    return EncodedPrompt(text=text, token_ids=ids, conditioning=cond, text_len=int(cond[0][0].shape[1]))
+    rows = int(cond[0][0].shape[1])
+    return EncodedPrompt(text=text, token_ids=_token_ids(tokens, rows), conditioning=cond, text_len=rows)
 
 
 # --- model ------------------------------------------------------------------------------------

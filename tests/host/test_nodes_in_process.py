@@ -267,3 +267,12 @@ def test_presets_fill_the_pairs(nodes, clip):
     assert len(pp.neutral) == 10
     with pytest.raises(RefusalError, match="needs a name"):
         nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", "")
+
+
+def test_token_ids_come_from_the_encoder_that_made_the_rows(host):
+    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    clip_l = [[(49406, 1.0), (320, 1.0), (1215, 1.0), (49407, 1.0)] + [(49407, 1.0)] * 73]
+    llama = [[(128000, 1.0)] * 95 + [(64, 1.0), (77, 1.0), (128009, 1.0)]]
+    tokens = {"l": clip_l, "llama": llama}
+    assert bridge._token_ids(tokens, 77) == (49406, 320, 1215, 49407)  # padding stripped to one end token
+    assert bridge._token_ids(tokens, 3) is None  # the LLM's rows had its template cropped: pair by position
