@@ -60,7 +60,8 @@ class ExtractRefusalVector(io.ComfyNode):
                 io.String.Input(
                     "noise_levels",
                     default="0.9,0.6,0.3",
-                    tooltip="Sigmas (0-1] at which the model is read; text_kv reads the text once, so only the first is used there.",
+                    tooltip="Sigmas (0-1] at which the model is read. Sites whose input does not depend on the latent "
+                    "(Wan and LTX-Video text_kv, Wan image_kv) are read once, at the first.",
                 ),
                 io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Probe latent width in pixels (image pairs set their own size)."),
                 io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Probe latent height in pixels (image pairs set their own size)."),
