@@ -12,7 +12,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from .edit import check_strength
-from .fit import check_vector_fits, detect_family
+from .fit import check_vector_fits, detect_family, model_prefix
 from .io import load_refusal_vector, save_atomic
 from .lora import lora_metadata, lora_state_dict
 from .types import RefusalError
@@ -32,7 +32,7 @@ def export_lora(base: Path, vector: Path, out: Path, strength: float = 1.0, conc
         raise RefusalError(f"'{base}' is not a readable .safetensors checkpoint: {e}") from None
     with handle as f:
         keys = list(f.keys())
-        prefix = next((p for p in PREFIXES if any(k.startswith(p) and k[len(p):] in ("head.modulation", "t5_yproj.weight", "caption_projection.linear_1.weight", "txt_in.individual_token_refiner.blocks.0.norm1.weight") for k in keys)), "")
+        prefix = model_prefix(keys, PREFIXES)
         names = [k[len(prefix):] for k in keys if k.startswith(prefix)]
         shapes = {n[: -len(".weight")]: tuple(f.get_slice(prefix + n).get_shape()) for n in names if n.endswith(".weight")}
         check_vector_fits(rv, detect_family(names), shapes)

@@ -17,6 +17,13 @@ _FAMILY_MARKERS = (
 )
 
 
+def model_prefix(keys: Sequence[str], prefixes: Sequence[str]) -> str:
+    """Which of `prefixes` ("model.diffusion_model.", ...) a checkpoint puts before its diffusion-model
+    keys: the one in front of a family marker key ("" when none is)."""
+    key_set = set(keys)
+    return next((p for p in prefixes if any(p + marker in key_set for marker, _ in _FAMILY_MARKERS)), "")
+
+
 def detect_family(keys: Sequence[str]) -> str:
     """The family of a diffusion-model state dict from its key names (prefix already removed)."""
     key_set = set(keys)

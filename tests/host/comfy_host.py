@@ -72,3 +72,9 @@ def base_untouched(model, weights: dict[str, torch.Tensor]) -> bool:
     comfy.model_management.unload_all_models()
     now = model.model.diffusion_model.state_dict()
     return all(torch.equal(now[k], v.to(now[k].dtype)) for k, v in weights.items()) and not model.patches
+
+
+def outputs(model, conditionings: dict, latent: torch.Tensor, sigmas=(0.9, 0.6, 0.3)) -> dict[str, torch.Tensor]:
+    """{text: the model's predictions at each sigma, flattened and concatenated} (loads `model` once)."""
+    fwd = pack_module("nodes.comfy_bridge").make_forward(model)
+    return {t: torch.cat([fwd(c, latent, s).flatten() for s in sigmas]) for t, c in conditionings.items()}

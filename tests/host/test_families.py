@@ -87,11 +87,6 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
                                 "extract_s": round(t_extract, 3)}) + "\n")
 
 
-def _outputs(bridge, model, enc, latent):
-    fwd = bridge.make_forward(model)
-    return {t: torch.cat([fwd(c, latent, s).flatten() for s in (0.9, 0.6, 0.3)]) for t, c in enc.items()}
-
-
 @pytest.mark.parametrize("variant", ["wan21_t2v", "hunyuan_video", "ltxv", "mochi"])
 def test_auto_layers_against_last2(nodes, loaded, variant):
     """Held-out leakage / collateral per family at its default site, layers 'auto' vs 'last2' vs a random edit."""
@@ -104,10 +99,10 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
     enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
     latent = bridge.probe_latent(model, 64, 64, 9, 11)
-    before = _outputs(bridge, model, enc, latent)
+    before = comfy_host.outputs(model, enc, latent)
 
     def score(rv):
-        after = _outputs(bridge, run(nodes, "ApplyRefusalToModel", model, rv, 1.0)[0], enc, latent)
+        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, rv, 1.0)[0], enc, latent)
         return (leakage([(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]),
                 collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]))
 

@@ -167,11 +167,6 @@ def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, m
         run(nodes, "LoadRefusalVector", "../../../etc/passwd")
 
 
-def _outputs(bridge, model, pairs_enc, texts, latent):
-    fwd = bridge.make_forward(model)
-    return {t: torch.cat([fwd(pairs_enc[t], latent, s).flatten() for s in (0.9, 0.6, 0.3)]) for t in texts}
-
-
 def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_weights):
     """The table of the closing note: every method and site next to a random direction of the same rank."""
     from refusal_pack.refusal_core.metrics import collateral, leakage
@@ -180,10 +175,10 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
     enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
     latent = bridge.probe_latent(base, 64, 64, 1, 11)
-    before = _outputs(bridge, base, enc, texts, latent)
+    before = comfy_host.outputs(base, enc, latent)
 
     def score(rv):
-        after = _outputs(bridge, run(nodes, "ApplyRefusalToModel", base, rv, 1.0)[0], enc, texts, latent)
+        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", base, rv, 1.0)[0], enc, latent)
         return (
             leakage([(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]),
             collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),

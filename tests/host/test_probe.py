@@ -3,7 +3,6 @@ numbers as an independent computation for an edit, a chart of the expected size.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.host import comfy_host, tiny_models
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
@@ -46,11 +45,7 @@ def test_probe_agrees_with_an_independent_computation(nodes, setup):
     enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
     latent = bridge.probe_latent(model, 64, 64, 1, 11)
 
-    def outputs(m):
-        fwd = bridge.make_forward(m)
-        return {t: torch.cat([fwd(c, latent, s).flatten() for s in (0.9, 0.6, 0.3)]) for t, c in enc.items()}
-
-    b, a = outputs(model), outputs(edited)
+    b, a = comfy_host.outputs(model, enc, latent), comfy_host.outputs(edited, enc, latent)
     lk = leakage([(b[u], b[s]) for u, s in HELD_OUT_PAIRS], [(a[u], a[s]) for u, s in HELD_OUT_PAIRS])
     col = collateral([b[n] for n in HELD_OUT_NEUTRAL], [a[n] for n in HELD_OUT_NEUTRAL])
     assert f"model output: leakage {lk:.3f}, collateral {col:.3f}".replace(",", " (1 = untouched, 0 = erased),", 1) in report
