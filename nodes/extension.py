@@ -8,6 +8,7 @@ from .apply import ApplyRefusalToModel
 from .extract import ExtractRefusalVector
 from .factorize import LowRankFactorize
 from .files import LoadRefusalVector, SaveRefusalVector
+from .frames import RefusalFrameCompare
 from .image_pairs import AddImagesToPromptPairs
 from .share import CombineRefusalVectors, SaveRefusalAsLoRA
 from .probe import RefusalProbe
@@ -31,4 +32,5 @@ class RefusalExtension(ComfyExtension):
             SaveRefusalAsLoRA,
             CombineRefusalVectors,
             RefusalProbe,
+            RefusalFrameCompare,
         ]

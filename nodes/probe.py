@@ -5,10 +5,10 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..refusal_core import prompts as P
-from ..refusal_core.probe import compare, record
+from ..refusal_core.probe import ProbeResult, compare, record
 from ..refusal_core.plot import probe_chart
 from ..refusal_core.testbed.prompts import HELD_OUT_NEUTRAL, HELD_OUT_PAIRS
-from ..refusal_core.types import PromptPairs, RefusalError
+from ..refusal_core.types import PromptPair, PromptPairs, RefusalError
 from . import comfy_bridge as bridge
 from .extract import parse_sigmas
 from .sockets import CATEGORY, RefusalVectorSocket
@@ -51,16 +51,22 @@ class RefusalProbe(io.ComfyNode):
     @classmethod
     def execute(cls, original, edited, clip, refusal_vector, held_out_pairs: str, neutral_prompts: str, noise_levels: str,
                 width: int, height: int, length: int, seed: int) -> io.NodeOutput:
-        if bridge.model_family(original) != bridge.model_family(edited):
-            raise RefusalError("original and edited are different model families: connect the model before and after the edit")
-        bridge.check_fits(original, refusal_vector)
         pairs, neutral = P.parse_pair_lines(held_out_pairs), P.parse_neutral(neutral_prompts)
-        P.validate_pairs(pairs, neutral)
-        prompts = PromptPairs.from_texts(pairs, neutral, lambda text: bridge.encode_prompt(clip, text))
-        sigmas = parse_sigmas(noise_levels)
-        latent = bridge.probe_latent(original, width, height, length, seed)
-        before = record(bridge.diffusion_module(original), bridge.make_forward(original), prompts, refusal_vector, latent, sigmas)
-        after = record(bridge.diffusion_module(edited), bridge.make_forward(edited), prompts, refusal_vector, latent, sigmas)
-        result = compare(prompts, before, after, refusal_vector)
+        result = run_probe(original, edited, clip, refusal_vector, pairs, neutral, parse_sigmas(noise_levels), width, height, length, seed)
         report = result.report()
         return io.NodeOutput(report, torch.from_numpy(probe_chart(result))[None], ui=ui.PreviewText(report))
+
+
+def run_probe(original, edited, clip, refusal_vector, pairs: list[PromptPair], neutral: list[str], sigmas: list[float],
+              width: int, height: int, length: int, seed: int) -> ProbeResult:
+    """The probe of the RefusalProbe node (also run by the evaluation command): every held-out prompt through both
+    models on one seeded noise latent, compared at the output and at every edited layer."""
+    if bridge.model_family(original) != bridge.model_family(edited):
+        raise RefusalError("original and edited are different model families: connect the model before and after the edit")
+    bridge.check_fits(original, refusal_vector)
+    P.validate_pairs(pairs, neutral)
+    prompts = PromptPairs.from_texts(pairs, neutral, lambda text: bridge.encode_prompt(clip, text))
+    latent = bridge.probe_latent(original, width, height, length, seed)
+    before = record(bridge.diffusion_module(original), bridge.make_forward(original), prompts, refusal_vector, latent, sigmas)
+    after = record(bridge.diffusion_module(edited), bridge.make_forward(edited), prompts, refusal_vector, latent, sigmas)
+    return compare(prompts, before, after, refusal_vector)

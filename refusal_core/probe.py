@@ -71,6 +71,16 @@ class ProbeResult:
             lines.append(f"{p} input along d, before -> after: " + ", ".join(f"{r} {b:.3g} -> {a:.3g}" for r, (b, a) in roles.items()))
         return "\n".join(lines)
 
+    def as_dict(self) -> dict:
+        """JSON-ready: the numbers of report(), unrounded."""
+        return {
+            "leakage": self.leakage,
+            "collateral": self.collateral,
+            "layer_leakage": dict(self.layer_leakage),
+            "layer_collateral": dict(self.layer_collateral),
+            "projection": {p: {r: {"before": b, "after": a} for r, (b, a) in roles.items()} for p, roles in self.projection.items()},
+        }
+
 
 def compare(prompts: PromptPairs, before: Recording, after: Recording, rv: RefusalVector) -> ProbeResult:
     pairs = [(u.text, s.text) for u, s in prompts.pairs]

@@ -9,7 +9,8 @@ from tests.host.graphs import common_nodes, erase_nodes, sampling
 
 pytestmark = pytest.mark.host
 NODE_IDS = {"PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
-            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors", "RefusalProbe"}
+            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors", "RefusalProbe",
+            "RefusalFrameCompare"}
 
 
 def latent(base, prefix: str) -> torch.Tensor:

@@ -140,8 +140,8 @@ def load(path: Path):
         return comfy.sd.load_diffusion_model(str(path))
 
 
-def clip_l(path: Path, seed: int = 0) -> Path:
-    """A random CLIP-L text encoder (the key names of comfy/sd1_clip_config.json), fp16, for CLIPLoader."""
+def clip_l(path: Path, seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
+    """A random CLIP-L text encoder (the key names of comfy/sd1_clip_config.json), fp16 (fp32 encodes faster on CPU), for CLIPLoader."""
     comfy_host.import_host()
     import json
     import os
@@ -154,7 +154,7 @@ def clip_l(path: Path, seed: int = 0) -> Path:
     with torch.device("meta"):
         m = CLIPTextModel(config, None, None, comfy.ops.disable_weight_init)
     sd = random_state_dict(m, seed, std=0.02)
-    save_file({k: v.half().contiguous() for k, v in sd.items()}, str(path))
+    save_file({k: v.to(dtype).contiguous() for k, v in sd.items()}, str(path))
     return path
 
 
