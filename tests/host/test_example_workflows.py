@@ -20,6 +20,15 @@ def specs(info):
     return [(n, info["input"][sec][n]) for sec in ("required", "optional") for n in order.get(sec, info["input"].get(sec, {}))]
 
 
+def has_control(name, spec):
+    """The frontend's rule for a "control after generate" widget: control_after_generate when given,
+    else any INT named seed or noise_seed."""
+    opts = spec[1] if len(spec) > 1 else {}
+    if opts.get("control_after_generate") is not None:
+        return bool(opts["control_after_generate"])
+    return spec[0] == "INT" and name in ("seed", "noise_seed")
+
+
 def to_api(wf: dict, object_info: dict) -> dict:
     """UI format -> API prompt, the way the frontend does it (links by slot, widgets in input order)."""
     links = {l[0]: l for l in wf["links"]}
@@ -34,7 +43,7 @@ def to_api(wf: dict, object_info: dict) -> dict:
                 inputs[name] = [str(linked[name][1]), linked[name][2]]
             elif isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
                 inputs[name] = next(values)
-                if len(spec) > 1 and (spec[1].get("control_after_generate") or spec[1].get("image_upload")):
+                if has_control(name, spec) or (len(spec) > 1 and spec[1].get("image_upload")):
                     next(values)
         assert next(values, None) is None, f"{node['type']} has more widget values than widgets"
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
