@@ -12,6 +12,7 @@ import torch
 
 from . import __version__
 from .edit import check_strength
+from .stats import stack
 from .types import LayerVector, RefusalError, RefusalVector
 
 
@@ -38,7 +39,7 @@ def combine(vectors: Sequence[tuple[RefusalVector, float]]) -> RefusalVector:
             raise RefusalError(f"the vectors disagree on the layer at {point} (other edit keys or width): extract them from the same model")
         layers.append(LayerVector(
             point=point, edit_keys=first.edit_keys,
-            diffs=torch.cat([p[0].diffs for p in parts]), neutral=torch.cat([p[0].neutral for p in parts]), r=first.r,
+            diffs=stack([p[0].diffs for p in parts]), neutral=stack([p[0].neutral for p in parts]), r=first.r,
             direction=torch.cat([p[1] for p in parts]), strengths=tuple(float(x) for p in parts for x in p[2]),
         ))
     base = vectors[0][0].meta

@@ -1,4 +1,4 @@
-"""Activations of prompt pairs -> per-layer differences D and the refusal vector r = mean(D)."""
+"""Activations of prompt pairs -> per-layer differences D, neutral rows E (rows or moments) and r = mean(D)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +12,13 @@ from . import __version__
 from .align import aligned_text_diffs, text_rows
 from .capture import capture_inputs
 from .sites import JOINT, TEXT, Site
+from .stats import Moments, RowAccumulator, Rows, n_rows, row_mean
 from .types import EncodedPrompt, LayerVector, PromptPairs, RefusalError, RefusalVector
 
 # forward(conditioning, latent [B, C, T, H, W], sigma) runs the host model once.
 Forward = Callable[[Any, torch.Tensor, float], Any]
+# forward_batch(conditionings, latent [1, C, T, H, W], sigma) runs B prompts as one batch of B.
+BatchForward = Callable[[Sequence[Any], torch.Tensor, float], Any]
 Progress = Callable[[int, int], None]
 
 
@@ -50,6 +53,11 @@ def _check_finite(t: torch.Tensor, point: str, text: str) -> None:
         )
 
 
+def _same(t: torch.Tensor) -> tuple:
+    """Identity of a tensor's data (storage address, shape, strides): equal for views of the same values."""
+    return (t.data_ptr(), tuple(t.shape), t.stride())
+
+
 def _split_joint(a: torch.Tensor, enc: EncodedPrompt) -> tuple[torch.Tensor, torch.Tensor]:
     """A joint sequence [video tokens, text tokens] -> (video rows, text rows)."""
     if enc.text_len is None or enc.text_len > a.shape[0]:
@@ -82,18 +90,73 @@ def prompt_rows(site: Site, a: torch.Tensor, enc: EncodedPrompt) -> torch.Tensor
     return a
 
 
-def separation(D: torch.Tensor, E: torch.Tensor, r: torch.Tensor) -> float:
+def separation(D: Rows, E: Rows, r: torch.Tensor) -> float:
     """d' of a layer: ||r|| over the spread of neutral activations along r_hat.
 
     How far unsafe activations sit from their safe twins along the refusal direction, in units
     of how much unrelated prompts vary along it: high where the concept is one clear direction
     that a rank-1 edit removes without moving much else. Scale-free, so layers compare.
+    D, E: rows [n, d] / [m, d] or their Moments (the same value either way).
     """
     r_norm = float(r.norm())
-    if E.shape[0] < 2 or r_norm == 0:
+    if n_rows(E) < 2 or r_norm == 0:
         return 0.0
-    spread = float((E.double() @ (r.double() / r_norm)).std())
+    r_hat = r.double() / r_norm
+    if isinstance(E, Moments):
+        # the sample standard deviation of the projections E r_hat, from sum and sum of squares
+        s1, s2, m = float(E.total @ r_hat), float(r_hat @ E.gram @ r_hat), E.count
+        spread = max(s2 - s1 * s1 / m, 0.0) ** 0.5 / (m - 1) ** 0.5
+    else:
+        spread = float((E.double() @ r_hat).std())
     return r_norm / max(spread, 1e-12 * r_norm)
+
+
+def stack_forward(forward: Forward) -> BatchForward:
+    """A batched forward for tensor conditionings [1, L, D] of one shape: one call of `forward` with
+    the conditionings concatenated [B, L, D] and the latent repeated [B, C, T, H, W] (the testbed's
+    and TinyWan's forward take a batch so)."""
+
+    def forward_batch(conditionings: Sequence[Any], latent: torch.Tensor, sigma: float) -> Any:
+        return forward(torch.cat(list(conditionings)), latent.expand(len(conditionings), *latent.shape[1:]), sigma)
+
+    return forward_batch
+
+
+def _schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[tuple[EncodedPrompt, float]], list[tuple[int, ...]]]:
+    """(jobs, units): every (prompt, sigma) forward in the order they are reduced, and the groups of job
+    indices reduced together, (u, s) of a pair at one sigma or (n,) for a neutral prompt. Pairs come
+    first, pair by pair, so the row budget draws its random rows in one fixed order however prompts are batched."""
+    jobs: list[tuple[EncodedPrompt, float]] = []
+    units: list[tuple[int, ...]] = []
+    for enc_u, enc_s in prompts.pairs:
+        for sigma in sigmas:
+            units.append((len(jobs), len(jobs) + 1))
+            jobs += [(enc_u, float(sigma)), (enc_s, float(sigma))]
+    for enc in prompts.neutral:
+        for sigma in sigmas:
+            units.append((len(jobs),))
+            jobs.append((enc, float(sigma)))
+    return jobs, units
+
+
+def _batches(jobs: list[tuple[EncodedPrompt, float]], batch_size: int, any_conditioning: bool) -> list[list[int]]:
+    """Consecutive jobs at one sigma, at most batch_size per forward. Tensor conditionings batch only with
+    others of the same shape (concatenating them must not pad, which would change the result); other
+    conditionings only when the caller gave its own batched forward (any_conditioning)."""
+    out: list[list[int]] = []
+    for i, (enc, sigma) in enumerate(jobs):
+        last = out[-1] if out else None
+        if last is not None and len(last) < batch_size and jobs[last[0]][1] == sigma:
+            first = jobs[last[0]][0].conditioning
+            if isinstance(first, torch.Tensor) and isinstance(enc.conditioning, torch.Tensor):
+                fits = first.shape == enc.conditioning.shape and first.shape[0] == 1
+            else:
+                fits = any_conditioning
+            if fits:
+                last.append(i)
+                continue
+        out.append([i])
+    return out
 
 
 def extract_refusal_vector(
@@ -106,11 +169,14 @@ def extract_refusal_vector(
     sigmas: Sequence[float],
     family: str,
     auto_pick: int | None = None,
-    max_rows: int = 4096,
+    max_rows: int | None = 4096,
     seed: int = 0,
     progress: Progress | None = None,
+    batch_size: int = 1,
+    forward_batch: BatchForward | None = None,
+    keep_rows: bool = False,
 ) -> RefusalVector:
-    """Run every prompt through the model and collect per-layer differences.
+    """Run every prompt through the model and reduce, per layer, the differences and neutral activations.
 
     root:      the module whose submodule names match the site.
     blocks:    the blocks to read; with auto_pick = n, every one is scored by separation()
@@ -118,8 +184,16 @@ def extract_refusal_vector(
     latent:    [1, C, T, H, W] seeded noise, shared by every prompt so that video tokens
                line up between u and s.
     sigmas:    noise levels; a site whose input does not depend on them is read once.
-    Returns an unfactorized RefusalVector (direction = None) holding, per layer, D rows
-    [n, d_in], neutral rows [m, d_in] and r = mean(D) [d_in].
+    max_rows:  per layer, at most this many rows of D (and of E), drawn at random per prompt
+               and sigma with `seed`; None keeps every row.
+    batch_size, forward_batch: up to batch_size prompts at one sigma in one forward,
+               forward_batch(conditionings, latent [1, ...], sigma); default stack_forward(forward)
+               for tensor conditionings of one shape. Same result as batch_size = 1 (to float rounding).
+    keep_rows: keep every row even beyond the layer width (memory grows with the rows; for checks).
+    Each prompt's activations are reduced as soon as its pair is complete and then dropped: a
+    layer keeps rows while it has at most d_in of them, then their Moments (stats.py), so memory
+    is bounded by d_in x d_in per layer. Returns an unfactorized RefusalVector (direction = None)
+    holding, per layer, D [n, d_in] and E [m, d_in] (rows or Moments) and r = mean(D) [d_in].
     """
     if len(prompts.pairs) < 1:
         raise RefusalError("no prompt pairs: give at least 2 lines 'unsafe prompt | safe prompt'")
@@ -127,46 +201,74 @@ def extract_refusal_vector(
         raise RefusalError("no noise levels: give at least one sigma, e.g. '0.9,0.6,0.3'")
     if not blocks:
         raise RefusalError(f"no block to read for the site {site.name}")
+    if batch_size < 1:
+        raise RefusalError(f"batch size must be at least 1, got {batch_size}")
     points = [site.point(b) for b in blocks]
     run_sigmas = list(sigmas) if site.per_sigma else list(sigmas[:1])
-    n_runs = (2 * len(prompts.pairs) + len(prompts.neutral)) * len(run_sigmas)
-    keep_d = _RowBudget(max_rows // (len(prompts.pairs) * len(run_sigmas)), seed)
-    keep_e = _RowBudget(max_rows // max(1, len(prompts.neutral) * len(run_sigmas)), seed + 1)
-    done = 0
-
-    def run(enc: EncodedPrompt) -> list[dict[str, torch.Tensor]]:
-        nonlocal done
-        out = []
-        for sigma in run_sigmas:
-            with capture_inputs(root, points) as acts:
-                forward(enc.conditioning, latent, float(sigma))
-            missing = [p for p in points if p not in acts]
-            if missing:
-                raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
-            for p in points:
-                _check_finite(acts[p], p, enc.text)
-            out.append({p: acts[p][0] for p in points})
-            done += 1
-            if progress is not None:
-                progress(done, n_runs)
-        return out
-
-    diffs: dict[str, list[torch.Tensor]] = {p: [] for p in points}
-    neutral: dict[str, list[torch.Tensor]] = {p: [] for p in points}
-    for enc_u, enc_s in prompts.pairs:
-        for a_u, a_s in zip(run(enc_u), run(enc_s)):
-            for p in points:
-                diffs[p].append(keep_d(pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)))
-    for enc in prompts.neutral:
-        for acts in run(enc):
-            for p in points:
-                neutral[p].append(keep_e(prompt_rows(site, acts[p], enc)))
+    budget = max_rows if max_rows is not None else 1 << 62
+    keep_d = _RowBudget(budget // (len(prompts.pairs) * len(run_sigmas)), seed)
+    keep_e = _RowBudget(budget // max(1, len(prompts.neutral) * len(run_sigmas)), seed + 1)
+    jobs, units = _schedule(prompts, run_sigmas)
+    batches = _batches(jobs, batch_size, forward_batch is not None)
+    batched = forward_batch or stack_forward(forward)
+    acc_d = {p: RowAccumulator(keep_rows=keep_rows) for p in points}
+    acc_e = {p: RowAccumulator(keep_rows=keep_rows) for p in points}
+    pending: dict[int, dict[str, torch.Tensor]] = {}  # job -> {point: [L, d]} until its unit is reduced
+    next_unit = done = 0
+    for batch in batches:
+        encs = [jobs[j][0] for j in batch]
+        sigma = jobs[batch[0]][1]
+        with capture_inputs(root, points) as acts:
+            if len(batch) == 1:
+                forward(encs[0].conditioning, latent, sigma)
+            else:
+                batched([e.conditioning for e in encs], latent, sigma)
+        missing = [p for p in points if p not in acts]
+        if missing:
+            raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
+        for p in points:
+            if acts[p].shape[0] != len(batch):
+                raise RefusalError(f"a batch of {len(batch)} prompts gave {acts[p].shape[0]} inputs at {p}: run with batch size 1")
+        checked = set()
+        for p in points:
+            if _same(acts[p]) not in checked:  # blocks that read one tensor (Wan's text context) are checked once
+                checked.add(_same(acts[p]))
+                for b, enc in enumerate(encs):
+                    _check_finite(acts[p][b], p, enc.text)
+        for b, j in enumerate(batch):
+            pending[j] = {p: acts[p][b] for p in points}
+        del acts
+        while next_unit < len(units) and all(j in pending for j in units[next_unit]):
+            unit = units[next_unit]
+            # Blocks that read the very same input get the very same rows, computed and stored once.
+            memo: dict[tuple, torch.Tensor] = {}
+            if len(unit) == 2:
+                (enc_u, _), (enc_s, _) = jobs[unit[0]], jobs[unit[1]]
+                a_u, a_s = pending[unit[0]], pending[unit[1]]
+                for p in points:
+                    key = (_same(a_u[p]), _same(a_s[p]))
+                    if key not in memo:
+                        memo[key] = pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)
+                    acc_d[p].add(keep_d(memo[key]))
+            else:
+                enc, a = jobs[unit[0]][0], pending[unit[0]]
+                for p in points:
+                    key = (_same(a[p]),)
+                    if key not in memo:
+                        memo[key] = prompt_rows(site, a[p], enc).clone()  # a view would keep the whole batch alive
+                    acc_e[p].add(keep_e(memo[key]))
+            for j in unit:
+                del pending[j]  # this prompt's raw activations are not needed any more
+            next_unit += 1
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(jobs))
 
     layers = []
     for b, p in zip(blocks, points):
-        D = torch.cat(diffs[p])
-        E = torch.cat(neutral[p]) if neutral[p] else D.new_zeros((0, D.shape[1]))
-        r = D.mean(0)
+        D = acc_d[p].result()
+        E = acc_e[p].result(dim=D.shape[1])
+        r = row_mean(D)
         if not torch.isfinite(r).all() or r.norm() == 0:
             raise RefusalError(
                 f"unsafe and safe prompts give identical activations at {p}: "

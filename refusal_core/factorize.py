@@ -5,6 +5,9 @@ C = C_r - alpha' C_e,  U_k = top-k eigenvectors of C,  d = U_k U_k^T r / ||U_k U
 The eigenvectors with non-zero eigenvalue lie in the span of the rows of D, E and r,
 so C is solved in an orthonormal basis Q of that span (q <= n + m + 1 columns) and
 never formed as a dense d x d matrix: exact, and O((n+m)^2 d) instead of O(d^3).
+When a layer holds more rows than its width (n + m + 1 > d), or holds them as Moments
+(stats.py: streamed extraction), the span is all of R^d and C is formed from the moments
+and solved densely (the "dense fallback"): the same C, so the same directions.
 alpha is relative: C_e is rescaled to C_r's trace, so alpha = 1 weighs both equally
 whatever the activation scale (the paper does not give alpha or its scale).
 """
@@ -15,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .stats import Moments, Rows, n_rows
 from .types import LayerVector, RefusalError, RefusalVector
 
 METHODS = ("cpca", "pca", "mean_diff")
@@ -32,6 +36,7 @@ class Factorization:
     k_used: int
     retained: float
     moment: str
+    solver: str = "span"
 
 
 def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +62,20 @@ def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: f
     return w[order], Q @ V[:, order]
 
 
+def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of C = S_D - alpha S_E from moments, dense d x d (float64).
+
+    S_D = D^T D / n (centered: of D - mean(D)), S_E = centered second moment of E (None: no
+    contrast). Returns (eigenvalues [d] descending, eigenvectors [d, d]).
+    """
+    C = D.second_moment(centered)
+    if E is not None and alpha != 0 and E.count > 0:
+        C = C - alpha * E.second_moment(True)
+    w, V = torch.linalg.eigh((C + C.T) / 2)
+    order = torch.argsort(w, descending=True)
+    return w[order], V[:, order]
+
+
 def _select(w: torch.Tensor, k: int) -> int:
     """k capped by the data: the number of clearly positive eigenvalues of C.
 
@@ -70,9 +89,13 @@ def _select(w: torch.Tensor, k: int) -> int:
 
 
 def factorize_layer(
-    D: torch.Tensor, E: torch.Tensor, r: torch.Tensor, method: str, k: int, alpha: float, moment: str = "auto"
+    D: Rows, E: Rows, r: torch.Tensor, method: str, k: int, alpha: float, moment: str = "auto"
 ) -> Factorization:
-    """Unit direction d [d_in] for one layer from D [n, d_in], E [m, d_in], r [d_in]."""
+    """Unit direction d [d_in] for one layer from D [n, d_in], E [m, d_in] (rows or Moments), r [d_in].
+
+    Rows with n + m + 1 <= d_in go to the span solver; otherwise (or given Moments) C is formed
+    densely from the moments (dense_eigh), an exact equivalent.
+    """
     if method not in METHODS:
         raise RefusalError(f"method '{method}' is unknown; choose one of {', '.join(METHODS)}")
     if moment not in MOMENTS:
@@ -88,20 +111,33 @@ def factorize_layer(
         return Factorization((r / r_norm).float(), None, 0, 1.0, "none")
     if method == "pca":
         alpha = 0.0
-    Ec = E - E.mean(0) if E.shape[0] > 1 else None
-    tr_e = _mean_sq(Ec) if Ec is not None else 0.0
+    dense = isinstance(D, Moments) or isinstance(E, Moments) or n_rows(D) + n_rows(E) + 1 > r.shape[0]
+    if dense:
+        Dmo, Emo = _moments(D), _moments(E)
+        use_e = Emo.count > 1  # as the rows path: one neutral row has no spread to contrast with
+        tr_e = float(torch.trace(Emo.second_moment(True))) if use_e else 0.0
+    else:
+        Ec = E - E.mean(0) if E.shape[0] > 1 else None
+        tr_e = _mean_sq(Ec) if Ec is not None else 0.0
 
     def solve(centered: bool) -> Factorization:
-        Dm = D - D.mean(0) if centered else D
-        a_eff = alpha * _mean_sq(Dm) / tr_e if alpha > 0 and tr_e > 0 else 0.0
-        w, U = span_eigh(Dm, Ec, r, a_eff)
+        if dense:
+            tr_d = float(torch.trace(Dmo.second_moment(centered)))
+            a_eff = alpha * tr_d / tr_e if alpha > 0 and tr_e > 0 else 0.0
+            w, U = dense_eigh(Dmo, Emo if use_e else None, a_eff, centered)
+        else:
+            Dm = D - D.mean(0) if centered else D
+            a_eff = alpha * _mean_sq(Dm) / tr_e if alpha > 0 and tr_e > 0 else 0.0
+            w, U = span_eigh(Dm, Ec, r, a_eff)
         n_take = _select(w, k)
         proj = U[:, :n_take].T @ r.double()
         retained = float(proj.norm()) / r_norm
+        spectrum = _trim(w) if dense else w
+        kind, solver = "centered" if centered else "uncentered", "dense" if dense else "span"
         if n_take == 0 or retained < 1e-8:
-            return Factorization((r / r_norm).float(), w.float(), n_take, retained, "centered" if centered else "uncentered")
+            return Factorization((r / r_norm).float(), spectrum.float(), n_take, retained, kind, solver)
         dvec = U[:, :n_take] @ proj
-        return Factorization((dvec / dvec.norm()).float(), w.float(), n_take, retained, "centered" if centered else "uncentered")
+        return Factorization((dvec / dvec.norm()).float(), spectrum.float(), n_take, retained, kind, solver)
 
     if moment == "uncentered":
         return solve(False)
@@ -109,6 +145,17 @@ def factorize_layer(
     if moment == "auto" and first.retained < RETAIN_THRESHOLD:
         return solve(False)
     return first
+
+
+def _moments(X: Rows) -> Moments:
+    return X if isinstance(X, Moments) else Moments.of(X)
+
+
+def _trim(w: torch.Tensor) -> torch.Tensor:
+    """The dense spectrum without its eigenvalues at zero (directions outside the data), as the span solver reports it."""
+    if w.numel() == 0:
+        return w
+    return w[w.abs() > float(w.abs().max()) * 1e-12]
 
 
 def _mean_sq(X: torch.Tensor) -> float:
@@ -129,7 +176,8 @@ def factorize(rv: RefusalVector, method: str = "cpca", k: int = 100, alpha: floa
             report.append(f"{layer.point}: d = r / |r|")
             continue
         capped = f" (capped: the data supports {f.k_used})" if f.k_used < k else ""
-        report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}")
+        solver = ", dense (more rows than width)" if f.solver == "dense" else ""
+        report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}{solver}")
     return rv.with_layers(
         tuple(layers),
         method=method,

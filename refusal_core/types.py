@@ -6,6 +6,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from .stats import Rows
+
 
 class RefusalError(ValueError):
     """A user-facing error: the message says what to change."""
@@ -65,8 +67,10 @@ class LayerVector:
 
     point:     module whose INPUT was captured, e.g. "blocks.3.cross_attn.k".
     edit_keys: linear layers (module names) that read this input and get the edit.
-    diffs:     [n, d_in] rows of D = a(u) - a(s) (aligned tokens, sigmas, pairs).
-    neutral:   [m, d_in] rows of neutral-prompt activations a(E).
+    diffs:     [n, d_in] rows of D = a(u) - a(s) (aligned tokens, sigmas, pairs), or, for a layer
+               with more rows than d_in, their stats.Moments (count, sum, D^T D): an exact input
+               to the factorization in d_in x d_in memory. Both have .shape == (n, d_in).
+    neutral:   [m, d_in] rows of neutral-prompt activations a(E), or their Moments.
     r:         [d_in] mean of D, the refusal vector.
     direction: [d_in] unit direction d used by the edit (None before factorization), or
                [m, d_in] unit directions of m combined concepts.
@@ -76,8 +80,8 @@ class LayerVector:
 
     point: str
     edit_keys: tuple[str, ...]
-    diffs: torch.Tensor
-    neutral: torch.Tensor
+    diffs: Rows
+    neutral: Rows
     r: torch.Tensor
     direction: torch.Tensor | None = None
     spectrum: torch.Tensor | None = None
