@@ -46,8 +46,9 @@ class ExtractRefusalVector(io.ComfyNode):
                     "site",
                     options=ALL_SITES,
                     default="auto",
-                    tooltip="auto: the measured default of the model family (Wan, LTX-Video, Mochi: text_kv; HunyuanVideo: joint_in). "
-                    "text_kv: where text enters (cross-attention key/value). ffn_in: first feed-forward linear on video tokens "
+                    tooltip="auto: the measured default of the model family (Wan: cross_out; LTX-Video, Mochi: text_kv; HunyuanVideo: joint_in). "
+                    "text_kv: where text enters (cross-attention key/value). cross_out (Wan): the cross-attention output projection, "
+                    "what the text wrote into the video tokens. ffn_in: first feed-forward linear on video tokens "
                     "(the paper's site; erases nothing on Wan). text_ffn_in / text_qkv / text_refiner / joint_in: HunyuanVideo and Mochi "
                     "text-stream sites. image_kv: Wan 2.1 image-to-video image cross-attention (needs image pairs).",
                 ),
@@ -93,9 +94,12 @@ class ExtractRefusalVector(io.ComfyNode):
             bridge.check_takes_images(model)
             latent = torch.randn((1, latent.shape[1], *image_shape), generator=torch.Generator().manual_seed(seed))
         forward = bridge.make_forward(model)
+        batch = bridge.batch_size(model, latent)
         t0 = time.perf_counter()
         rv = extract_refusal_vector(
-            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, auto_pick=auto, seed=seed, progress=bridge.progress_bar()
+            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, auto_pick=auto, seed=seed, progress=bridge.progress_bar(),
+            batch_size=batch, forward_batch=bridge.make_forward_batch(model),
         )
-        log.info("refusal vector: %s %s, blocks %s, in %.2f s", family, spec.name, rv.meta["blocks"], time.perf_counter() - t0)
+        log.info("refusal vector: %s %s, blocks %s, %d prompts per forward, in %.2f s", family, spec.name, rv.meta["blocks"], batch,
+                 time.perf_counter() - t0)
         return io.NodeOutput(rv, torch.from_numpy(layer_scores_image(rv))[None])

@@ -22,6 +22,11 @@ BatchForward = Callable[[Sequence[Any], torch.Tensor, float], Any]
 Progress = Callable[[int, int], None]
 
 
+class CannotBatch(Exception):
+    """Raised by a forward_batch whose conditionings cannot run as one batch without padding (their
+    tensors differ in shape): the prompts then run one per forward, which gives the same result."""
+
+
 def pairs_digest(prompts: PromptPairs) -> str:
     h = hashlib.sha256()
     for u, s in prompts.pairs:
@@ -159,6 +164,33 @@ def _batches(jobs: list[tuple[EncodedPrompt, float]], batch_size: int, any_condi
     return out
 
 
+def _captured(root: nn.Module, points: Sequence[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
+    """{point: [B, L, d]} inputs of the edit-site layers during one forward run by `run`."""
+    with capture_inputs(root, points) as acts:
+        run()
+    return acts
+
+
+def _collect(part: list[int], encs: list[EncodedPrompt], acts: dict[str, torch.Tensor], points: Sequence[str],
+             pending: dict[int, dict[str, torch.Tensor]]) -> None:
+    """Checks one forward's captured inputs (every layer reached, one row per prompt, finite) and files
+    each prompt's [L, d] slice under its job index."""
+    missing = [p for p in points if p not in acts]
+    if missing:
+        raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
+    for p in points:
+        if acts[p].shape[0] != len(part):
+            raise RefusalError(f"a batch of {len(part)} prompts gave {acts[p].shape[0]} inputs at {p}: run with batch size 1")
+    checked = set()
+    for p in points:
+        if _same(acts[p]) not in checked:  # blocks that read one tensor (Wan's text context) are checked once
+            checked.add(_same(acts[p]))
+            for b, enc in enumerate(encs):
+                _check_finite(acts[p][b], p, enc.text)
+    for b, j in enumerate(part):
+        pending[j] = {p: acts[p][b] for p in points}
+
+
 def extract_refusal_vector(
     root: nn.Module,
     forward: Forward,
@@ -169,7 +201,7 @@ def extract_refusal_vector(
     sigmas: Sequence[float],
     family: str,
     auto_pick: int | None = None,
-    max_rows: int | None = 4096,
+    max_rows: int | None = 512,
     seed: int = 0,
     progress: Progress | None = None,
     batch_size: int = 1,
@@ -184,11 +216,15 @@ def extract_refusal_vector(
     latent:    [1, C, T, H, W] seeded noise, shared by every prompt so that video tokens
                line up between u and s.
     sigmas:    noise levels; a site whose input does not depend on them is read once.
-    max_rows:  per layer, at most this many rows of D (and of E), drawn at random per prompt
-               and sigma with `seed`; None keeps every row.
+    max_rows:  per layer, at most this many rows of D (and of E) for the factorization, drawn at
+               random per prompt and sigma with `seed`; None keeps every row. r is the mean of every
+               row whatever the budget. 512 keeps the factorization in a span far narrower than
+               the models' widths (video sites give thousands of rows: 256 tokens x 3 sigmas x 5 pairs).
     batch_size, forward_batch: up to batch_size prompts at one sigma in one forward,
                forward_batch(conditionings, latent [1, ...], sigma); default stack_forward(forward)
                for tensor conditionings of one shape. Same result as batch_size = 1 (to float rounding).
+               A forward_batch that cannot run its conditionings as one batch raises CannotBatch; those
+               prompts then run one per forward.
     keep_rows: keep every row even beyond the layer width (memory grows with the rows; for checks).
     Each prompt's activations are reduced as soon as its pair is complete and then dropped: a
     layer keeps rows while it has at most d_in of them, then their Moments (stats.py), so memory
@@ -213,31 +249,24 @@ def extract_refusal_vector(
     batched = forward_batch or stack_forward(forward)
     acc_d = {p: RowAccumulator(keep_rows=keep_rows) for p in points}
     acc_e = {p: RowAccumulator(keep_rows=keep_rows) for p in points}
+    # r is the mean of EVERY difference row; only the factorization's statistics use the row budget.
+    sum_d = {p: torch.zeros((), dtype=torch.float64) for p in points}
+    count_d = dict.fromkeys(points, 0)
     pending: dict[int, dict[str, torch.Tensor]] = {}  # job -> {point: [L, d]} until its unit is reduced
     next_unit = done = 0
     for batch in batches:
         encs = [jobs[j][0] for j in batch]
         sigma = jobs[batch[0]][1]
-        with capture_inputs(root, points) as acts:
-            if len(batch) == 1:
-                forward(encs[0].conditioning, latent, sigma)
-            else:
-                batched([e.conditioning for e in encs], latent, sigma)
-        missing = [p for p in points if p not in acts]
-        if missing:
-            raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
-        for p in points:
-            if acts[p].shape[0] != len(batch):
-                raise RefusalError(f"a batch of {len(batch)} prompts gave {acts[p].shape[0]} inputs at {p}: run with batch size 1")
-        checked = set()
-        for p in points:
-            if _same(acts[p]) not in checked:  # blocks that read one tensor (Wan's text context) are checked once
-                checked.add(_same(acts[p]))
-                for b, enc in enumerate(encs):
-                    _check_finite(acts[p][b], p, enc.text)
-        for b, j in enumerate(batch):
-            pending[j] = {p: acts[p][b] for p in points}
-        del acts
+        if len(batch) == 1:
+            runs = [(batch, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]
+        else:
+            try:
+                runs = [(batch, _captured(root, points, lambda: batched([e.conditioning for e in encs], latent, sigma)))]
+            except CannotBatch:  # one forward per prompt instead: the hooks see each prompt's own forward
+                runs = [([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma))) for j in batch]
+        for part, acts in runs:
+            _collect(part, [jobs[j][0] for j in part], acts, points, pending)
+        del runs
         while next_unit < len(units) and all(j in pending for j in units[next_unit]):
             unit = units[next_unit]
             # Blocks that read the very same input get the very same rows, computed and stored once.
@@ -250,6 +279,8 @@ def extract_refusal_vector(
                     if key not in memo:
                         memo[key] = pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)
                     acc_d[p].add(keep_d(memo[key]))
+                    sum_d[p] = sum_d[p] + memo[key].double().sum(0)
+                    count_d[p] += memo[key].shape[0]
             else:
                 enc, a = jobs[unit[0]][0], pending[unit[0]]
                 for p in points:
@@ -268,7 +299,7 @@ def extract_refusal_vector(
     for b, p in zip(blocks, points):
         D = acc_d[p].result()
         E = acc_e[p].result(dim=D.shape[1])
-        r = row_mean(D)
+        r = (sum_d[p] / max(count_d[p], 1)).float() if count_d[p] else row_mean(D)
         if not torch.isfinite(r).all() or r.norm() == 0:
             raise RefusalError(
                 f"unsafe and safe prompts give identical activations at {p}: "

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from refusal_core.combine import combine
-from refusal_core.extract import extract_refusal_vector, separation
+from refusal_core.extract import CannotBatch, extract_refusal_vector, separation, stack_forward
 from refusal_core.factorize import factorize, factorize_layer
 from refusal_core.io import load_refusal_vector, save_refusal_vector
 from refusal_core.sites import FAMILIES
@@ -147,6 +147,39 @@ def test_prompts_of_other_shapes_are_not_batched_together(model):
     assert one.calls == 2 * len(PAIRS) + len(NEUTRAL) and many.calls < one.calls
     assert torch.allclose(out.layers[0].diffs, ref.layers[0].diffs, atol=1e-5)
     assert torch.allclose(out.layers[0].neutral, ref.layers[0].neutral, atol=1e-5)
+
+
+def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(model):
+    """Host conditionings (ComfyUI's [[cond, options]]) are batched by the host's forward_batch, which raises
+    CannotBatch for conditionings of other shapes (as the ComfyUI bridge does): those prompts run one per
+    forward, the others as batches, and the vector equals the unbatched one."""
+    latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    counter = Counter(model)
+    batched, refused = [], []
+    host = PromptPairs.from_texts([PromptPair(u, s) for u, s in PAIRS], NEUTRAL,
+                                  lambda t: (lambda e: EncodedPrompt(e.text, e.token_ids, [[e.conditioning, {}]], e.text_len))(encode(t)))
+
+    def forward(cond, noise, sigma):
+        return counter(cond[0][0], noise, sigma)
+
+    def forward_batch(conds, noise, sigma):
+        tensors = [c[0][0] for c in conds]
+        if len({t.shape for t in tensors}) > 1:
+            refused.append(len(conds))
+            raise CannotBatch("shapes differ")
+        batched.append(len(conds))
+        return stack_forward(counter)(tensors, noise, sigma)
+
+    for site, sigmas in (("text_kv", [0.6]), ("ffn_in", [0.6, 0.3])):
+        ref = extract_refusal_vector(model, counter, prompts(), WAN[site], [0, 2], latent, sigmas, "wan", keep_rows=True)
+        out = extract_refusal_vector(model, forward, host, WAN[site], [0, 2], latent, sigmas, "wan", keep_rows=True, batch_size=4,
+                                     forward_batch=forward_batch)
+        for a, b in zip(out.layers, ref.layers):
+            assert torch.allclose(a.diffs, b.diffs, atol=1e-5) and torch.allclose(a.neutral, b.neutral, atol=1e-5)
+            assert torch.allclose(a.r, b.r, atol=1e-6)
+    assert refused and batched and max(batched) > 1
+    for module in model.modules():
+        assert not module._forward_pre_hooks
 
 
 def test_moments_survive_save_load_and_combine(tmp_path, model):
