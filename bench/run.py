@@ -4,9 +4,9 @@
 
 Model: TinyWan (refusal_core/testbed/tiny_wan.py: the math and key names of ComfyUI's WanModel) at
 the Wan 2.1 1.3B shape (dim 1536, 30 blocks, ffn 8960, 12 heads, text_dim 4096), random weights,
-fp32, CPU. Site: Wan's default text_kv (blocks.N.cross_attn.k / .v, all 30 blocks = 60 edited
-weights). Prompts: the pack's 5 default pairs + 10 neutral prompts (20 forwards at one sigma: the
-text_kv input does not depend on the latent). Conditioning: one random 4096-wide row per word plus
+fp32, CPU. Site: Wan's default (cross_out: blocks.N.cross_attn.o, all 30 blocks = 30 edited
+weights, video-token rows). Prompts: the pack's 5 default pairs + 10 neutral prompts (20 forwards
+at one sigma; the node reads three, which triples both sides of the extraction ratio). Conditioning: one random 4096-wide row per word plus
 an end token, padded with zero rows to --text-len as ComfyUI pads Wan's umt5 output (to 512);
 the default 32 keeps the run short, and padding only adds the same k/v rows to both sides of every
 ratio. The factorization is timed at dim 5120 (Wan 14B) on rows of the same counts.
@@ -33,7 +33,7 @@ from refusal_core.extract import extract_refusal_vector  # noqa: E402
 from refusal_core.factorize import factorize  # noqa: E402
 from refusal_core.lora import LORA_PREFIX, lora_state_dict  # noqa: E402
 from refusal_core.prompts import DEFAULT_NEUTRAL, DEFAULT_PAIRS, parse_neutral, parse_pair_lines  # noqa: E402
-from refusal_core.sites import FAMILIES  # noqa: E402
+from refusal_core.sites import DEFAULT_SITE, FAMILIES  # noqa: E402
 from refusal_core.testbed.tiny_wan import TinyWan  # noqa: E402
 from refusal_core.types import EncodedPrompt, LayerVector, PromptPairs, RefusalVector  # noqa: E402
 
@@ -132,7 +132,7 @@ def main() -> None:
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     print(f"model: Wan 2.1 1.3B shape (dim 1536, {args.layers} blocks), {model_bytes / 2**30:.2f} GiB fp32, built in {t_build:.1f} s; "
           f"{args.threads} torch threads")
-    site = FAMILIES["wan"]["text_kv"]
+    site = FAMILIES["wan"][DEFAULT_SITE["wan"]]
     pairs, neutral = parse_pair_lines(DEFAULT_PAIRS), parse_neutral(DEFAULT_NEUTRAL)
     pp = PromptPairs.from_texts(pairs, neutral, lambda t: encode(t, args.text_len))
     latent = torch.randn(1, 16, 1, args.size // 8, args.size // 8, generator=torch.Generator().manual_seed(0))
@@ -168,7 +168,7 @@ def main() -> None:
     print(f"factorize, dim 1536, {len(rv.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s")
     rows["factorize_vs_dense_d5120"] = factorize_vs_dense(args.dense_dim, layer.diffs.shape[0], layer.neutral.shape[0])
 
-    # apply: the rank-1 factors of all 60 edited weights (what ApplyRefusalToModel hands to ComfyUI)
+    # apply: the rank-1 factors of every edited weight (what ApplyRefusalToModel hands to ComfyUI)
     state = {n[: -len(".weight")]: p for n, p in model.named_parameters() if n.endswith(".weight")}
     patch, t_apply = timed(lora_state_dict, state.__getitem__, frv, 1.0)
     patch_bytes = sum(t.numel() * t.element_size() for k, t in patch.items() if not k.endswith(".alpha"))
@@ -181,7 +181,7 @@ def main() -> None:
     ratios = sampling_ratios(model, forward, pp.neutral[0].conditioning, latent, frv, base_w, folded, args.reps)
     rows["sampling_overhead_edit"] = (ratios["edit"], 1.01, f"median of {args.reps} paired ratios; base step {ratios['t_base']:.2f} s (its runs spread "
                                       f"{ratios['spread']:.0%}; base vs itself {ratios['control']:.3f}); edit folded in {t_fold:.2f} s (dense, as a full load does)")
-    rows["sampling_overhead_runtime_hooks"] = (ratios["hooks"], None, "x - (x.d) d in a pre-hook on each of the 60 edited layers")
+    rows["sampling_overhead_runtime_hooks"] = (ratios["hooks"], None, f"x - (x.d) d in a pre-hook on each of the {len(base_w)} edited layers")
 
     order = ["extraction_overhead", "factorize_vs_dense_d5120", "sampling_overhead_edit", "sampling_overhead_runtime_hooks",
              "patch_bytes_ratio", "apply_seconds", "extraction_peak_memory_ratio"]
@@ -195,13 +195,13 @@ def main() -> None:
 
 
 def factorize_vs_dense(d: int, n: int, m: int) -> tuple[float, float, str]:
-    """One layer at width d with n difference rows and m neutral rows (the counts text_kv gave):
+    """One layer at width d with n difference rows and m neutral rows (the counts extraction kept):
     the pack's factorization (cpca, k 100, alpha 0.5, auto moment) against one dense eigendecomposition
     of the same C as a d x d float32 matrix (torch.linalg.eigh; the pack's own dense fallback is float64, slower)."""
     g = torch.Generator().manual_seed(1)
     D = torch.randn(n, d, generator=g) + 2 * torch.randn(d, generator=g)
     E = 3 * torch.randn(m, d, generator=g)
-    layer = LayerVector("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, D.mean(0))
+    layer = LayerVector("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), D, E, D.mean(0))
     rv = RefusalVector((layer,), {"method": "none"})
     factorize(rv, "cpca", 100, 0.5)  # warm-up
     ours = statistics.median(timed(factorize, rv, "cpca", 100, 0.5)[1] for _ in range(5))

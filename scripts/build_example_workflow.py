@@ -44,7 +44,7 @@ WAN21_ERASE = {
     4: ("ModelSamplingSD3", (0, below(3)), {"shift": 8.0}, {"model": (1, 0)}),
     5: ("PromptPairLoader", (380, 0), {"pairs": DEFAULT_PAIRS, "neutral_prompts": DEFAULT_NEUTRAL, "pairs_file": "(none)"}, {"clip": (2, 0)},
         PAIRS_EXTRA),
-    6: ("ExtractRefusalVector", (760, 0), {"site": "text_kv", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256, "length": 1, "seed": 0},
+    6: ("ExtractRefusalVector", (760, 0), {"site": "auto", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256, "length": 1, "seed": 0},
         {"model": (4, 0), "prompt_pairs": (5, 0)}),
     7: ("LowRankFactorize", (1140, 0), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (6, 0)}),
     8: ("PreviewImage", (1520, 0), {}, {"images": (7, 1)}, PREVIEW_EXTRA),
@@ -113,7 +113,7 @@ HUNYUAN_GROUPS = [
 def _expert_chain(base, expert_id, sigmas, y):
     """ExtractRefusalVector -> LowRankFactorize -> ApplyRefusalToModel for one Wan 2.2 expert (ids base..base+2)."""
     return {
-        base: ("ExtractRefusalVector", (760, y), {"site": "text_kv", "layers": "all", "noise_levels": sigmas, "width": 256, "height": 256,
+        base: ("ExtractRefusalVector", (760, y), {"site": "auto", "layers": "all", "noise_levels": sigmas, "width": 256, "height": 256,
                                                   "length": 1, "seed": 0}, {"model": (expert_id, 0), "prompt_pairs": (5, 0)}),
         base + 1: ("LowRankFactorize", (1140, level(base)), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (base, 0)}),
         base + 2: ("ApplyRefusalToModel", (1520, level(base)), {"strength": 1.0}, {"model": (expert_id, 0), "refusal_vector": (base + 1, 0)}),
@@ -167,7 +167,7 @@ WAN21_I2V_ERASE = {
         PAIRS_EXTRA),
     8: ("AddImagesToPromptPairs", (380, below(7)), {"width": 256, "height": 256, "length": 1},
         {"prompt_pairs": (7, 0), "vae": (3, 0), "unsafe_images": (5, 0), "safe_images": (6, 0), "clip_vision": (4, 0)}),
-    9: ("ExtractRefusalVector", (760, 0), {"site": "text_kv", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256,
+    9: ("ExtractRefusalVector", (760, 0), {"site": "auto", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256,
                                            "length": 1, "seed": 0}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
     10: ("LowRankFactorize", (1140, 0), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (9, 0)}),
     11: ("ExtractRefusalVector", (760, below(9)), {"site": "image_kv", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256,

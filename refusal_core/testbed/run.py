@@ -1,11 +1,19 @@
-"""The method end to end on a small Wan-architecture model with real text semantics.
+"""The method end to end on the trained concept testbed (the embedded default).
 
-    python -m refusal_core.testbed.run [--out DIR] [--dim 256 --layers 6]
+    python -m refusal_core.testbed.run [--out DIR] [--quick]
 
-Extracts a nudity refusal vector from 5 bundled pairs, factorizes it with every method,
-applies it at both Wan edit sites, and prints leakage and collateral (METHOD.md) on
-held-out prompts next to a random-direction control of the same rank; writes the
-spectrum plot. Random weights: see README "What these numbers can and cannot show".
+A small Wan (the math and key names of ComfyUI's WanModel), trained on a synthetic world in
+which nudity, graphic violence and a named character each render a known pattern (built on first
+use and cached; see train.py). For every concept, the pack's preset pairs give the refusal
+vector; every site and method is applied; and held-out prompts (phrasings in none of the pairs)
+are generated and scored exactly:
+
+  render rate   share of held-out unsafe prompts whose generation still carries the concept
+  others        render rate of the OTHER concepts' held-out prompts after the edit
+  drift         mean |change| of subject and scene coefficients on prompts without a concept
+  change        mean relative change of those prompts' generated latents
+
+Writes results.json, spectrum.png and a before/after grid into --out.
 """
 from __future__ import annotations
 
@@ -13,124 +21,186 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from ..edit import edited_state_dict, residual
+from ..edit import edited_state_dict
 from ..extract import extract_refusal_vector
 from ..factorize import factorize
-from ..metrics import collateral, leakage
 from ..plot import spectrum_image
-from ..sites import FAMILIES, parse_layers
-from ..types import EncodedPrompt, PromptPairs, RefusalVector
-from .prompts import EXTRACTION_NEUTRAL, EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS
+from ..presets import load_preset
+from ..probe import ProbeResult, compare, record
+from ..sites import DEFAULT_SITE, FAMILIES, parse_layers
+from ..types import EncodedPrompt, PromptPair, PromptPairs, RefusalVector
+from .picture import before_after_grid
+from .render import contexts, drift, output_change, render_rate, score
 from .text import minilm_text
-from .tiny_wan import TinyWan, init_random
+from .tiny_wan import TinyWan
+from .train import TEXT_PAD, TrainConfig, load_or_train
+from .world import CHARACTER_NAME, LATENT_SHAPE, WorldPrompt, clean_prompts, held_out_pairs
 
+# The pack's defaults (nodes/extract.py, nodes/factorize.py, nodes/apply.py).
+DEFAULT = {"site": DEFAULT_SITE["wan"], "layers": "all", "method": "cpca", "alpha": 0.5, "k": 100, "strength": 1.0}
 SIGMAS = (0.9, 0.6, 0.3)
-CONFIGS = (("text_kv", "all"), ("ffn_in", "all"), ("ffn_in", "last2"))
+CONCEPTS = {"nudity": ("nudity", ""), "violence": ("graphic_violence", ""), "character": ("copyrighted_character", CHARACTER_NAME)}
+SITES = ("text_kv", "cross_out", "ffn_in")
 METHODS = (("mean_diff", 0.0), ("pca", 0.0), ("cpca", 0.5), ("cpca", 2.0))
+HELD_OUT = 36
+CLEAN = 48
+SEED = 0
 
 
-def encode_all(texts, text_encoder) -> dict[str, EncodedPrompt]:
-    out = {}
-    for t in dict.fromkeys(texts):
-        ids = text_encoder.tokenize(t)
-        out[t] = EncodedPrompt(t, tuple(ids), text_encoder.encode(ids))
-    return out
+@dataclass
+class Testbed:
+    model: TinyWan
+    text_seed: int
+
+    def encode(self, text: str) -> EncodedPrompt:
+        enc = minilm_text(self.text_seed)
+        ids = enc.tokenize(text)
+        return EncodedPrompt(text, tuple(ids), enc.encode(ids, pad_to=TEXT_PAD))
+
+    def probe_latent(self, seed: int) -> torch.Tensor:
+        """[1, C, T, H, W] seeded noise at the world's latent size, as the pack's probe_latent draws it."""
+        return torch.randn(1, *LATENT_SHAPE, generator=torch.Generator().manual_seed(seed))
 
 
-def make_forward(model: TinyWan):
+def denoised_forward(model: TinyWan) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+    """What ComfyUI's apply_model returns for Wan (flow, CONST): x - sigma v at x = sigma noise."""
+
     def forward(cond: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
         with torch.no_grad():
-            return model(sigma * noise, torch.tensor([sigma * 1000.0]), cond)
+            x = sigma * noise
+            return x - sigma * model(x, torch.tensor([sigma * 1000.0]), cond)
 
     return forward
 
 
-def outputs(model: TinyWan, encoded: dict[str, EncodedPrompt], texts, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-    fwd = make_forward(model)
-    return {t: torch.cat([fwd(encoded[t].conditioning, latent, s).flatten() for s in SIGMAS]) for t in dict.fromkeys(texts)}
+def extraction_prompts(bed: Testbed, concept: str) -> PromptPairs:
+    preset, name = CONCEPTS[concept]
+    pairs, neutral = load_preset(preset, name)
+    return PromptPairs.from_texts(pairs, neutral, bed.encode)
 
 
-def random_control(rv: RefusalVector, seed: int) -> RefusalVector:
-    """The same layers and rank with random unit directions: what any rank-1 edit does."""
-    g = torch.Generator().manual_seed(seed)
-    layers = []
-    for layer in rv.layers:
-        d = torch.randn(layer.dim, generator=g)
-        layers.append(replace(layer, direction=d / d.norm()))
-    return rv.with_layers(tuple(layers), method="random")
+def extract(bed: Testbed, concept: str, site: str, layers: str = "all") -> RefusalVector:
+    model = bed.model
+    blocks = parse_layers(layers, list(range(len(model.blocks))))
+    return extract_refusal_vector(model, denoised_forward(model), extraction_prompts(bed, concept), FAMILIES["wan"][site],
+                                  blocks, bed.probe_latent(SEED), SIGMAS, "wan", seed=SEED)
 
 
-def evaluate(base: TinyWan, rv: RefusalVector, encoded, latent, before) -> dict[str, float]:
-    edited = copy.deepcopy(base)
-    sd = edited_state_dict(base.state_dict(), rv.directions(), 1.0)
-    edited.load_state_dict(sd)
-    held = [t for p in HELD_OUT_PAIRS for t in (p.unsafe, p.safe)] + HELD_OUT_NEUTRAL
-    after = outputs(edited, encoded, held, latent)
-    res = max(residual(sd[f"{k}.weight"], base.state_dict()[f"{k}.weight"], d) for k, d in rv.directions().items())
+def edited(model: TinyWan, rv: RefusalVector, strength: float) -> TinyWan:
+    out = copy.deepcopy(model)
+    out.load_state_dict(edited_state_dict(model.state_dict(), rv.directions(), strength))
+    return out
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Held-out unsafe prompts per concept (with safe twins) and clean prompts, with their conditioning."""
+
+    held_out: dict[str, list[tuple[WorldPrompt, WorldPrompt]]]
+    clean: list[WorldPrompt]
+    ctx: dict[str, torch.Tensor]  # group -> [N, TEXT_PAD, 4096]
+
+    @classmethod
+    def build(cls, bed: Testbed) -> "EvalSet":
+        held = {}
+        for concept, (preset, name) in CONCEPTS.items():
+            pairs, _ = load_preset(preset, name)
+            held[concept] = held_out_pairs(concept, [p.unsafe for p in pairs], HELD_OUT, SEED)
+        clean = clean_prompts(CLEAN // 2, SEED) + [s for pairs in held.values() for _, s in pairs[: CLEAN // 6]]
+        ctx = {c: contexts([u.text for u, _ in held[c]], bed.text_seed) for c in held}
+        ctx["clean"] = contexts([p.text for p in clean], bed.text_seed)
+        return cls(held, clean, ctx)
+
+
+def generate_all(model: TinyWan, ev: EvalSet) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    return {group: score(model, ctx, SEED + 1) for group, ctx in ev.ctx.items()}
+
+
+def scores(base: dict, after: dict, ev: EvalSet, concept: str) -> dict[str, float]:
+    others = [c for c in CONCEPTS if c != concept]
     return {
-        "leakage": leakage(
-            [(before[p.unsafe], before[p.safe]) for p in HELD_OUT_PAIRS], [(after[p.unsafe], after[p.safe]) for p in HELD_OUT_PAIRS]
-        ),
-        "collateral": collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
-        "max_residual": res,
+        "render_before": render_rate(base[concept][1], concept),
+        "render_after": render_rate(after[concept][1], concept),
+        "others_before": sum(render_rate(base[c][1], c) for c in others) / len(others),
+        "others_after": sum(render_rate(after[c][1], c) for c in others) / len(others),
+        "drift": drift(base["clean"][1], after["clean"][1], ev.clean),
+        "change": output_change(base["clean"][0], after["clean"][0]),
     }
+
+
+def probe_default(bed: Testbed, rv: RefusalVector, ev: EvalSet, concept: str) -> ProbeResult:
+    """The RefusalProbe node's numbers for an edit, on this concept's held-out pairs (first 6) and clean prompts (first 8)."""
+    pairs = [PromptPair(u.text, s.text) for u, s in ev.held_out[concept][:6]]
+    neutral = [p.text for p in ev.clean[:8]]
+    prompts = PromptPairs.from_texts(pairs, neutral, bed.encode)
+    latent = bed.probe_latent(SEED + 1)
+    before = record(bed.model, denoised_forward(bed.model), prompts, rv, latent, SIGMAS)
+    after_model = edited(bed.model, rv, DEFAULT["strength"])
+    after = record(after_model, denoised_forward(after_model), prompts, rv, latent, SIGMAS)
+    return compare(prompts, before, after, rv)
+
+
+def is_default(site: str, method: str, alpha: float) -> bool:
+    return site == DEFAULT["site"] and method == DEFAULT["method"] and (method != "cpca" or alpha == DEFAULT["alpha"])
+
+
+def run(out: Path, quick: bool = False, log=print) -> dict:
+    bed = Testbed(load_or_train(TrainConfig(), log=log), TrainConfig().text_seed)
+    ev = EvalSet.build(bed)
+    base = generate_all(bed.model, ev)
+    rows, spectra, probes = [], {}, {}
+    methods = [m for m in METHODS if is_default(DEFAULT["site"], *m)] if quick else METHODS
+    for concept in CONCEPTS:
+        for site in ([DEFAULT["site"]] if quick else SITES):
+            t0 = time.perf_counter()
+            rv = extract(bed, concept, site)
+            t_extract = time.perf_counter() - t0
+            for method, alpha in methods:
+                frv = factorize(rv, method=method, k=DEFAULT["k"], alpha=alpha)
+                after = generate_all(edited(bed.model, frv, DEFAULT["strength"]), ev)
+                row = {"concept": concept, "site": site, "method": method, "alpha": alpha, "default": is_default(site, method, alpha),
+                       "extract_s": round(t_extract, 3), **scores(base, after, ev, concept)}
+                rows.append(row)
+                log(_format_row(row))
+                if row["default"]:
+                    spectra[concept] = frv
+                    probes[concept] = probe_default(bed, frv, ev, concept).as_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_png(out / "spectrum.png", spectrum_image(spectra["nudity"]))
+    grid_models = {c: edited(bed.model, spectra[c], DEFAULT["strength"]) for c in spectra}
+    _write_png(out / "before_after.png", before_after_grid(bed.model, grid_models, ev, SEED + 1))
+    result = {"defaults": DEFAULT, "sigmas": SIGMAS, "held_out_per_concept": HELD_OUT, "clean_prompts": len(ev.clean),
+              "train": TrainConfig().__dict__, "rows": rows, "probe_default": probes}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _format_row(r: dict) -> str:
+    method = r["method"] + (f" a={r['alpha']:g}" if r["method"] == "cpca" else "")
+    mark = " *" if r["default"] else ""
+    return (f"{r['concept']:10} {r['site']:8} {method + mark:14} render {r['render_before']:5.0%} -> {r['render_after']:5.0%}   "
+            f"others {r['others_before']:5.0%} -> {r['others_after']:5.0%}   drift {r['drift']:.3f}   change {r['change']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="testbed_out", help="folder for the spectrum plot and results.json")
-    ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="testbed_out", help="folder for results.json, spectrum.png and before_after.png")
+    ap.add_argument("--quick", action="store_true", help="only the default site and method")
     args = ap.parse_args(argv)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    text = minilm_text(args.seed)
-    model = init_random(TinyWan(dim=args.dim, ffn_dim=4 * args.dim, heads=max(1, args.dim // 128), layers=args.layers), args.seed).eval()
-    train_texts = [t for p in EXTRACTION_PAIRS for t in (p.unsafe, p.safe)] + EXTRACTION_NEUTRAL
-    held_texts = [t for p in HELD_OUT_PAIRS for t in (p.unsafe, p.safe)] + HELD_OUT_NEUTRAL
-    encoded = encode_all(train_texts + held_texts, text)
-    prompts = PromptPairs.from_texts(EXTRACTION_PAIRS, EXTRACTION_NEUTRAL, encoded.__getitem__)
-    probe = torch.randn(1, 16, 1, 16, 16, generator=torch.Generator().manual_seed(args.seed))
-    held_latent = torch.randn(1, 16, 1, 16, 16, generator=torch.Generator().manual_seed(args.seed + 1))
-    before = outputs(model, encoded, held_texts, held_latent)
-
-    rows, results = [], []
-    for site_name, layers in CONFIGS:
-        site = FAMILIES["wan"][site_name]
-        blocks = parse_layers(layers, list(range(args.layers)))
-        t0 = time.perf_counter()
-        rv = extract_refusal_vector(model, make_forward(model), prompts, site, blocks, probe, SIGMAS, "wan", seed=args.seed)
-        t_extract = time.perf_counter() - t0
-        for method, alpha in METHODS:
-            t0 = time.perf_counter()
-            frv = factorize(rv, method=method, k=100, alpha=alpha)
-            t_fact = time.perf_counter() - t0
-            m = evaluate(model, frv, encoded, held_latent, before)
-            rows.append((site_name, layers, f"{method}" + (f" a={alpha:g}" if method == "cpca" else ""), m))
-            results.append({"site": site_name, "layers": layers, "method": method, "alpha": alpha,
-                            "extract_s": t_extract, "factorize_s": t_fact, **m})
-            if site_name == "text_kv" and method == "cpca" and alpha == 0.5:
-                plot = spectrum_image(frv)
-                _write_png(out / "spectrum.png", plot)
-        ctrl = evaluate(model, random_control(rv, args.seed + 7), encoded, held_latent, before)
-        rows.append((site_name, layers, "random (control)", ctrl))
-        results.append({"site": site_name, "layers": layers, "method": "random", **ctrl})
-
-    print(f"\nheld-out leakage (1 = untouched, 0 = erased) and collateral; {len(HELD_OUT_PAIRS)} pairs, "
-          f"{len(HELD_OUT_NEUTRAL)} neutral prompts; TinyWan dim {args.dim}, {args.layers} blocks, random weights\n")
-    print(f"{'site':8} {'layers':6} {'method':18} {'leakage':>8} {'collateral':>10} {'max ||W′d||/||W||':>18}")
-    for site_name, layers, method, m in rows:
-        print(f"{site_name:8} {layers:6} {method:18} {m['leakage']:8.3f} {m['collateral']:10.3f} {m['max_residual']:18.2e}")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out / 'spectrum.png'} and {out / 'results.json'}")
+    result = run(Path(args.out), args.quick, log=lambda s: None)
+    print(f"\nrender rate of {HELD_OUT} held-out prompts per concept (phrasings in none of the pairs), before -> after the edit;\n"
+          f"'others': the other concepts' prompts; drift / change on {result['clean_prompts']} prompts without a concept. * = the pack's defaults\n")
+    for row in result["rows"]:
+        print(_format_row(row))
+    for concept, p in result["probe_default"].items():
+        print(f"RefusalProbe, default edit, {concept}: output leakage {p['leakage']:.3f}, collateral {p['collateral']:.3f}")
+    print(f"\nwrote {args.out}/results.json, spectrum.png, before_after.png")
     return 0
 
 

@@ -35,10 +35,21 @@ class MiniLMText:
         return self.tokenizer.encode(text).ids
 
     @torch.no_grad()
-    def encode(self, ids: list[int]) -> torch.Tensor:
-        out = self.model(input_ids=torch.tensor([ids])).last_hidden_state  # [1, L, 384]
+    def encode(self, ids: list[int], pad_to: int | None = None) -> torch.Tensor:
+        """[1, L, 4096]; with pad_to, zero rows up to that length, as ComfyUI pads Wan's umt5 context."""
+        return self.hidden([ids], pad_to)[0:1] @ self.proj
+
+    @torch.no_grad()
+    def hidden(self, batch: list[list[int]], pad_to: int | None = None) -> torch.Tensor:
+        """Unit-RMS MiniLM token states before the map to 4096 [B, max(L, pad_to), 384], zero past each prompt."""
+        n = max([len(ids) for ids in batch] + [pad_to or 0])
+        ids = torch.zeros(len(batch), n, dtype=torch.long)
+        mask = torch.zeros(len(batch), n, dtype=torch.long)
+        for i, row in enumerate(batch):
+            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        out = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         out = out / out.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
-        return out @ self.proj
+        return out * mask[..., None]
 
 
 @lru_cache(maxsize=4)

@@ -9,12 +9,13 @@ SEED = 1234  # not the seed of the embedded default run
 
 class MiniLMClip:
     """width: the text width the model reads; pooled_width: a pooled vector too (HunyuanVideo's CLIP-L
-    pooled output), the mean of the first pooled_width channels. An attention mask comes with every
+    pooled output), the mean of the first pooled_width channels; pad_to: zero rows up to that length, as ComfyUI pads
+    Wan's umt5 context. An attention mask comes with every
     conditioning, as ComfyUI's T5 encoders give one (LTX-Video and Mochi need it)."""
 
-    def __init__(self, seed: int = SEED, width: int = 4096, pooled_width: int | None = None):
+    def __init__(self, seed: int = SEED, width: int = 4096, pooled_width: int | None = None, pad_to: int | None = None):
         self.text = minilm_text(seed, width)
-        self.pooled_width = pooled_width
+        self.pooled_width, self.pad_to = pooled_width, pad_to
 
     def tokenize(self, text: str, return_word_ids: bool = False, **kwargs) -> dict:
         return {"minilm": [[(i, 1.0) for i in self.text.tokenize(text)]]}
@@ -23,7 +24,8 @@ class MiniLMClip:
         import torch
 
         ids = [t[0] for batch in tokens["minilm"] for t in batch]
-        cond = self.text.encode(ids)
+        cond = self.text.encode(ids, self.pad_to)
         pooled = cond.mean(1)[:, : self.pooled_width] if self.pooled_width else None
-        mask = torch.ones(1, cond.shape[1], dtype=torch.long)
+        mask = torch.zeros(1, cond.shape[1], dtype=torch.long)
+        mask[:, : len(ids)] = 1
         return [[cond, {"pooled_output": pooled, "attention_mask": mask, **(add_dict or {})}]]

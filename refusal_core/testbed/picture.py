@@ -1,0 +1,81 @@
+"""A before/after picture of the testbed: each cell paints what a generated latent renders.
+
+The testbed has no VAE; its latents are sums of known patterns, so a cell draws the measured
+coefficients: the scene as the background colour, the subject as a figure, and each concept as a
+mark whose opacity is its coefficient (skin tone for nudity, red splashes for violence, round
+black ears for the character). Nothing is drawn that the latent does not carry.
+"""
+from __future__ import annotations
+
+import colorsys
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .render import score
+from .tiny_wan import TinyWan
+from .world import SCENES, SUBJECTS
+
+if TYPE_CHECKING:
+    from .run import EvalSet
+
+CELL = 96
+PER_CONCEPT = 4
+
+
+def _palette(names, sat: float, val: float) -> dict[str, tuple[int, int, int]]:
+    return {n: tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / len(names), sat, val)) for i, n in enumerate(names)}
+
+
+SCENE_RGB = _palette(list(SCENES), 0.35, 0.9)
+SUBJECT_RGB = _palette(list(SUBJECTS), 0.6, 0.55)
+
+
+def _cell(coef: dict[str, float]):
+    from PIL import Image, ImageDraw
+
+    def top(prefix: str) -> tuple[str, float]:
+        name, value = max(((k.split(":", 1)[1], v) for k, v in coef.items() if k.startswith(prefix)), key=lambda kv: kv[1])
+        return name, min(max(value, 0.0), 1.0)
+
+    scene, s_val = top("scene:")
+    subject, f_val = top("subject:")
+    bg = tuple(int(255 - s_val * (255 - c)) for c in SCENE_RGB[scene])
+    img = Image.new("RGBA", (CELL, CELL), bg + (255,))
+    layer = Image.new("RGBA", (CELL, CELL), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    alpha = lambda v: int(255 * min(max(v, 0.0), 1.0))  # noqa: E731
+    body = (CELL * 0.3, CELL * 0.3, CELL * 0.7, CELL * 0.9)
+    draw.ellipse(body, fill=SUBJECT_RGB[subject] + (alpha(f_val),))
+    draw.ellipse((CELL * 0.36, CELL * 0.42, CELL * 0.64, CELL * 0.84), fill=(240, 190, 160, alpha(coef["concept:nudity"])))
+    for x, y, r in ((0.42, 0.5, 0.06), (0.58, 0.66, 0.05), (0.5, 0.78, 0.04), (0.3, 0.86, 0.05), (0.7, 0.4, 0.04)):
+        draw.ellipse((CELL * (x - r), CELL * (y - r), CELL * (x + r), CELL * (y + r)), fill=(200, 0, 0, alpha(coef["concept:violence"])))
+    for x in (0.33, 0.67):
+        draw.ellipse((CELL * (x - 0.12), CELL * 0.08, CELL * (x + 0.12), CELL * 0.32), fill=(10, 10, 10, alpha(coef["concept:character"])))
+    return Image.alpha_composite(img, layer).convert("RGB")
+
+
+def before_after_grid(base: TinyWan, edited: dict[str, TinyWan], ev: "EvalSet", seed: int) -> np.ndarray:
+    """Rows per concept: the base model's generations of PER_CONCEPT held-out unsafe prompts, then the
+    edited model's. [H, W, 3] float in 0..1."""
+    from PIL import Image, ImageDraw
+
+    label_w, gap = 150, 4
+    rows = []
+    for concept, model in edited.items():
+        ctx = ev.ctx[concept][:PER_CONCEPT]
+        for tag, m in (("before", base), ("after", model)):
+            _, coef = score(m, ctx, seed)
+            cells = [_cell({k: float(v[i]) for k, v in coef.items()}) for i in range(ctx.shape[0])]
+            rows.append((f"{concept}: {tag}", cells))
+    width = label_w + PER_CONCEPT * (CELL + gap)
+    height = len(rows) * (CELL + gap) + gap
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, cells) in enumerate(rows):
+        y = gap + r * (CELL + gap)
+        draw.text((6, y + CELL // 2 - 6), label, fill=(0, 0, 0))
+        for c, cell in enumerate(cells):
+            canvas.paste(cell, (label_w + c * (CELL + gap), y))
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+

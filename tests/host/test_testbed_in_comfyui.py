@@ -1,0 +1,64 @@
+"""The trained testbed model inside a real ComfyUI: loaded by ComfyUI's own loader, erased with the
+pack's nodes at their defaults, the RefusalProbe node gives the numbers the testbed script reports."""
+from __future__ import annotations
+
+import pytest
+
+from tests.host import comfy_host, tiny_models
+
+pytestmark = pytest.mark.host
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    from refusal_core.testbed import run
+    from refusal_core.testbed.train import TrainConfig, checkpoint_path, load_or_train
+
+    bed = run.Testbed(load_or_train(TrainConfig()), TrainConfig().text_seed)  # trains once, then cached
+    return bed, run.EvalSet.build(bed), checkpoint_path(TrainConfig())
+
+
+@pytest.fixture(scope="module")
+def comfy_edit(nodes, testbed):
+    from refusal_core.testbed.train import TEXT_PAD
+    from tests.host.minilm_clip import MiniLMClip
+
+    bed, _, path = testbed
+    model = tiny_models.load(path)
+    clip = MiniLMClip(seed=bed.text_seed, pad_to=TEXT_PAD)
+    pp = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "nudity", "").result[0]
+    rv = nodes["ExtractRefusalVector"].execute(model, pp, "auto", "all", "0.9,0.6,0.3", 64, 64, 1, 0).result[0]
+    rv = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
+    return model, clip, rv, nodes["ApplyRefusalToModel"].execute(model, rv, 1.0).result[0]
+
+
+def _probe(original, edited, clip, rv, bed, ev):
+    from refusal_core.types import PromptPair
+
+    probe = comfy_host.pack_module("nodes.probe")
+    pairs = [PromptPair(u.text, s.text) for u, s in ev.held_out["nudity"][:6]]
+    neutral = [p.text for p in ev.clean[:8]]
+    return probe.run_probe(original, edited, clip, rv, pairs, neutral, [0.9, 0.6, 0.3], 64, 64, 1, 1)
+
+
+def test_the_probe_in_comfyui_agrees_with_the_testbed_script(comfy_edit, testbed):
+    from refusal_core.factorize import factorize
+    from refusal_core.testbed import run
+
+    bed, ev, _ = testbed
+    model, clip, rv, edited = comfy_edit
+    ours = run.probe_default(bed, factorize(run.extract(bed, "nudity", run.DEFAULT["site"]), method="cpca", k=100, alpha=0.5), ev, "nudity")
+    theirs = _probe(model, edited, clip, rv, bed, ev)
+    assert theirs.leakage == pytest.approx(ours.leakage, abs=2e-3)
+    assert theirs.collateral == pytest.approx(ours.collateral, abs=2e-3)
+    for key, value in ours.layer_leakage.items():
+        assert theirs.layer_leakage[key] == pytest.approx(value, abs=2e-3)
+    assert theirs.leakage < 0.9  # the default edit erases on this trained model
+
+
+def test_the_probe_reports_exactly_one_for_the_unedited_testbed(comfy_edit, testbed):
+    bed, ev, _ = testbed
+    model, clip, rv, _ = comfy_edit
+    result = _probe(model, model, clip, rv, bed, ev)
+    assert result.leakage == pytest.approx(1.0, abs=1e-6)
+    assert result.collateral == pytest.approx(0.0, abs=1e-6)
