@@ -11,6 +11,7 @@ from ..refusal_core.testbed.prompts import HELD_OUT_NEUTRAL, HELD_OUT_PAIRS
 from ..refusal_core.types import PromptPair, PromptPairs, RefusalError
 from . import comfy_bridge as bridge
 from .extract import parse_sigmas
+from .prompt_pairs import NO_FILE, PAIR_FILE_SUFFIXES
 from .sockets import CATEGORY, RefusalVectorSocket
 
 
@@ -41,6 +42,9 @@ class RefusalProbe(io.ComfyNode):
                 io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Probe latent height in pixels."),
                 io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Probe video length in frames."),
                 io.Int.Input("seed", default=1, min=0, max=0xFFFFFFFF, tooltip="Seed of the shared probe noise latent."),
+                io.Combo.Input("held_out_file", options=[NO_FILE] + bridge.input_files(PAIR_FILE_SUFFIXES), default=NO_FILE, optional=True,
+                               tooltip="Optional .txt / .csv / .json file of held-out pairs in ComfyUI's input folder, used instead of the "
+                                       "text above (a .json may carry its own neutral prompts)."),
             ],
             outputs=[
                 io.String.Output(display_name="report", tooltip="Leakage and collateral per layer and at the output, projections on d."),
@@ -50,8 +54,13 @@ class RefusalProbe(io.ComfyNode):
 
     @classmethod
     def execute(cls, original, edited, clip, refusal_vector, held_out_pairs: str, neutral_prompts: str, noise_levels: str,
-                width: int, height: int, length: int, seed: int) -> io.NodeOutput:
-        pairs, neutral = P.parse_pair_lines(held_out_pairs), P.parse_neutral(neutral_prompts)
+                width: int, height: int, length: int, seed: int, held_out_file: str = NO_FILE) -> io.NodeOutput:
+        neutral = P.parse_neutral(neutral_prompts)
+        if held_out_file and held_out_file != NO_FILE:
+            pairs, file_neutral = P.read_pairs_file(bridge.input_file_path(held_out_file))
+            neutral = file_neutral or neutral
+        else:
+            pairs = P.parse_pair_lines(held_out_pairs)
         result = run_probe(original, edited, clip, refusal_vector, pairs, neutral, parse_sigmas(noise_levels), width, height, length, seed)
         report = result.report()
         return io.NodeOutput(report, torch.from_numpy(probe_chart(result))[None], ui=ui.PreviewText(report))

@@ -52,3 +52,15 @@ def test_probe_agrees_with_an_independent_computation(nodes, setup):
     assert lk < 0.99
     for key in rv.bases():
         assert f"{key}: leakage" in report
+
+
+def test_held_out_pairs_from_a_file_give_the_same_report(nodes, setup, tmp_path, monkeypatch):
+    import folder_paths
+
+    model, clip, rv, edited = setup
+    (tmp_path / "held_out.txt").write_text(HELD + "\n", encoding="utf-8")
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    from_text, _ = probe(nodes, model, edited, clip, rv)
+    from_file, _ = nodes["RefusalProbe"].execute(model, edited, clip, rv, "", NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11,
+                                                 held_out_file="held_out.txt").result
+    assert from_file == from_text
