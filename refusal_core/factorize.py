@@ -39,27 +39,47 @@ class Factorization:
     solver: str = "span"
 
 
-def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def span_gram(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows [D; r; E] scaled to unit length, A [q0, d], their lengths [q0] and the Gram matrix A A^T
+    [q0, q0], in float64: the only O(q0^2 d) step. Unit rows make the rank cut-off below independent
+    of how differently D and E are scaled (difference rows can be 1e-6 of the activations)."""
+    rows = torch.cat([D.double(), r.double()[None]] + ([E.double()] if E is not None else []))
+    lengths = rows.norm(dim=1)
+    A = rows / lengths.clamp_min(1e-300)[:, None]
+    return A, lengths, A @ A.T
+
+
+def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float, top: int | None = None,
+              center: bool = False, gram: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenpairs of C = D^T D / n - alpha E^T E / m restricted to span(D, E, r).
 
-    D: [n, d], E: [m, d] or None (rows already centered or not, as the caller wants),
-    r: [d]. Returns (eigenvalues [q] descending, eigenvectors [d, q]) in float64.
+    D: [n, d] (center: D - mean(D) is used), E: [m, d] or None, r: [d]; gram: span_gram(D, r, E or
+    None) when the caller solves several times. Returns (eigenvalues [q] descending, eigenvectors
+    [d, min(q, top)]) in float64.
+
+    Everything but the Gram matrix runs on q x q matrices: with unit rows A = [D; r; E] / lengths and
+    A A^T = U S^2 U^T, Q = A^T U S^-1 is an orthonormal basis of the span, D Q = lengths_D * (A A^T)_D U S^-1,
+    and only the returned eigenvectors are mapped back to R^d.
     """
-    parts = [D.double(), r.double()[None]]
-    if E is not None and alpha != 0 and E.shape[0] > 0:
-        parts.append(E.double())
-    A = torch.cat(parts)
-    _, S, Vh = torch.linalg.svd(A, full_matrices=False)
-    tol = S.max() * max(A.shape) * torch.finfo(torch.float64).eps
-    Q = Vh[S > tol].T  # [d, q] orthonormal basis of the span
-    Dq = D.double() @ Q
-    C = Dq.T @ Dq / max(D.shape[0], 1)
-    if E is not None and alpha != 0 and E.shape[0] > 0:
-        Eq = E.double() @ Q
+    use_e = E is not None and alpha != 0 and E.shape[0] > 0
+    A, lengths, G = gram if gram is not None else span_gram(D, r, E if use_e else None)
+    n = D.shape[0]
+    s2, U = torch.linalg.eigh((G + G.T) / 2)
+    # Unit rows: a singular value under 1e-7 means a row is a combination of others to ~1e-7;
+    # leaving it out keeps S^-1 well conditioned, as a rank-revealing SVD would.
+    keep = s2 > float(s2.max()) * 1e-14
+    B = U[:, keep] / s2[keep].sqrt()  # [q0, q]: Q = A^T B
+    Dq = lengths[:n, None] * (G[:n] @ B)
+    if center:
+        Dq = Dq - Dq.mean(0)
+    C = Dq.T @ Dq / max(n, 1)
+    if use_e:
+        Eq = lengths[n + 1 : n + 1 + E.shape[0], None] * (G[n + 1 : n + 1 + E.shape[0]] @ B)
         C = C - alpha * (Eq.T @ Eq) / E.shape[0]
     w, V = torch.linalg.eigh((C + C.T) / 2)
     order = torch.argsort(w, descending=True)
-    return w[order], Q @ V[:, order]
+    n_vec = order.numel() if top is None else min(top, order.numel())
+    return w[order], A.T @ (B @ V[:, order[:n_vec]])
 
 
 def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +139,7 @@ def factorize_layer(
     else:
         Ec = E - E.mean(0) if E.shape[0] > 1 else None
         tr_e = _mean_sq(Ec) if Ec is not None else 0.0
+        gram = span_gram(D, r, Ec if alpha > 0 and tr_e > 0 else None)  # shared by the centered and uncentered solves
 
     def solve(centered: bool) -> Factorization:
         if dense:
@@ -126,9 +147,8 @@ def factorize_layer(
             a_eff = alpha * tr_d / tr_e if alpha > 0 and tr_e > 0 else 0.0
             w, U = dense_eigh(Dmo, Emo if use_e else None, a_eff, centered)
         else:
-            Dm = D - D.mean(0) if centered else D
-            a_eff = alpha * _mean_sq(Dm) / tr_e if alpha > 0 and tr_e > 0 else 0.0
-            w, U = span_eigh(Dm, Ec, r, a_eff)
+            a_eff = alpha * _mean_sq(D - D.mean(0) if centered else D) / tr_e if alpha > 0 and tr_e > 0 else 0.0
+            w, U = span_eigh(D, Ec, r, a_eff, top=k, center=centered, gram=gram)
         n_take = _select(w, k)
         proj = U[:, :n_take].T @ r.double()
         retained = float(proj.norm()) / r_norm
