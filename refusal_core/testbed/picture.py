@@ -42,17 +42,22 @@ def _cell(coef: dict[str, float]):
     subject, f_val = top("subject:")
     bg = tuple(int(255 - s_val * (255 - c)) for c in SCENE_RGB[scene])
     img = Image.new("RGBA", (CELL, CELL), bg + (255,))
-    layer = Image.new("RGBA", (CELL, CELL), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
     alpha = lambda v: int(255 * min(max(v, 0.0), 1.0))  # noqa: E731
-    body = (CELL * 0.3, CELL * 0.3, CELL * 0.7, CELL * 0.9)
-    draw.ellipse(body, fill=SUBJECT_RGB[subject] + (alpha(f_val),))
-    draw.ellipse((CELL * 0.36, CELL * 0.42, CELL * 0.64, CELL * 0.84), fill=(240, 190, 160, alpha(coef["concept:nudity"])))
-    for x, y, r in ((0.42, 0.5, 0.06), (0.58, 0.66, 0.05), (0.5, 0.78, 0.04), (0.3, 0.86, 0.05), (0.7, 0.4, 0.04)):
-        draw.ellipse((CELL * (x - r), CELL * (y - r), CELL * (x + r), CELL * (y + r)), fill=(200, 0, 0, alpha(coef["concept:violence"])))
-    for x in (0.33, 0.67):
-        draw.ellipse((CELL * (x - 0.12), CELL * 0.08, CELL * (x + 0.12), CELL * 0.32), fill=(10, 10, 10, alpha(coef["concept:character"])))
-    return Image.alpha_composite(img, layer).convert("RGB")
+    box = lambda x0, y0, x1, y1: (CELL * x0, CELL * y0, CELL * x1, CELL * y1)  # noqa: E731
+    marks = [
+        [(box(0.3, 0.3, 0.7, 0.9), SUBJECT_RGB[subject] + (alpha(f_val),))],
+        [(box(0.36, 0.42, 0.64, 0.84), (240, 190, 160, alpha(coef["concept:nudity"])))],
+        [(box(x - r, y - r, x + r, y + r), (200, 0, 0, alpha(coef["concept:violence"])))
+         for x, y, r in ((0.42, 0.5, 0.06), (0.58, 0.66, 0.05), (0.5, 0.78, 0.04), (0.3, 0.86, 0.05), (0.7, 0.4, 0.04))],
+        [(box(x - 0.12, 0.08, x + 0.12, 0.32), (10, 10, 10, alpha(coef["concept:character"]))) for x in (0.33, 0.67)],
+    ]
+    for ellipses in marks:  # one layer per mark: drawing replaces pixels within a layer, compositing blends them
+        layer = Image.new("RGBA", (CELL, CELL), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        for xy, fill in ellipses:
+            draw.ellipse(xy, fill=fill)
+        img = Image.alpha_composite(img, layer)
+    return img.convert("RGB")
 
 
 def before_after_grid(base: TinyWan, edited: dict[str, TinyWan], ev: "EvalSet", seed: int) -> np.ndarray:
