@@ -35,7 +35,7 @@ TEXT_PAD = 24  # zero-padded context length (Wan pads to 512; 24 holds every wor
 @dataclass(frozen=True)
 class TrainConfig:
     dim: int = 128
-    heads: int = 2
+    heads: int = 1  # ComfyUI reads a Wan checkpoint's head count as dim // 128: the same model in both
     layers: int = 6
     prompts: int = 2400
     steps: int = 1500

@@ -13,6 +13,7 @@ from refusal_core.sites import FAMILIES
 from refusal_core.stats import Moments, RowAccumulator
 from refusal_core.testbed.tiny_wan import TinyWan, init_random
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
+from tests.core.test_method_on_tiny_wan import Counter  # the counting forward both files use
 
 WAN = FAMILIES["wan"]
 VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
@@ -38,16 +39,6 @@ def encode(text: str, pad_to: int | None = None) -> EncodedPrompt:
 
 def prompts(pad_to: int | None = None) -> PromptPairs:
     return PromptPairs.from_texts([PromptPair(u, s) for u, s in PAIRS], NEUTRAL, lambda t: encode(t, pad_to))
-
-
-class Counter:
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def __call__(self, cond, noise, sigma):
-        self.calls += 1
-        with torch.no_grad():
-            return self.model(sigma * noise, torch.tensor([sigma * 1000]), cond)
 
 
 @pytest.fixture(scope="module")
