@@ -51,3 +51,9 @@ def test_training_is_deterministic_and_cached(tmp_path, monkeypatch):
     again = train.load_or_train(cfg, log=lambda s: None)
     assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), again.state_dict().values()))
     assert train.checkpoint_path(train.TrainConfig(steps=4)) != train.checkpoint_path(train.TrainConfig(steps=5))
+
+
+def test_the_testbed_model_is_the_one_comfyui_builds_from_its_weights():
+    # ComfyUI's model detection reads a Wan checkpoint's head count as dim // 128 (comfy/model_detection.py)
+    cfg = train.TrainConfig()
+    assert cfg.heads == max(1, cfg.dim // 128)
