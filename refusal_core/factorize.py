@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .stats import Moments, Rows, n_rows
+from .stats import Moments, Rows, as_moments, n_rows
 from .types import LayerVector, RefusalError, RefusalVector
 
 METHODS = ("cpca", "pca", "mean_diff")
@@ -133,7 +133,7 @@ def factorize_layer(
         alpha = 0.0
     dense = isinstance(D, Moments) or isinstance(E, Moments) or n_rows(D) + n_rows(E) + 1 > r.shape[0]
     if dense:
-        Dmo, Emo = _moments(D), _moments(E)
+        Dmo, Emo = as_moments(D), as_moments(E)
         use_e = Emo.count > 1  # as the rows path: one neutral row has no spread to contrast with
         tr_e = float(torch.trace(Emo.second_moment(True))) if use_e else 0.0
     else:
@@ -165,10 +165,6 @@ def factorize_layer(
     if moment == "auto" and first.retained < RETAIN_THRESHOLD:
         return solve(False)
     return first
-
-
-def _moments(X: Rows) -> Moments:
-    return X if isinstance(X, Moments) else Moments.of(X)
 
 
 def _trim(w: torch.Tensor) -> torch.Tensor:

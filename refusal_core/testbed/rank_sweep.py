@@ -14,21 +14,14 @@ import copy
 import torch
 
 from ..factorize import factorize
-from ..stats import Moments
+from ..stats import as_moments
 from . import run
 from .train import TrainConfig, load_or_train
 
 
-def _second_moment(rows) -> torch.Tensor:
-    if isinstance(rows, Moments):
-        return rows.gram / max(rows.count, 1)
-    x = rows.double()
-    return x.T @ x / max(x.shape[0], 1)
-
-
 def subspace(layer, d: torch.Tensor, m: int, alpha: float = 0.5) -> torch.Tensor:
     """[d_in, m] orthonormal: d, then the top m - 1 eigenvectors of C (relative alpha, as factorize)."""
-    Cr, Ce = _second_moment(layer.diffs), _second_moment(layer.neutral)
+    Cr, Ce = as_moments(layer.diffs).second_moment(False), as_moments(layer.neutral).second_moment(False)
     w, V = torch.linalg.eigh(Cr - alpha * Ce * (Cr.trace() / Ce.trace().clamp_min(1e-30)))
     V = V[:, w.argsort(descending=True)]
     return torch.linalg.qr(torch.cat([d.double()[:, None], V[:, : m - 1]], 1))[0]

@@ -12,7 +12,7 @@ import torch
 
 from .text import minilm_text
 from .tiny_wan import TinyWan
-from .train import TEXT_PAD
+from .train import encode_hidden
 from .world import LATENT_SHAPE, WorldPrompt, read_coefficients
 
 RENDER_THRESHOLD = 0.5
@@ -21,8 +21,7 @@ STEPS = 10
 
 def contexts(texts: Sequence[str], text_seed: int = 0) -> torch.Tensor:
     """[N, TEXT_PAD, 4096] zero-padded conditioning, as the model was trained on."""
-    text = minilm_text(text_seed)
-    return text.hidden([text.tokenize(t) for t in texts], TEXT_PAD) @ text.proj
+    return encode_hidden(list(texts), text_seed) @ minilm_text(text_seed).proj
 
 
 @torch.no_grad()

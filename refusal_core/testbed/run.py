@@ -30,6 +30,7 @@ import torch
 from ..edit import edited_state_dict
 from ..extract import extract_refusal_vector
 from ..factorize import factorize
+from ..outdir import png_bytes
 from ..plot import spectrum_image
 from ..presets import load_preset
 from ..probe import ProbeResult, compare, record
@@ -172,9 +173,9 @@ def run(out: Path, quick: bool = False, log=print) -> dict:
                     spectra[concept] = frv
                     probes[concept] = probe_default(bed, frv, ev, concept).as_dict()
     out.mkdir(parents=True, exist_ok=True)
-    _write_png(out / "spectrum.png", spectrum_image(spectra["nudity"]))
+    (out / "spectrum.png").write_bytes(png_bytes(spectrum_image(spectra["nudity"])))
     grid_models = {c: edited(bed.model, spectra[c], DEFAULT["strength"]) for c in spectra}
-    _write_png(out / "before_after.png", before_after_grid(bed.model, grid_models, ev, SEED + 1))
+    (out / "before_after.png").write_bytes(png_bytes(before_after_grid(bed.model, grid_models, ev, SEED + 1)))
     result = {"defaults": DEFAULT, "sigmas": SIGMAS, "held_out_per_concept": HELD_OUT, "clean_prompts": len(ev.clean),
               "train": TrainConfig().__dict__, "rows": rows, "probe_default": probes}
     (out / "results.json").write_text(json.dumps(result, indent=2))
@@ -202,12 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RefusalProbe, default edit, {concept}: output leakage {p['leakage']:.3f}, collateral {p['collateral']:.3f}")
     print(f"\nwrote {args.out}/results.json, spectrum.png, before_after.png")
     return 0
-
-
-def _write_png(path: Path, image) -> None:
-    from PIL import Image
-
-    Image.fromarray((image * 255).round().astype("uint8")).save(path)
 
 
 if __name__ == "__main__":
