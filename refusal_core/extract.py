@@ -270,17 +270,19 @@ def extract_refusal_vector(
         while next_unit < len(units) and all(j in pending for j in units[next_unit]):
             unit = units[next_unit]
             # Blocks that read the very same input get the very same rows, computed and stored once.
-            memo: dict[tuple, torch.Tensor] = {}
+            memo: dict[tuple, Any] = {}
             if len(unit) == 2:
                 (enc_u, _), (enc_s, _) = jobs[unit[0]], jobs[unit[1]]
                 a_u, a_s = pending[unit[0]], pending[unit[1]]
                 for p in points:
                     key = (_same(a_u[p]), _same(a_s[p]))
                     if key not in memo:
-                        memo[key] = pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)
-                    acc_d[p].add(keep_d(memo[key]))
-                    sum_d[p] = sum_d[p] + memo[key].double().sum(0)
-                    count_d[p] += memo[key].shape[0]
+                        rows = pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)
+                        memo[key] = (rows, rows.double().sum(0))
+                    rows, total = memo[key]
+                    acc_d[p].add(keep_d(rows))
+                    sum_d[p] = sum_d[p] + total
+                    count_d[p] += rows.shape[0]
             else:
                 enc, a = jobs[unit[0]][0], pending[unit[0]]
                 for p in points:
