@@ -13,6 +13,7 @@ import copy
 
 import torch
 
+from ..edit import subspace_factors
 from ..factorize import factorize
 from ..stats import as_moments
 from . import run
@@ -31,10 +32,11 @@ def edited(model, rv, m: int):
     out = copy.deepcopy(model)
     sd = out.state_dict()
     for layer in rv.layers:
-        Q = subspace(layer, layer.direction, m)
-        P = torch.eye(Q.shape[0], dtype=torch.float64) - Q @ Q.T
+        Q = subspace(layer, layer.direction, m).float()
         for key in layer.edit_keys:
-            sd[f"{key}.weight"] = (sd[f"{key}.weight"].double() @ P).float()
+            W = sd[f"{key}.weight"]
+            up, down = subspace_factors(W, Q.T, torch.ones(m))  # the edit CombineRefusalVectors applies
+            sd[f"{key}.weight"] = W + up @ down
     out.load_state_dict(sd)
     return out
 
