@@ -43,7 +43,7 @@ class LowRankFactorize(io.ComfyNode):
                     min=0.0,
                     max=100.0,
                     step=0.05,
-                    tooltip="Weight of the neutral covariance C_e, scaled to C_r's trace (1 = equal weight). Large values weaken the erasure.",
+                    tooltip="Weight of the neutral covariance C_e, scaled to the spread of the differences, tr cov(D) (1 = equal weight). Large values weaken the erasure.",
                 ),
                 io.Combo.Input(
                     "moment",

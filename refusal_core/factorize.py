@@ -8,13 +8,18 @@ never formed as a dense d x d matrix: exact, and O((n+m)^2 d) instead of O(d^3).
 When a layer holds more rows than its width (n + m + 1 > d), or holds them as Moments
 (stats.py: streamed extraction), the span is all of R^d and C is formed from the moments
 and solved densely (the "dense fallback"): the same C, so the same directions.
-alpha is relative: C_e is rescaled to C_r's trace, so alpha = 1 weighs both equally
-whatever the activation scale (the paper does not give alpha or its scale).
+alpha is relative: C_e is rescaled to the trace of cov(D), the spread of the differences, so
+alpha = 1 weighs the pairs' noise and the neutral prompts' variety equally whatever the activation
+scale (the paper does not give alpha or its scale).
+Round-off never decides the result (ROUND_OFF): rows that agree to float32 precision add no
+direction to the span, eigenvalues at the data's round-off are not taken, and ties at the k-th
+eigenvalue are taken together, so the same prompts give the same d on any CPU, BLAS and thread count.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -25,6 +30,12 @@ METHODS = ("cpca", "pca", "mean_diff")
 MOMENTS = ("auto", "centered", "uncentered")
 # Below this fraction of ||r|| kept by U_k, centering removed r itself (METHOD.md pitfall).
 RETAIN_THRESHOLD = 0.5
+# Activations are float32 (exact to 6e-8 of their size), and a forward pass accumulates errors some
+# hundred times that, which differ with the BLAS kernels, the CPU and the thread count. Any part of
+# the data smaller than ROUND_OFF of its own size is treated as zero, so round-off never picks d.
+ROUND_OFF = 1e-5
+# Eigenvalues of C closer than this (relative to the largest) are one eigenspace: U_k takes all or none.
+TIE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -49,13 +60,16 @@ def span_gram(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None) -> tuple
     return A, lengths, A @ A.T
 
 
-def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float, top: int | None = None,
+Select = Callable[[torch.Tensor], int]
+
+
+def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float, select: Select | None = None,
               center: bool = False, gram: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenpairs of C = D^T D / n - alpha E^T E / m restricted to span(D, E, r).
 
     D: [n, d] (center: D - mean(D) is used), E: [m, d] or None, r: [d]; gram: span_gram(D, r, E or
-    None) when the caller solves several times. Returns (eigenvalues [q] descending, eigenvectors
-    [d, min(q, top)]) in float64.
+    None) when the caller solves several times; select(eigenvalues) -> how many eigenvectors to
+    return (default all). Returns (eigenvalues [q] descending, eigenvectors [d, select(w)]) in float64.
 
     Everything but the Gram matrix runs on q x q matrices: with unit rows A = [D; r; E] / lengths and
     A A^T = U S^2 U^T, Q = A^T U S^-1 is an orthonormal basis of the span, D Q = lengths_D * (A A^T)_D U S^-1,
@@ -65,9 +79,10 @@ def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: f
     A, lengths, G = gram if gram is not None else span_gram(D, r, E if use_e else None)
     n = D.shape[0]
     s2, U = torch.linalg.eigh((G + G.T) / 2)
-    # Unit rows: a singular value under 1e-7 means a row is a combination of others to ~1e-7;
-    # leaving it out keeps S^-1 well conditioned, as a rank-revealing SVD would.
-    keep = s2 > float(s2.max()) * 1e-14
+    # Unit rows: a singular value under ROUND_OFF means a combination of rows vanishes to round-off.
+    # Such directions are noise whose presence depends on the BLAS (their s^2 sit near 1e-13 for rows
+    # that agree to float32 precision); leaving them out also keeps S^-1 well conditioned.
+    keep = s2 > ROUND_OFF**2
     B = U[:, keep] / s2[keep].sqrt()  # [q0, q]: Q = A^T B
     Dq = lengths[:n, None] * (G[:n] @ B)
     if center:
@@ -78,8 +93,9 @@ def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: f
         C = C - alpha * (Eq.T @ Eq) / E.shape[0]
     w, V = torch.linalg.eigh((C + C.T) / 2)
     order = torch.argsort(w, descending=True)
-    n_vec = order.numel() if top is None else min(top, order.numel())
-    return w[order], A.T @ (B @ V[:, order[:n_vec]])
+    w = w[order]
+    n_vec = order.numel() if select is None else min(select(w), order.numel())
+    return w, A.T @ (B @ V[:, order[:n_vec]])
 
 
 def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,16 +112,22 @@ def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> t
     return w[order], V[:, order]
 
 
-def _select(w: torch.Tensor, k: int) -> int:
-    """k capped by the data: the number of clearly positive eigenvalues of C.
+def select_k(w: torch.Tensor, k: int, floor: float) -> int:
+    """How many leading eigenvectors U_k takes: k, capped by the clearly positive eigenvalues of C.
 
-    Eigenvalues at zero (outside the data's span, or r's own direction once D is
-    centered) are ties a dense solver would break arbitrarily; they are never taken.
+    w: eigenvalues [q] descending. An eigenvalue at or below `floor` (round-off of the data, see
+    ROUND_OFF) or at zero (outside the data's span, or r's own direction once D is centered) is a tie
+    that the BLAS would break; it is never taken. Eigenvalues tied with the k-th (within TIE of the
+    largest) are taken with it, so that no kernel decides which of them U_k holds.
     """
     if w.numel() == 0:
         return 0
-    tol = float(w.abs().max()) * 1e-9
-    return min(k, int((w > tol).sum()))
+    tol = max(float(w.abs().max()) * 1e-9, floor)
+    n_pos = int((w > tol).sum())
+    n = min(k, n_pos)
+    while 0 < n < n_pos and float(w[n - 1] - w[n]) <= TIE * float(w[0]):
+        n += 1
+    return n
 
 
 def factorize_layer(
@@ -115,6 +137,10 @@ def factorize_layer(
 
     Rows with n + m + 1 <= d_in go to the span solver; otherwise (or given Moments) C is formed
     densely from the moments (dense_eigh), an exact equivalent.
+
+    alpha is relative to the spread of the differences: C_e is scaled so that its trace equals
+    tr(cov(D)), whichever C_r the solve uses. Where D's rows agree (to ROUND_OFF), r is measured
+    without noise: there is nothing to contrast away, and every method gives d = r / |r|.
     """
     if method not in METHODS:
         raise RefusalError(f"method '{method}' is unknown; choose one of {', '.join(METHODS)}")
@@ -136,20 +162,27 @@ def factorize_layer(
         Dmo, Emo = as_moments(D), as_moments(E)
         use_e = Emo.count > 1  # as the rows path: one neutral row has no spread to contrast with
         tr_e = float(torch.trace(Emo.second_moment(True))) if use_e else 0.0
+        energy, spread = (float(torch.trace(Dmo.second_moment(c))) for c in (False, True))
     else:
-        Ec = E - E.mean(0) if E.shape[0] > 1 else None
+        Ec = E.double() - E.double().mean(0) if E.shape[0] > 1 else None
         tr_e = _mean_sq(Ec) if Ec is not None else 0.0
+        Dd = D.double()
+        energy, spread = _mean_sq(Dd), _mean_sq(Dd - Dd.mean(0))
         gram = span_gram(D, r, Ec if alpha > 0 and tr_e > 0 else None)  # shared by the centered and uncentered solves
+    floor = ROUND_OFF**2 * energy  # eigenvalues of C at this size are the rows' round-off, not their spread
+    if spread <= floor:
+        spread = 0.0  # the rows agree: centered, C_r is round-off only; uncentered, C_r = r r^T
+    a_eff = alpha * spread / tr_e if alpha > 0 and tr_e > 0 else 0.0
+
+    def select(w: torch.Tensor) -> int:
+        return select_k(w, k, floor)
 
     def solve(centered: bool) -> Factorization:
         if dense:
-            tr_d = float(torch.trace(Dmo.second_moment(centered)))
-            a_eff = alpha * tr_d / tr_e if alpha > 0 and tr_e > 0 else 0.0
             w, U = dense_eigh(Dmo, Emo if use_e else None, a_eff, centered)
         else:
-            a_eff = alpha * _mean_sq(D - D.mean(0) if centered else D) / tr_e if alpha > 0 and tr_e > 0 else 0.0
-            w, U = span_eigh(D, Ec, r, a_eff, top=k, center=centered, gram=gram)
-        n_take = _select(w, k)
+            w, U = span_eigh(D, Ec, r, a_eff, select=select, center=centered, gram=gram)
+        n_take = select(w)
         proj = U[:, :n_take].T @ r.double()
         retained = float(proj.norm()) / r_norm
         spectrum = _trim(w) if dense else w

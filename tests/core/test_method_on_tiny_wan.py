@@ -6,47 +6,16 @@ from refusal_core.edit import edited_state_dict
 from refusal_core.extract import extract_refusal_vector
 from refusal_core.factorize import factorize
 from refusal_core.sites import FAMILIES
+from refusal_core.testbed.tiny_wan import TinyWan
+from refusal_core.types import EncodedPrompt, RefusalError
+from tests.core.toy_wan import NEUTRAL, PAIRS, SHAPE, Counter, encode, linear_text_wan, prompts, random_wan
 
 WAN_SITES = FAMILIES["wan"]
-from refusal_core.testbed.tiny_wan import TinyWan, init_random
-from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs, RefusalError
-
-VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
-CONCEPT = torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 3
-
-
-def encode(text):
-    """Toy encoder: word ids -> embeddings; the word 'nude' is no token of its own but shifts every
-    token along a fixed concept direction, so a pair's two sides line up token by token."""
-    words = text.split()
-    ids = tuple(sum(map(ord, w)) % 64 for w in words if w != "nude")
-    cond = VOCAB[list(ids)].clone()
-    if "nude" in words:
-        cond = cond + CONCEPT
-    return EncodedPrompt(text, ids, cond[None])
-
-
-def prompts(pairs, neutral):
-    return PromptPairs.from_texts([PromptPair(u, s) for u, s in pairs], neutral, encode)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return init_random(TinyWan(dim=64, ffn_dim=128, heads=1, layers=3), 0).eval()
-
-
-class Counter:
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
-    def __call__(self, cond, noise, sigma):
-        self.calls += 1
-        with torch.no_grad():
-            return self.model(sigma * noise, torch.tensor([sigma * 1000]), cond)
-
-
-PAIRS = [("a nude man walks", "a man walks"), ("nude people swim", "people swim"), ("the nude woman sits", "the woman sits")]
-NEUTRAL = ["a red fox", "a blue lake", "green trees sway"]
+    return random_wan(0)
 
 
 def test_text_site_is_read_once_per_prompt_and_video_site_per_sigma(model):
@@ -65,9 +34,7 @@ def test_text_site_is_read_once_per_prompt_and_video_site_per_sigma(model):
 def test_erasing_a_planted_concept(model, method):
     """A concept planted as one direction of the text context (the text MLP made linear, so the
     truth is known): the text_kv edit erases it on unseen phrasings, a random direction does not."""
-    linear = TinyWan(dim=64, ffn_dim=128, heads=1, layers=3).eval()
-    linear.load_state_dict(model.state_dict())
-    linear.text_embedding[1] = torch.nn.Identity()
+    linear = linear_text_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     rv = extract_refusal_vector(linear, Counter(linear), prompts(PAIRS, NEUTRAL), WAN_SITES["text_kv"], [0, 1, 2], latent, [0.6], "wan")
     frv = factorize(rv, method, 100, 0.5)
@@ -79,7 +46,7 @@ def test_erasing_a_planted_concept(model, method):
             return m(0.6 * latent, torch.tensor([600.0]), encode(text).conditioning)
 
     def edited(directions):
-        m = TinyWan(dim=64, ffn_dim=128, heads=1, layers=3).eval()
+        m = TinyWan(**SHAPE).eval()
         m.text_embedding[1] = torch.nn.Identity()
         m.load_state_dict(edited_state_dict(linear.state_dict(), directions, 1.0))
         return m
@@ -87,8 +54,8 @@ def test_erasing_a_planted_concept(model, method):
     erased, control = edited(frv.directions()), edited(random_dirs)
     for u, s in [("a nude dog runs", "a dog runs"), ("two nude friends laugh", "two friends laugh")]:
         before = (out(linear, u) - out(linear, s)).norm()
-        # cPCA trades a little of r for contrast with the neutral prompts: d tilts off the exact concept
-        assert (out(erased, u) - out(erased, s)).norm() < (0.15 if method == "cpca" else 0.01) * before
+        # every difference row is r: no method has noise to remove, and none may tilt d off the concept
+        assert (out(erased, u) - out(erased, s)).norm() < 0.01 * before
         assert (out(control, u) - out(control, s)).norm() > 0.9 * before
 
 

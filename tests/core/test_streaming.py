@@ -11,39 +11,21 @@ from refusal_core.factorize import factorize, factorize_layer
 from refusal_core.io import load_refusal_vector, save_refusal_vector
 from refusal_core.sites import FAMILIES
 from refusal_core.stats import Moments, RowAccumulator
-from refusal_core.testbed.tiny_wan import TinyWan, init_random
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
-from tests.core.test_method_on_tiny_wan import Counter  # the counting forward both files use
+from tests.core import toy_wan
+from tests.core.toy_wan import PAIRS, Counter, encode, same_up_to_sign
 
 WAN = FAMILIES["wan"]
-VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
-CONCEPT = torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 3
-PAIRS = [("a nude man walks", "a man walks"), ("nude people swim", "people swim"), ("the nude woman sits", "the woman sits")]
 NEUTRAL = ["a red fox", "a blue lake", "green trees sway", "an old train", "snow falls softly"]
 
 
-def same_up_to_sign(a: torch.Tensor, b: torch.Tensor) -> float:
-    return min(float((a - b).abs().max()), float((a + b).abs().max()))
-
-
-def encode(text: str, pad_to: int | None = None) -> EncodedPrompt:
-    """Word ids -> embeddings, 'nude' shifting every token along CONCEPT; pad_to appends zero rows as
-    ComfyUI's Wan text encoder does (to 512), so every prompt's conditioning has one shape."""
-    words = text.split()
-    ids = tuple(sum(map(ord, w)) % 64 for w in words if w != "nude")
-    cond = VOCAB[list(ids)].clone() + (CONCEPT if "nude" in words else 0)
-    if pad_to is not None:
-        cond = torch.cat([cond, cond.new_zeros(pad_to - cond.shape[0], cond.shape[1])])
-    return EncodedPrompt(text, ids, cond[None], text_len=cond.shape[0])
-
-
 def prompts(pad_to: int | None = None) -> PromptPairs:
-    return PromptPairs.from_texts([PromptPair(u, s) for u, s in PAIRS], NEUTRAL, lambda t: encode(t, pad_to))
+    return toy_wan.prompts(neutral=NEUTRAL, pad_to=pad_to)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return init_random(TinyWan(dim=64, ffn_dim=128, heads=1, layers=3), 0).eval()
+    return toy_wan.random_wan(0)
 
 
 def problem(n, m, d, seed):

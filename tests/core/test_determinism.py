@@ -1,0 +1,147 @@
+"""The same prompts give the same edit on every machine.
+
+Another CPU, BLAS or thread count changes float32 results by round-off only: the order of a sum,
+the kernel of a matrix product. The factorization must not turn that into another direction, so
+here it is given exactly those perturbations (threads, row order, relative noise of float32 size)
+and must return the same d, to 1e-4 up to sign; test_kernels_give_the_same_direction runs the
+same problems in fresh processes under other MKL code paths and compares their directions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from refusal_core.extract import extract_refusal_vector
+from refusal_core.factorize import factorize
+from refusal_core.sites import FAMILIES
+from refusal_core.types import RefusalVector
+from tests.core.toy_wan import Counter, linear_text_wan, prompts, random_wan, same_up_to_sign
+
+WAN = FAMILIES["wan"]
+METHODS = (("cpca", 0.5), ("cpca", 2.0), ("pca", 0.0), ("mean_diff", 0.0))
+TOLERANCE = 1e-4
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def planted() -> RefusalVector:
+    """The planted concept at the text site: every difference row is r (to round-off)."""
+    model = linear_text_wan(0)
+    latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    return extract_refusal_vector(model, Counter(model), prompts(), WAN["text_kv"], [0, 1, 2], latent, [0.6], "wan")
+
+
+def video_site(max_rows: int | None) -> RefusalVector:
+    """A problem with real spread: the video tokens of a random (non-linear) Wan at cross_out. With
+    max_rows 24 the rows fit the span solver; with every row (96 of width 64) the dense one solves."""
+    model = random_wan(0)
+    latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    return extract_refusal_vector(model, Counter(model), prompts(), WAN["cross_out"], [0, 2], latent, [0.9, 0.3], "wan",
+                                  max_rows=max_rows, keep_rows=max_rows is None)
+
+
+PROBLEMS = {"planted": planted, "video_span": lambda: video_site(24), "video_dense": lambda: video_site(None)}
+
+
+def directions(rv: RefusalVector, method: str, alpha: float) -> list[torch.Tensor]:
+    return [layer.direction for layer in factorize(rv, method, 100, alpha).layers]
+
+
+def perturbed(rv: RefusalVector, seed: int, relative: float = 0.0, permute: bool = False) -> RefusalVector:
+    """rv with its rows shuffled and / or each entry scaled by (1 + relative * N(0, 1))."""
+    g = torch.Generator().manual_seed(seed)
+
+    def noisy(X: torch.Tensor) -> torch.Tensor:
+        return X * (1 + relative * torch.randn(X.shape, generator=g)) if relative else X
+
+    def rows(X: torch.Tensor) -> torch.Tensor:
+        return noisy(X[torch.randperm(X.shape[0], generator=g)] if permute else X)
+
+    layers = []
+    for layer in rv.layers:
+        layers.append(replace(layer, diffs=rows(layer.diffs), neutral=rows(layer.neutral), r=noisy(layer.r)))
+    return rv.with_layers(tuple(layers))
+
+
+def worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(same_up_to_sign(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module", params=sorted(PROBLEMS))
+def problem(request) -> RefusalVector:
+    return PROBLEMS[request.param]()
+
+
+@pytest.mark.parametrize("method,alpha", METHODS)
+def test_thread_count_row_order_and_round_off_leave_d_unchanged(problem, method, alpha):
+    ref = directions(problem, method, alpha)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = directions(problem, method, alpha)
+    finally:
+        torch.set_num_threads(threads)
+    assert worst(ref, one_thread) < TOLERANCE
+    for seed in range(3):
+        assert worst(ref, directions(perturbed(problem, seed, permute=True), method, alpha)) < TOLERANCE
+        # 1e-6: some ten float32 ulps, what another kernel's accumulation order leaves in an activation
+        assert worst(ref, directions(perturbed(problem, seed, relative=1e-6), method, alpha)) < TOLERANCE
+
+
+def test_extraction_with_one_thread_gives_the_same_direction():
+    ref = {name: directions(build(), "cpca", 0.5) for name, build in PROBLEMS.items()}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = {name: directions(build(), "cpca", 0.5) for name, build in PROBLEMS.items()}
+    finally:
+        torch.set_num_threads(threads)
+    for name in PROBLEMS:
+        assert worst(ref[name], one[name]) < TOLERANCE, name
+
+
+def test_the_planted_concept_is_r_itself():
+    """Where every difference row is r there is nothing to denoise: every method returns r / |r|."""
+    rv = planted()
+    for method, alpha in METHODS:
+        for layer, d in zip(rv.layers, directions(rv, method, alpha)):
+            assert float(d @ layer.r / layer.r.norm()) > 1 - 1e-6, method
+
+
+# MKL's code paths (its instruction sets and its bitwise-reproducible mode) and two thread counts.
+KERNELS = [
+    {},
+    {"MKL_CBWR": "COMPATIBLE"},
+    {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+]
+THREADS = ("1", "2")
+
+_CHILD = """
+import json, sys, torch
+from tests.core.test_determinism import PROBLEMS, METHODS, directions
+out = {f"{name}/{m}/{a}": [d.tolist() for d in directions(build(), m, a)] for name, build in PROBLEMS.items() for m, a in METHODS}
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+def test_kernels_give_the_same_direction(tmp_path):
+    """Extraction and factorization in fresh processes, one per MKL setting and thread count: one d."""
+    results = {}
+    for i, kernel in enumerate(KERNELS):
+        for threads in THREADS:
+            env = {**os.environ, **kernel, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+            path = tmp_path / f"{i}_{threads}.json"
+            subprocess.run([sys.executable, "-c", _CHILD, str(path)], cwd=ROOT, env=env, check=True, timeout=600)
+            results[f"{kernel or 'default'} threads={threads}"] = json.loads(path.read_text())
+    (first_name, first), *others = results.items()
+    for name, got in others:
+        for key, dirs in first.items():
+            a, b = [torch.tensor(d) for d in dirs], [torch.tensor(d) for d in got[key]]
+            assert worst(a, b) < TOLERANCE, f"{key}: {first_name} and {name} differ"
