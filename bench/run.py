@@ -2,7 +2,7 @@
 
     python bench/run.py [--threads 1 --size 128 --text-len 32 --batch 4 --reps 3]
 
-Model: TinyWan (refusal_core/testbed/tiny_wan.py: the math and key names of ComfyUI's WanModel) at
+Model: TinyWan (testbed/tiny_wan.py: the math and key names of ComfyUI's WanModel) at
 the Wan 2.1 1.3B shape (dim 1536, 30 blocks, ffn 8960, 12 heads, text_dim 4096), random weights,
 fp32, CPU. Site: Wan's default (cross_out: blocks.N.cross_attn.o, all 30 blocks = 30 edited
 weights, video-token rows). Prompts: the pack's 5 default pairs + 10 neutral prompts (20 forwards
@@ -20,22 +20,22 @@ import ctypes
 import json
 import re
 import statistics
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import torch
 
+from refusal_core import defaults
+from refusal_core.extract import ExtractSettings, extract_refusal_stats
+from refusal_core.factorize import factorize
+from refusal_core.families import FAMILIES
+from refusal_core.lora import LORA_PREFIX, lora_state_dict
+from refusal_core.presets import load_preset
+from refusal_core.types import EncodedPrompt, LayerStats, PromptPairs, RefusalStats
+from testbed.tiny_wan import TinyWan
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refusal_core.extract import extract_refusal_vector  # noqa: E402
-from refusal_core.factorize import factorize  # noqa: E402
-from refusal_core.lora import LORA_PREFIX, lora_state_dict  # noqa: E402
-from refusal_core.prompts import DEFAULT_NEUTRAL, DEFAULT_PAIRS, parse_neutral, parse_pair_lines  # noqa: E402
-from refusal_core.sites import DEFAULT_SITE, FAMILIES  # noqa: E402
-from refusal_core.testbed.tiny_wan import TinyWan  # noqa: E402
-from refusal_core.types import EncodedPrompt, LayerVector, PromptPairs, RefusalVector  # noqa: E402
 
 POOL = 4_194_319  # prime, so that weights filled from one random pool do not repeat row by row
 
@@ -132,8 +132,8 @@ def main() -> None:
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     print(f"model: Wan 2.1 1.3B shape (dim 1536, {args.layers} blocks), {model_bytes / 2**30:.2f} GiB fp32, built in {t_build:.1f} s; "
           f"{args.threads} torch threads")
-    site = FAMILIES["wan"][DEFAULT_SITE["wan"]]
-    pairs, neutral = parse_pair_lines(DEFAULT_PAIRS), parse_neutral(DEFAULT_NEUTRAL)
+    site = FAMILIES["wan"].sites[FAMILIES["wan"].default_site]
+    pairs, neutral = load_preset(defaults.PRESET)
     pp = PromptPairs.from_texts(pairs, neutral, lambda t: encode(t, args.text_len))
     latent = torch.randn(1, 16, 1, args.size // 8, args.size // 8, generator=torch.Generator().manual_seed(0))
     forward = make_forward(model)
@@ -153,7 +153,8 @@ def main() -> None:
     blocks = site.blocks(name for name, _ in model.named_modules())
     peak_ok = reset_peak()
     rss0 = proc_kib("VmRSS")
-    rv, t_extract = timed(extract_refusal_vector, model, forward, pp, site, blocks, latent, [0.9], "wan", batch_size=args.batch)
+    settings = ExtractSettings(site, blocks, [defaults.SIGMAS[0]], "wan", batch_size=args.batch)
+    rv, t_extract = timed(extract_refusal_stats, model, forward, pp, latent, settings)
     extract_peak = proc_kib("VmHWM") - rss0
     _, t_bare1 = timed(bare_pass)  # bare passes before and after: their mean brackets drifts of the machine's load
     t_bare = (t_bare0 + t_bare1) / 2
@@ -163,7 +164,7 @@ def main() -> None:
                                             f"{extract_peak / 1024:.0f} MiB over the resident model; bare forwards {bare_peak / 1024:.0f} MiB"
                                             + ("" if peak_ok else " (peak counter not resettable: includes the build)"))
 
-    frv, t_fact = timed(factorize, rv, "cpca", 100, 0.5)
+    frv, t_fact = timed(factorize, rv)
     layer = rv.layers[0]
     print(f"factorize, dim 1536, {len(rv.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s")
     rows["factorize_vs_dense_d5120"] = factorize_vs_dense(args.dense_dim, layer.diffs.shape[0], layer.neutral.shape[0])
@@ -201,10 +202,9 @@ def factorize_vs_dense(d: int, n: int, m: int) -> tuple[float, float, str]:
     g = torch.Generator().manual_seed(1)
     D = torch.randn(n, d, generator=g) + 2 * torch.randn(d, generator=g)
     E = 3 * torch.randn(m, d, generator=g)
-    layer = LayerVector("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), D, E, D.mean(0))
-    rv = RefusalVector((layer,), {"method": "none"})
-    factorize(rv, "cpca", 100, 0.5)  # warm-up
-    ours = statistics.median(timed(factorize, rv, "cpca", 100, 0.5)[1] for _ in range(5))
+    rv = RefusalStats((LayerStats("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), D, E, D.mean(0)),), {})
+    factorize(rv)  # warm-up
+    ours = statistics.median(timed(factorize, rv)[1] for _ in range(5))
     Dc, Ec = D - D.mean(0), E - E.mean(0)
     C = Dc.T @ Dc / n - 0.5 * (Ec.T @ Ec) / m
     _, dense = timed(torch.linalg.eigh, C)

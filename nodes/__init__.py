@@ -1,1 +1,1 @@
-"""ComfyUI V3 nodes: thin glue over refusal_core; ComfyUI internals live in comfy_bridge."""
+"""ComfyUI V3 nodes: thin glue over refusal_core; ComfyUI internals live in the host package."""

@@ -7,8 +7,9 @@ import time
 from comfy_api.latest import io
 
 from ..refusal_core.edit import check_strength
-from . import comfy_bridge as bridge
-from .sockets import CATEGORY, RefusalVectorSocket
+from . import widgets
+from .host import patch
+from .sockets import CATEGORY, RefusalVectorSocket, need_edit
 
 log = logging.getLogger(__name__)
 
@@ -26,25 +27,17 @@ class ApplyRefusalToModel(io.ComfyNode):
             description=cls.__doc__,
             inputs=[
                 io.Model.Input("model", tooltip="The model to edit; it stays as it is, the output is an edited copy."),
-                RefusalVectorSocket.Input(
-                    "refusal_vector", tooltip="Factorized directions (an unfactorized vector uses d = r / |r|, i.e. mean_diff)."
-                ),
-                io.Float.Input(
-                    "strength",
-                    default=1.0,
-                    min=0.0,
-                    max=4.0,
-                    step=0.05,
-                    tooltip="lambda: 1 removes the direction exactly (paper); 0 gives back the original model; above 1 over-suppresses.",
-                ),
+                RefusalVectorSocket.Input("refusal_vector", tooltip="The edit: from Low-Rank Factorize, Combine Refusal Vectors or Load Refusal Vector."),
+                widgets.strength(),
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model with the concept erased at the edited layers.")],
         )
 
     @classmethod
     def execute(cls, model, refusal_vector, strength: float) -> io.NodeOutput:
+        edit = need_edit(refusal_vector)
         check_strength(strength)
         t0 = time.perf_counter()
-        edited = bridge.apply_refusal(model, refusal_vector, strength)
-        log.info("refusal edit: %d layers patched in %.3f s", len(refusal_vector.directions()), time.perf_counter() - t0)
+        edited = patch.apply_refusal(model, edit, strength)
+        log.info("refusal edit: %d layers patched in %.3f s", len(edit.bases()), time.perf_counter() - t0)
         return io.NodeOutput(edited)

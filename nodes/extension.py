@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import comfy_bridge
+from .host import paths
 from .apply import ApplyRefusalToModel
 from .extract import ExtractRefusalVector
 from .factorize import LowRankFactorize
@@ -17,10 +17,10 @@ from .prompt_pairs import PromptPairLoader
 
 class RefusalExtension(ComfyExtension):
     async def on_load(self) -> None:
-        comfy_bridge.register_folders()
+        paths.register_folders()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        comfy_bridge.register_folders()
+        paths.register_folders()
         return [
             PromptPairLoader,
             ExtractRefusalVector,

@@ -1,31 +1,38 @@
-"""ExtractRefusalVector: MODEL + PROMPT_PAIRS -> REFUSAL_VECTOR (per-layer differences and r)."""
+"""ExtractRefusalVector: MODEL + PROMPT_PAIRS -> REFUSAL_STATS (per-layer differences D, neutral rows E, r)."""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
+import torch
 from comfy_api.latest import io
 
-from ..refusal_core.extract import extract_refusal_vector
-import torch
-
-from ..refusal_core.plot import layer_scores_image
-from ..refusal_core.sites import ALL_SITES, IMAGE, get_site, parse_auto, parse_layers
+from ..refusal_core import defaults
+from ..refusal_core.extract import ExtractSettings, extract_refusal_stats, parse_sigmas
+from ..refusal_core.families import ALL_SITES, get_site
+from ..refusal_core.report.plot import layer_scores_image
+from ..refusal_core.sites import IMAGE, check_layer_spec, parse_auto, parse_layers
 from ..refusal_core.types import RefusalError
-from . import comfy_bridge as bridge
-from .sockets import CATEGORY, PromptPairsSocket, RefusalVectorSocket
+from . import widgets
+from .host import forward, images, models
+from .sockets import CATEGORY, PromptPairsSocket, RefusalStatsSocket
 
 log = logging.getLogger(__name__)
 
 
-def parse_sigmas(text: str) -> list[float]:
-    try:
-        sigmas = [float(s) for s in text.replace(";", ",").split(",") if s.strip()]
-    except ValueError:
-        raise RefusalError(f"noise levels '{text}' must be numbers separated by commas, e.g. '0.9,0.6,0.3'") from None
-    if not sigmas or any(not (0.0 < s <= 1.0) for s in sigmas):
-        raise RefusalError(f"noise levels '{text}' must be between 0 (exclusive) and 1, e.g. '0.9,0.6,0.3'")
-    return sigmas
+def settings_for(model, prompt_pairs, site: str, layers: str, noise_levels: str, seed: int) -> ExtractSettings:
+    """The extraction settings the node's inputs mean for this model."""
+    family = models.model_family(model)
+    spec = get_site(family, site)
+    available = spec.blocks(name for name, _ in models.diffusion_module(model).named_modules())
+    if not available:
+        raise RefusalError(f"this model has no '{spec.capture.format(i='N')}' layers: the site {spec.name} does not fit it")
+    auto = parse_auto(layers)
+    blocks = available if auto is not None else parse_layers(layers, available)
+    if spec.tokens == IMAGE:
+        images.check_image_tokens(prompt_pairs)
+    return ExtractSettings(spec, blocks, parse_sigmas(noise_levels), family, auto_pick=auto, seed=seed)
 
 
 class ExtractRefusalVector(io.ComfyNode):
@@ -45,7 +52,7 @@ class ExtractRefusalVector(io.ComfyNode):
                 io.Combo.Input(
                     "site",
                     options=ALL_SITES,
-                    default="auto",
+                    default=defaults.SITE,
                     tooltip="auto: the measured default of the model family (Wan: cross_out; LTX-Video, Mochi: text_kv; HunyuanVideo: joint_in). "
                     "text_kv: where text enters (cross-attention key/value). cross_out (Wan): the cross-attention output projection, "
                     "what the text wrote into the video tokens. ffn_in: first feed-forward linear on video tokens "
@@ -54,52 +61,40 @@ class ExtractRefusalVector(io.ComfyNode):
                 ),
                 io.String.Input(
                     "layers",
-                    default="all",
+                    default=defaults.LAYERS,
                     tooltip="Blocks to edit: 'all', 'auto' (the 2 blocks that separate unsafe from safe best; 'auto4' for 4), "
                     "'last2', 'first3', a list '12,13' or a range '10-13' (0-based).",
                 ),
-                io.String.Input(
-                    "noise_levels",
-                    default="0.9,0.6,0.3",
-                    tooltip="Sigmas (0-1] at which the model is read. Sites whose input does not depend on the latent "
-                    "(Wan and LTX-Video text_kv, Wan image_kv) are read once, at the first.",
-                ),
-                io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Probe latent width in pixels (image pairs set their own size)."),
-                io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Probe latent height in pixels (image pairs set their own size)."),
-                io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Probe video length in frames (1, 5, 9, ...; image pairs set their own)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seed of the shared probe noise latent."),
+                widgets.noise_levels("Sigmas (0-1] at which the model is read. Sites whose input does not depend on the latent "
+                                     "(Wan and LTX-Video text_kv, Wan image_kv) are read once, at the first."),
+                *widgets.probe_size("Probe latent (image pairs set their own size):"),
+                widgets.seed(defaults.SEED, "Seed of the shared probe noise latent (fixed: the same seed gives the same vector)."),
             ],
             outputs=[
-                RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="Per-layer differences and the mean refusal vector r."),
+                RefusalStatsSocket.Output(display_name="statistics", tooltip="Per-layer differences and the mean refusal vector r: "
+                                          "connect to Low-Rank Factorize."),
                 io.Image.Output(display_name="layer_scores", tooltip="Separation d' of unsafe from safe per candidate block; the kept blocks in red."),
             ],
         )
 
     @classmethod
+    def validate_inputs(cls, layers: str | None = None, noise_levels: str | None = None) -> bool | str:
+        """A typo in a string setting is reported before anything runs."""
+        return widgets.first_problem((check_layer_spec, layers), (parse_sigmas, noise_levels))
+
+    @classmethod
     def execute(cls, model, prompt_pairs, site: str, layers: str, noise_levels: str, width: int, height: int, length: int, seed: int) -> io.NodeOutput:
-        family = bridge.model_family(model)
-        spec = get_site(family, site)
-        root = bridge.diffusion_module(model)
-        available = spec.blocks(name for name, _ in root.named_modules())
-        if not available:
-            raise RefusalError(f"this model has no '{spec.capture.format(i='N')}' layers: the site {spec.name} does not fit it")
-        auto = parse_auto(layers)
-        blocks = available if auto is not None else parse_layers(layers, available)
-        sigmas = parse_sigmas(noise_levels)
-        latent = bridge.probe_latent(model, width, height, length, seed)
-        if spec.tokens == IMAGE:
-            bridge.check_image_tokens(prompt_pairs)
-        image_shape = bridge.image_latent_shape(prompt_pairs)
+        settings = settings_for(model, prompt_pairs, site, layers, noise_levels, seed)
+        latent = models.probe_latent(model, width, height, length, seed)
+        image_shape = images.image_latent_shape(prompt_pairs)
         if image_shape is not None:  # the probe takes the size of the pairs' image latents
-            bridge.check_takes_images(model)
+            images.check_takes_images(model)
             latent = torch.randn((1, latent.shape[1], *image_shape), generator=torch.Generator().manual_seed(seed))
-        forward = bridge.make_forward(model)
-        batch = bridge.batch_size(model, latent)
+        batch = forward.batch_size(model, latent)
         t0 = time.perf_counter()
-        rv = extract_refusal_vector(
-            root, forward, prompt_pairs, spec, blocks, latent, sigmas, family, auto_pick=auto, seed=seed, progress=bridge.progress_bar(),
-            batch_size=batch, forward_batch=bridge.make_forward_batch(model),
-        )
-        log.info("refusal vector: %s %s, blocks %s, %d prompts per forward, in %.2f s", family, spec.name, rv.meta["blocks"], batch,
-                 time.perf_counter() - t0)
-        return io.NodeOutput(rv, torch.from_numpy(layer_scores_image(rv))[None])
+        stats = extract_refusal_stats(models.diffusion_module(model), forward.make_forward(model), prompt_pairs, latent,
+                                      replace(settings, batch_size=batch), forward_batch=forward.make_forward_batch(model),
+                                      progress=forward.progress_bar())
+        log.info("refusal statistics: %s %s, blocks %s, %d prompts per forward, in %.2f s", settings.family, settings.site.name,
+                 stats.meta["blocks"], batch, time.perf_counter() - t0)
+        return io.NodeOutput(stats, torch.from_numpy(layer_scores_image(stats))[None])

@@ -1,15 +1,19 @@
 """SaveRefusalVector / LoadRefusalVector: .safetensors files in models/refusal_vectors."""
 from __future__ import annotations
 
+import os
+
 from comfy_api.latest import io, ui
 
-from ..refusal_core.io import load_refusal_vector, save_refusal_vector
-from . import comfy_bridge as bridge
-from .sockets import CATEGORY, RefusalVectorSocket
+from ..refusal_core.io import load_refusal_file, save_refusal_edit
+from . import widgets
+from .host import paths
+from .sockets import CATEGORY, RefusalStatsSocket, RefusalVectorSocket, need_edit
 
 
 class SaveRefusalVector(io.ComfyNode):
-    """Saves a refusal vector (directions, differences, metadata) as .safetensors in models/refusal_vectors."""
+    """Saves a refusal vector (the edit: directions, strengths, metadata) as .safetensors in models/refusal_vectors;
+    with include_statistics, also the statistics it was factorized from, so it can be factorized again later."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -20,24 +24,32 @@ class SaveRefusalVector(io.ComfyNode):
             description=cls.__doc__,
             is_output_node=True,
             inputs=[
-                RefusalVectorSocket.Input("refusal_vector", tooltip="The vector to save."),
+                RefusalVectorSocket.Input("refusal_vector", tooltip="The edit to save."),
                 io.String.Input(
                     "filename_prefix",
                     default="refusal/concept",
                     tooltip="Name under models/refusal_vectors; a counter and .safetensors are appended. Letters, digits, - _ and /.",
                 ),
+                io.Boolean.Input("include_statistics", default=False, optional=True,
+                                 tooltip="Also write the statistics (per layer up to d x d numbers: tens of MB for a large model), "
+                                         "so that Low-Rank Factorize can run again on the loaded file."),
             ],
             outputs=[],
         )
 
     @classmethod
-    def execute(cls, refusal_vector, filename_prefix: str) -> io.NodeOutput:
-        path = save_refusal_vector(refusal_vector, bridge.new_vector_path(filename_prefix))
-        return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}"))
+    def validate_inputs(cls, filename_prefix: str | None = None) -> bool | str:
+        return widgets.first_problem((paths.check_prefix, filename_prefix))
+
+    @classmethod
+    def execute(cls, refusal_vector, filename_prefix: str, include_statistics: bool = False) -> io.NodeOutput:
+        path = save_refusal_edit(need_edit(refusal_vector), paths.new_vector_path(filename_prefix), include_statistics)
+        return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name} ({path.stat().st_size / 1e6:.2f} MB)"))
 
 
 class LoadRefusalVector(io.ComfyNode):
-    """Loads a refusal vector saved by Save Refusal Vector from models/refusal_vectors."""
+    """Loads a refusal vector saved by Save Refusal Vector (or by the first release) from models/refusal_vectors:
+    its edit, and its statistics when the file holds them."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -47,11 +59,24 @@ class LoadRefusalVector(io.ComfyNode):
             category=CATEGORY,
             description=cls.__doc__,
             inputs=[
-                io.Combo.Input("vector_name", options=bridge.vector_files(), tooltip="A .safetensors file in models/refusal_vectors."),
+                io.Combo.Input("vector_name", options=paths.vector_files(), tooltip="A .safetensors file in models/refusal_vectors."),
             ],
-            outputs=[RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="The loaded vector.")],
+            outputs=[
+                RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="The edit, for Apply Refusal To Model and the other edit inputs."),
+                RefusalStatsSocket.Output(display_name="statistics",
+                                          tooltip="The statistics, when the file holds them: for Low-Rank Factorize with other settings."),
+            ],
         )
 
     @classmethod
+    def fingerprint_inputs(cls, vector_name: str = "", **_) -> str:
+        try:
+            st = os.stat(paths.vector_path(vector_name))
+        except (ValueError, OSError):
+            return f"missing:{vector_name}"
+        return f"{st.st_mtime_ns}:{st.st_size}"
+
+    @classmethod
     def execute(cls, vector_name: str) -> io.NodeOutput:
-        return io.NodeOutput(load_refusal_vector(bridge.vector_path(vector_name)))
+        edit, stats = load_refusal_file(paths.vector_path(vector_name))
+        return io.NodeOutput(edit, stats)

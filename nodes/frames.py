@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..refusal_core import grid as G
-from ..refusal_core import nudity
+from ..refusal_core.report import grid as G
+from ..refusal_core.report import nudity
 from .sockets import CATEGORY
 
 

@@ -6,8 +6,9 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
+from ..refusal_core import defaults
 from ..refusal_core.types import PromptPairs, RefusalError
-from . import comfy_bridge as bridge
+from .host import images
 from .sockets import CATEGORY, PromptPairsSocket
 
 
@@ -35,9 +36,9 @@ class AddImagesToPromptPairs(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The video model's VAE (Wan 2.1 VAE for Wan 2.1 i2v and the Wan 2.2 A14B i2v experts)."),
                 io.Image.Input("unsafe_images", tooltip="Start image of each unsafe prompt: one image for all pairs, or a batch with one per pair."),
                 io.Image.Input("safe_images", tooltip="Start image of each safe prompt: one image for all pairs, or a batch with one per pair."),
-                io.Int.Input("width", default=256, min=16, max=2048, step=16, tooltip="Width of the probe video the images start (pixels)."),
-                io.Int.Input("height", default=256, min=16, max=2048, step=16, tooltip="Height of the probe video (pixels)."),
-                io.Int.Input("length", default=1, min=1, max=129, step=4, tooltip="Frames of the probe video (1, 5, 9, ...)."),
+                io.Int.Input("width", default=defaults.WIDTH, min=16, max=2048, step=16, tooltip="Width of the probe video the images start (pixels)."),
+                io.Int.Input("height", default=defaults.HEIGHT, min=16, max=2048, step=16, tooltip="Height of the probe video (pixels)."),
+                io.Int.Input("length", default=defaults.LENGTH, min=1, max=129, step=4, tooltip="Frames of the probe video (1, 5, 9, ...)."),
                 io.ClipVision.Input("clip_vision", optional=True,
                                     tooltip="Wan 2.1 i2v: the CLIP vision model (clip_vision_h); each image is encoded as CLIPVisionEncode does. Needed for the image_kv site."),
                 io.Image.Input("neutral_image", optional=True, tooltip="Start image for the neutral prompts (default: the first safe image)."),
@@ -52,7 +53,7 @@ class AddImagesToPromptPairs(io.ComfyNode):
         neutral = neutral_image[:1] if neutral_image is not None else _pick(safe_images, 0, "safe_images", n)
 
         def with_image(prompt, image):
-            cond = bridge.image_conditioning(prompt.conditioning, vae, image, width, height, length, clip_vision)
+            cond = images.image_conditioning(prompt.conditioning, vae, image, width, height, length, clip_vision)
             return dataclasses.replace(prompt, conditioning=cond)
 
         pairs = tuple(

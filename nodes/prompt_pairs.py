@@ -1,16 +1,42 @@
 """PromptPairLoader: texts of unsafe / safe pairs and neutral prompts -> PROMPT_PAIRS."""
 from __future__ import annotations
 
+import hashlib
+
 from comfy_api.latest import io
 
 from ..refusal_core import prompts as P
-from ..refusal_core.presets import CUSTOM, load_preset, preset_names
+from ..refusal_core.presets import CUSTOM, default_texts, load_preset, preset_names
 from ..refusal_core.types import PromptPairs, RefusalError
-from . import comfy_bridge as bridge
+from .host import encode, paths
 from .sockets import CATEGORY, PromptPairsSocket
 
 NO_FILE = "(none)"
 PAIR_FILE_SUFFIXES = (".txt", ".csv", ".json")
+
+
+def file_fingerprint(name: str | None) -> str:
+    """The content hash of a file in the input folder (ComfyUI re-runs the node when it changes)."""
+    if not name or name == NO_FILE:
+        return ""
+    try:
+        with open(paths.input_file_path(name), "rb") as f:
+            return hashlib.sha256(f.read(P.MAX_PAIRS_FILE_BYTES + 1)).hexdigest()
+    except (RefusalError, OSError):
+        return f"missing:{name}"  # the node itself reports it
+
+
+def pairs_file_input(tooltip: str, name: str = "pairs_file") -> io.Combo.Input:
+    return io.Combo.Input(name, options=[NO_FILE] + paths.input_files(PAIR_FILE_SUFFIXES), default=NO_FILE, optional=True, tooltip=tooltip)
+
+
+def read_pairs(text: str, file: str, neutral: list[str]) -> tuple[list, list[str]]:
+    """The pairs of `file` in the input folder when one is chosen (with its own neutral prompts, if it has
+    them), else of `text`."""
+    if file and file != NO_FILE:
+        pairs, file_neutral = P.read_pairs_file(paths.input_file_path(file))
+        return pairs, file_neutral or neutral
+    return P.parse_pair_lines(text), neutral
 
 
 class PromptPairLoader(io.ComfyNode):
@@ -19,6 +45,7 @@ class PromptPairLoader(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
+        default_pairs, default_neutral = default_texts()
         return io.Schema(
             node_id="PromptPairLoader",
             display_name="Prompt Pairs (unsafe | safe)",
@@ -29,22 +56,16 @@ class PromptPairLoader(io.ComfyNode):
                 io.String.Input(
                     "pairs",
                     multiline=True,
-                    default=P.DEFAULT_PAIRS,
+                    default=default_pairs,
                     tooltip="One pair per line: 'unsafe prompt | safe prompt'. The two sides should differ only by the concept. About 5 pairs.",
                 ),
                 io.String.Input(
                     "neutral_prompts",
                     multiline=True,
-                    default=P.DEFAULT_NEUTRAL,
+                    default=default_neutral,
                     tooltip="Unrelated prompts (animals, landscapes, objects), one per line: cPCA removes what they share with the concept.",
                 ),
-                io.Combo.Input(
-                    "pairs_file",
-                    options=[NO_FILE] + bridge.input_files(PAIR_FILE_SUFFIXES),
-                    default=NO_FILE,
-                    optional=True,
-                    tooltip="Optional .txt / .csv / .json file in ComfyUI's input folder; its pairs are used instead of the text above.",
-                ),
+                pairs_file_input("Optional .txt / .csv / .json file in ComfyUI's input folder; its pairs are used instead of the text above."),
                 io.Combo.Input(
                     "preset",
                     options=[CUSTOM] + preset_names(),
@@ -64,6 +85,10 @@ class PromptPairLoader(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, pairs_file: str = NO_FILE, **_) -> str:
+        return file_fingerprint(pairs_file)
+
+    @classmethod
     def execute(cls, clip, pairs: str, neutral_prompts: str, pairs_file: str = NO_FILE, preset: str = CUSTOM,
                 preset_subject: str = "") -> io.NodeOutput:
         neutral = P.parse_neutral(neutral_prompts)
@@ -71,10 +96,7 @@ class PromptPairLoader(io.ComfyNode):
             if pairs_file and pairs_file != NO_FILE:
                 raise RefusalError("choose either a preset or a pairs file, not both")
             parsed, neutral = load_preset(preset, preset_subject)
-        elif pairs_file and pairs_file != NO_FILE:
-            parsed, file_neutral = P.read_pairs_file(bridge.input_file_path(pairs_file))
-            neutral = file_neutral or neutral
         else:
-            parsed = P.parse_pair_lines(pairs)
+            parsed, neutral = read_pairs(pairs, pairs_file, neutral)
         P.validate_pairs(parsed, neutral)
-        return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: bridge.encode_prompt(clip, text)))
+        return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text)))

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from comfy_api.latest import io, ui
 
+from ..refusal_core import defaults
 from ..refusal_core.combine import combine
+from ..refusal_core.edit import check_strength
 from ..refusal_core.io import save_atomic
 from ..refusal_core.lora import lora_metadata
-from ..refusal_core.edit import check_strength
-from . import comfy_bridge as bridge
-from .sockets import CATEGORY, RefusalVectorSocket
+from . import widgets
+from .host import patch, paths
+from .sockets import CATEGORY, RefusalVectorSocket, need_edit
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class SaveRefusalAsLoRA(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model the LoRA is for (its weights give up = -W d); LoRAs applied before are included."),
                 RefusalVectorSocket.Input("refusal_vector", tooltip="Factorized (or combined) refusal vector of this model."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="lambda baked into the LoRA; load it at strength 1."),
+                widgets.strength(tooltip="lambda baked into the LoRA; load it at strength 1."),
                 io.String.Input("filename_prefix", default="refusal/concept", tooltip="Name under models/loras; a counter and .safetensors are appended."),
                 io.String.Input("concept", default="", optional=True, tooltip="Name of the erased concept, written into the file's metadata."),
             ],
@@ -39,14 +41,19 @@ class SaveRefusalAsLoRA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix: str | None = None) -> bool | str:
+        return widgets.first_problem((paths.check_prefix, filename_prefix))
+
+    @classmethod
     def execute(cls, model, refusal_vector, strength: float, filename_prefix: str, concept: str = "") -> io.NodeOutput:
+        edit = need_edit(refusal_vector)
         check_strength(strength)
-        tensors = bridge.refusal_lora(model, refusal_vector, strength)
-        path = save_atomic(tensors, bridge.new_lora_path(filename_prefix), lora_metadata(refusal_vector, strength, concept))
+        tensors = patch.refusal_lora(model, edit, strength)
+        path = save_atomic(tensors, paths.new_lora_path(filename_prefix), lora_metadata(edit, strength, concept))
         rank = max(int(t.shape[0]) for k, t in tensors.items() if k.endswith("lora_down.weight"))
-        log.info("refusal LoRA: %s, %d layers, rank %d", path.name, len(refusal_vector.bases()), rank)
+        log.info("refusal LoRA: %s, %d layers, rank %d", path.name, len(edit.bases()), rank)
         shown = (Path(filename_prefix).parent / path.name).as_posix()
-        return io.NodeOutput(ui=ui.PreviewText(f"saved loras/{shown} ({len(refusal_vector.bases())} layers, rank {rank})"))
+        return io.NodeOutput(ui=ui.PreviewText(f"saved loras/{shown} ({len(edit.bases())} layers, rank {rank})"))
 
 
 class CombineRefusalVectors(io.ComfyNode):
@@ -58,8 +65,7 @@ class CombineRefusalVectors(io.ComfyNode):
         def pair(tag: str, optional: bool) -> list:
             return [
                 RefusalVectorSocket.Input(f"refusal_vector_{tag}", optional=optional, tooltip=f"Concept {tag.upper()}: a factorized refusal vector."),
-                io.Float.Input(f"strength_{tag}", default=1.0, min=0.0, max=4.0, step=0.05, optional=optional,
-                               tooltip=f"Strength of concept {tag.upper()} (1 removes it exactly, 0 leaves it out)."),
+                widgets.strength(f"strength_{tag}", f"Strength of concept {tag.upper()} (1 removes it exactly, 0 leaves it out).", optional),
             ]
 
         return io.Schema(
@@ -72,7 +78,8 @@ class CombineRefusalVectors(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, refusal_vector_a, strength_a: float, refusal_vector_b, strength_b: float, refusal_vector_c=None, strength_c: float = 1.0,
-                refusal_vector_d=None, strength_d: float = 1.0) -> io.NodeOutput:
+    def execute(cls, refusal_vector_a, strength_a: float, refusal_vector_b, strength_b: float, refusal_vector_c=None, strength_c: float = defaults.STRENGTH,
+                refusal_vector_d=None, strength_d: float = defaults.STRENGTH) -> io.NodeOutput:
         given = [(refusal_vector_a, strength_a), (refusal_vector_b, strength_b), (refusal_vector_c, strength_c), (refusal_vector_d, strength_d)]
-        return io.NodeOutput(combine([(rv, s) for rv, s in given if rv is not None]))
+        required = [(need_edit(e), s) for e, s in given[:2]]
+        return io.NodeOutput(combine(required + [(e, s) for e, s in given[2:] if e is not None]))

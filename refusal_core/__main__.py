@@ -9,23 +9,28 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
+from .defaults import STRENGTH
 from .edit import check_strength
-from .fit import check_vector_fits, detect_family, model_prefix
-from .io import load_refusal_vector, save_atomic
+from .families import detect_family, model_prefix
+from .fit import check_edit_fits
+from .io import load_refusal_edit, save_atomic
 from .lora import lora_metadata, lora_state_dict
 from .types import RefusalError
 
+# safetensors' dtype names of the float formats the factors may take (lora.lora_dtype); any other is stored float32.
+_STORED = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 # How diffusion-model weights are prefixed in the checkpoints people share.
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
 
 
-def export_lora(base: Path, vector: Path, out: Path, strength: float = 1.0, concept: str = "", force: bool = False) -> dict[str, int]:
+def export_lora(base: Path, vector: Path, out: Path, strength: float = STRENGTH, concept: str = "", force: bool = False) -> dict[str, int]:
     """Write the LoRA of `vector` for the diffusion model in `base`; returns {"layers": n, "bytes": size}."""
     if out.exists() and not force:
         raise RefusalError(f"'{out}' exists: choose another --out or pass --force")
-    rv = load_refusal_vector(vector)
+    edit = load_refusal_edit(vector)
     try:
         handle = safe_open(str(base), framework="pt")
     except Exception as e:  # safetensors raises its own error types for unreadable files
@@ -35,10 +40,18 @@ def export_lora(base: Path, vector: Path, out: Path, strength: float = 1.0, conc
         prefix = model_prefix(keys, PREFIXES)
         names = [k[len(prefix):] for k in keys if k.startswith(prefix)]
         shapes = {n[: -len(".weight")]: tuple(f.get_slice(prefix + n).get_shape()) for n in names if n.endswith(".weight")}
-        check_vector_fits(rv, detect_family(names), shapes)
-        tensors = lora_state_dict(lambda name: f.get_tensor(f"{prefix}{name}.weight"), rv, strength)
-    save_atomic(tensors, out, lora_metadata(rv, strength, concept))
-    return {"layers": len(rv.bases()), "bytes": out.stat().st_size}
+        check_edit_fits(edit, detect_family(names), shapes)
+        key_set = set(keys)
+
+        def weight(name: str):
+            """As ComfyUI computes with it: float32, times its scale in an fp8-scaled checkpoint."""
+            W = f.get_tensor(f"{prefix}{name}.weight").float()
+            scale = f"{prefix}{name}.scale_weight"
+            return W * f.get_tensor(scale).float() if scale in key_set else W
+
+        tensors = lora_state_dict(weight, edit, strength, lambda name: _STORED.get(f.get_slice(f"{prefix}{name}.weight").get_dtype(), torch.float32))
+    save_atomic(tensors, out, lora_metadata(edit, strength, concept))
+    return {"layers": len(edit.bases()), "bytes": out.stat().st_size}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--base", type=Path, required=True, help="the diffusion model checkpoint (.safetensors) the vector was made from")
     ex.add_argument("--vector", type=Path, required=True, help="a refusal vector saved by Save Refusal Vector")
     ex.add_argument("--out", type=Path, required=True, help="the LoRA file to write")
-    ex.add_argument("--strength", type=float, default=1.0, help="lambda baked into the LoRA (load it at strength 1)")
+    ex.add_argument("--strength", type=float, default=STRENGTH, help="lambda baked into the LoRA (load it at strength 1)")
     ex.add_argument("--concept", default="", help="name of the erased concept, for the file's metadata")
     ex.add_argument("--force", action="store_true", help="overwrite --out")
     args = ap.parse_args(argv)

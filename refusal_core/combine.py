@@ -1,7 +1,8 @@
 """Several concepts at once: stack their directions per layer, each with its own strength.
 
-The edit then removes the whole subspace, W (I - Q diag(s) Q^T) with Q an orthonormal basis of the
-stacked directions (edit.subspace_factors); a concept at strength 0 is left out entirely.
+The edit then removes the whole subspace, W (I - Q^T diag(s) Q) with Q orthonormal rows spanning
+the stacked directions (edit.orthonormal_rows, in the order given); a concept at strength 0 is left
+out before orthonormalizing, so it changes nothing.
 """
 from __future__ import annotations
 
@@ -11,46 +12,49 @@ from typing import Sequence
 import torch
 
 from . import __version__
-from .edit import check_strength
-from .stats import stack
-from .types import LayerVector, RefusalError, RefusalVector
+from .edit import check_strength, orthonormal_rows
+from .types import LayerEdit, RefusalEdit, RefusalError
 
-
-def combine(vectors: Sequence[tuple[RefusalVector, float]]) -> RefusalVector:
-    """One RefusalVector from (vector, strength) pairs; layers at the same input point are stacked."""
-    if len(vectors) < 2:
+def combine(edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
+    """One RefusalEdit from (edit, strength) pairs; layers at the same input point are stacked."""
+    if len(edits) < 2:
         raise RefusalError("combine at least two refusal vectors")
-    families = {rv.meta.get("family") for rv, _ in vectors}
+    families = {e.meta.get("family") for e, _ in edits}
     if len(families) != 1:
-        raise RefusalError(f"these refusal vectors were made for different model families ({', '.join(sorted(map(str, families)))}): combine vectors of one model")
-    stacked: dict[str, list[tuple[LayerVector, torch.Tensor, torch.Tensor]]] = {}
+        raise RefusalError(f"these refusal vectors were made for different model families ({', '.join(sorted(map(str, families)))}): "
+                           "combine vectors of one model")
+    stacked: dict[str, list[tuple[LayerEdit, torch.Tensor, list[float]]]] = {}
     concepts = []
-    for i, (rv, strength) in enumerate(vectors):
+    for i, (edit, strength) in enumerate(edits):
         check_strength(strength, f"the strength of vector {i + 1}")
-        for layer in rv.layers:
-            D, s = layer.basis()
-            stacked.setdefault(layer.point, []).append((layer, D, s * strength))
-        concepts.append({"concept": rv.meta.get("concept", "") or f"vector {i + 1}", "strength": strength, "site": rv.meta.get("site"),
-                         "blocks": rv.meta.get("blocks"), "method": rv.meta.get("method"), "pairs_sha256": rv.meta.get("pairs_sha256")})
+        for layer in edit.layers:
+            stacked.setdefault(layer.point, []).append((layer, layer.basis, [s * strength for s in layer.strengths]))
+        concepts.append({"concept": edit.meta.get("concept", "") or f"vector {i + 1}", "strength": strength, "site": edit.meta.get("site"),
+                         "blocks": edit.meta.get("blocks"), "method": edit.meta.get("method"), "pairs_sha256": edit.meta.get("pairs_sha256")})
     layers = []
     for point, parts in stacked.items():
         first = parts[0][0]
         if any(p[0].edit_keys != first.edit_keys or p[0].dim != first.dim for p in parts):
             raise RefusalError(f"the vectors disagree on the layer at {point} (other edit keys or width): extract them from the same model")
-        layers.append(LayerVector(
-            point=point, edit_keys=first.edit_keys,
-            diffs=stack([p[0].diffs for p in parts]), neutral=stack([p[0].neutral for p in parts]), r=first.r,
-            direction=torch.cat([p[1] for p in parts]), strengths=tuple(float(x) for p in parts for x in p[2]),
-        ))
-    base = vectors[0][0].meta
+        rows = torch.cat([p[1] for p in parts])
+        s = torch.tensor([x for p in parts for x in p[2]])
+        keep = s != 0
+        if not bool(keep.any()):  # every concept here at strength 0: one row at strength 0, an exact no-op
+            layers.append(LayerEdit(point, first.edit_keys, first.basis[:1], (0.0,)))
+            continue
+        Q, kept = orthonormal_rows(rows[keep])
+        s = s[keep][kept]
+        layers.append(LayerEdit(point, first.edit_keys, Q, tuple(float(x) for x in s)))
+    base = edits[0][0].meta
     meta = {
         "family": base.get("family", "?"),
-        "site": ",".join(dict.fromkeys(rv.meta.get("site", "?") for rv, _ in vectors)),
-        "blocks": ",".join(dict.fromkeys(b for rv, _ in vectors for b in rv.meta.get("blocks", "").split(",") if b)),
+        "site": ",".join(dict.fromkeys(e.meta.get("site", "?") for e, _ in edits)),
+        "blocks": ",".join(dict.fromkeys(b for e, _ in edits for b in e.meta.get("blocks", "").split(",") if b)),
         "dims": ",".join(str(layer.dim) for layer in layers),
+        "edit": "combined",
         "method": "combined",
         "concepts": json.dumps(concepts),
         "concept": " + ".join(c["concept"] for c in concepts),
         "version": __version__,
     }
-    return RefusalVector(layers=tuple(layers), meta=meta)
+    return RefusalEdit(tuple(layers), meta)

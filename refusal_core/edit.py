@@ -1,73 +1,87 @@
-"""The weight edit W' = W (I - lambda d d^T), kept as rank-1 factors (METHOD.md step 4)."""
+"""The weight edit W' = W (I - lambda Q^T diag(s) Q) as low-rank factors (docs/method.md, step 4).
+
+Q [m, d_in] holds orthonormal rows (one per concept), s their strengths: with one concept this is
+the paper's W (I - lambda d d^T). The factors up = -lambda (W Q^T) diag(s) [d_out, m] and down = Q
+[m, d_in] give W' = W + up @ down, which is how ComfyUI applies the edit (a LoRA patch) and how a
+LoRA file stores it; nothing here ever forms a dense d x d matrix.
+"""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
-from .types import RefusalError
-
-MAX_STRENGTH = 4.0
+from .defaults import MAX_STRENGTH
+from .types import RefusalEdit, RefusalError
 
 
 def check_strength(strength: float, name: str = "strength") -> float:
-    """lambda must be finite and in [0, 4]: 1 removes the direction exactly, above that it over-suppresses."""
+    """lambda must be finite and in [0, MAX_STRENGTH]: 1 removes the direction exactly, above that it over-suppresses."""
     if not math.isfinite(strength) or not 0.0 <= strength <= MAX_STRENGTH:
         raise RefusalError(f"{name} must be between 0 and {MAX_STRENGTH:g}, got {strength}")
     return strength
 
 
-def refusal_factors(W: torch.Tensor, d: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """LoRA-style factors of the edit: W + lambda * up @ down = W (I - lambda d d^T).
+# A row that the rows before it span to within this (relative to its length) adds no direction.
+DEPENDENT = 1e-6
 
-    W: [d_out, d_in], d: [d_in] unit. Computed in float32.
-    Returns up = -W d [d_out, 1] and down = d^T [1, d_in], in `dtype` (default W's).
+
+def orthonormal_rows(D: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """(Q [r, d] orthonormal rows spanning the rows of D [m, d], the indices of the rows of D they come from).
+
+    Gram-Schmidt in order, in float64 and twice over (Q[0] = D[0] / |D[0]|); a row that the earlier
+    ones span adds no row (QR would give it a direction of round-off).
     """
-    if W.ndim != 2 or d.ndim != 1 or W.shape[1] != d.shape[0]:
-        raise ValueError(f"weight {tuple(W.shape)} does not take a direction of size {tuple(d.shape)}")
-    Wf, df = W.float(), d.to(device=W.device, dtype=torch.float32)
-    dtype = dtype or W.dtype
-    up = -(Wf @ df)[:, None]
-    down = df[None, :]
-    return up.to(dtype), down.to(dtype)
+    out: list[torch.Tensor] = []
+    kept: list[int] = []
+    for j, row in enumerate(D.double()):
+        v = row.clone()
+        for _ in range(2):
+            for q in out:
+                v = v - (v @ q) * q
+        if float(v.norm()) > DEPENDENT * float(row.norm()):
+            out.append(v / v.norm())
+            kept.append(j)
+    if not out:
+        raise RefusalError("no direction to edit: every direction is zero")
+    return torch.stack(out).float().contiguous(), kept
 
 
-def subspace_factors(
-    W: torch.Tensor, D: torch.Tensor, s: torch.Tensor, lam: float = 1.0, dtype: torch.dtype | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Factors of W' = W (I - lam Q diag(s) Q^T), Q = orthonormal basis of the rows of D (in order).
+def edit_factors(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Tensor, lam: float = 1.0,
+                 dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """up [d_out, m], down [m, d_in] with W + up @ down = W (I - lam Q^T diag(s) Q).
 
-    W: [d_out, d_in]; D: [m, d_in] unit directions of m concepts; s: [m] their strengths. Concepts at
-    strength 0 are left out before orthonormalizing, so they change nothing. Computed in float32.
-    Returns up = -lam W Q diag(s) [d_out, r] and down = Q^T [r, d_in] (r <= m), W' = W + up @ down.
+    W: [d_out, d_in]; Q: [m, d_in] orthonormal rows (a single direction [d_in] is taken as m = 1);
+    s: [m] strengths. Computed in float32 from W as given (the caller passes the weight as the host
+    computes with it: dequantized, earlier patches included); returned in `dtype` (default W's).
     """
-    if D.ndim != 2 or D.shape[1] != W.shape[1] or s.shape != (D.shape[0],):
-        raise ValueError(f"weight {tuple(W.shape)} does not take directions {tuple(D.shape)} with strengths {tuple(s.shape)}")
-    keep = s != 0
+    Q = Q[None] if Q.ndim == 1 else Q
+    s = torch.as_tensor(s, dtype=torch.float32).reshape(-1)
+    if W.ndim != 2 or Q.ndim != 2 or Q.shape[1] != W.shape[1] or s.shape != (Q.shape[0],):
+        raise ValueError(f"weight {tuple(W.shape)} does not take directions {tuple(Q.shape)} with strengths {tuple(s.shape)}")
+    Qf = Q.to(device=W.device, dtype=torch.float32)
+    up = -lam * (W.float() @ Qf.T) * s.to(W.device)
     dtype = dtype or W.dtype
-    if not bool(keep.any()):
-        return W.new_zeros((W.shape[0], 1), dtype=dtype), W.new_zeros((1, W.shape[1]), dtype=dtype)
-    Q, _ = torch.linalg.qr(D[keep].to(device=W.device, dtype=torch.float32).T)  # [d_in, r]
-    up = -lam * (W.float() @ Q) * s[keep].to(Q.device)
-    return up.to(dtype), Q.T.contiguous().to(dtype)
+    return up.to(dtype), Qf.to(dtype, copy=True).contiguous()  # its own copy: layers that share Q get their own factors
 
 
-def apply_dense(W: torch.Tensor, d: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    """W (I - lambda d d^T) [d_out, d_in], for checks and pure-torch models; never for hosts."""
-    up, down = refusal_factors(W, d, torch.float32)
-    return (W.float() + lam * up @ down).to(W.dtype)
+def edited_weight(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Tensor | None = None, lam: float = 1.0) -> torch.Tensor:
+    """W (I - lam Q^T diag(s) Q) [d_out, d_in] in W's dtype, computed as the host applies the factors
+    (float32 sum, then cast); for checks and pure-torch models, never for hosts."""
+    Q = Q[None] if Q.ndim == 1 else Q
+    up, down = edit_factors(W, Q, torch.ones(Q.shape[0]) if s is None else s, lam, torch.float32)
+    return (W.float() + up @ down).to(W.dtype)
 
 
-def edited_state_dict(
-    state: dict[str, torch.Tensor], directions: dict[str, torch.Tensor], lam: float = 1.0
-) -> dict[str, torch.Tensor]:
-    """A new state dict with every '<name>.weight' in `directions` edited; the input is untouched."""
+def edited_state_dict(state: dict[str, torch.Tensor], edit: RefusalEdit, lam: float = 1.0) -> dict[str, torch.Tensor]:
+    """A new state dict with every '<name>.weight' that `edit` touches edited; the input is untouched."""
     out = dict(state)
-    for name, d in directions.items():
+    for name, (Q, s) in edit.bases().items():
         key = f"{name}.weight"
         if key not in state:
             raise KeyError(f"no weight '{key}' in the model")
-        out[key] = apply_dense(state[key], d, lam)
+        out[key] = edited_weight(state[key], Q, s, lam)
     return out
 
 

@@ -1,19 +1,26 @@
-"""Activations of prompt pairs -> per-layer differences D, neutral rows E (rows or moments) and r = mean(D)."""
+"""Activations of prompt pairs -> per-layer differences D, neutral rows E (rows or moments) and r = mean(D).
+
+The steps, one function each: schedule() orders every (prompt, sigma) forward, batches() groups them,
+run_forwards() runs them with the site's inputs captured, Reducer turns each completed pair or neutral
+prompt into rows and drops its activations, choose_layers() keeps the blocks "auto" picks.
+extract_refusal_stats() chains them under one ExtractSettings.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, defaults
 from .align import aligned_text_diffs, text_rows
 from .capture import capture_inputs
 from .sites import JOINT, TEXT, Site
 from .stats import Moments, RowAccumulator, Rows, n_rows, row_mean
-from .types import EncodedPrompt, LayerVector, PromptPairs, RefusalError, RefusalVector
+from .types import EncodedPrompt, LayerStats, PromptPairs, RefusalError, RefusalStats
 
 # forward(conditioning, latent [B, C, T, H, W], sigma) runs the host model once.
 Forward = Callable[[Any, torch.Tensor, float], Any]
@@ -25,6 +32,17 @@ Progress = Callable[[int, int], None]
 class CannotBatch(Exception):
     """Raised by a forward_batch whose conditionings cannot run as one batch without padding (their
     tensors differ in shape): the prompts then run one per forward, which gives the same result."""
+
+
+def parse_sigmas(text: str) -> list[float]:
+    """Noise levels as users write them (defaults.SIGMAS_TEXT): numbers in (0, 1] separated by commas."""
+    try:
+        sigmas = [float(s) for s in text.replace(";", ",").split(",") if s.strip()]
+    except ValueError:
+        raise RefusalError(f"noise levels '{text}' must be numbers separated by commas, e.g. '{defaults.SIGMAS_TEXT}'") from None
+    if not sigmas or any(not (0.0 < s <= 1.0) for s in sigmas):
+        raise RefusalError(f"noise levels '{text}' must be between 0 (exclusive) and 1, e.g. '{defaults.SIGMAS_TEXT}'")
+    return sigmas
 
 
 def pairs_digest(prompts: PromptPairs) -> str:
@@ -127,11 +145,62 @@ def stack_forward(forward: Forward) -> BatchForward:
     return forward_batch
 
 
-def _schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[tuple[EncodedPrompt, float]], list[tuple[int, ...]]]:
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What to read and how much of it to keep.
+
+    site, blocks: the layers read (with auto_pick = n, every block is scored by separation() and
+               the n best are kept). sigmas: noise levels; a site whose input does not depend on them is
+               read once. family: the model family's name (families.py).
+    max_rows:  per layer, at most this many rows of D (and of E) for the factorization, drawn at
+               random per prompt and sigma with `seed`; None keeps every row. r is the mean of every
+               row whatever the budget. 512 keeps the factorization in a span far narrower than
+               the models' widths (video sites give thousands of rows: 256 tokens x 3 sigmas x 5 pairs).
+    batch_size: up to this many prompts at one sigma per forward (same result as 1, to float rounding).
+    keep_rows: keep every row even beyond the layer width (memory grows with the rows; for checks).
+    """
+
+    site: Site
+    blocks: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    family: str
+    auto_pick: int | None = None
+    max_rows: int | None = defaults.MAX_ROWS
+    seed: int = defaults.SEED
+    batch_size: int = 1
+    keep_rows: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+        object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))
+
+    @property
+    def points(self) -> list[str]:
+        return [self.site.point(b) for b in self.blocks]
+
+    @property
+    def run_sigmas(self) -> list[float]:
+        return [float(s) for s in (self.sigmas if self.site.per_sigma else self.sigmas[:1])]
+
+    def check(self, prompts: PromptPairs) -> None:
+        if len(prompts.pairs) < 1:
+            raise RefusalError("no prompt pairs: give at least 2 lines 'unsafe prompt | safe prompt'")
+        if not self.sigmas:
+            raise RefusalError(f"no noise levels: give at least one sigma, e.g. '{defaults.SIGMAS_TEXT}'")
+        if not self.blocks:
+            raise RefusalError(f"no block to read for the site {self.site.name}")
+        if self.batch_size < 1:
+            raise RefusalError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+Job = tuple[EncodedPrompt, float]
+
+
+def schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[Job], list[tuple[int, ...]]]:
     """(jobs, units): every (prompt, sigma) forward in the order they are reduced, and the groups of job
     indices reduced together, (u, s) of a pair at one sigma or (n,) for a neutral prompt. Pairs come
     first, pair by pair, so the row budget draws its random rows in one fixed order however prompts are batched."""
-    jobs: list[tuple[EncodedPrompt, float]] = []
+    jobs: list[Job] = []
     units: list[tuple[int, ...]] = []
     for enc_u, enc_s in prompts.pairs:
         for sigma in sigmas:
@@ -144,7 +213,7 @@ def _schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[tuple
     return jobs, units
 
 
-def _batches(jobs: list[tuple[EncodedPrompt, float]], batch_size: int, any_conditioning: bool) -> list[list[int]]:
+def batches(jobs: list[Job], batch_size: int, any_conditioning: bool) -> list[list[int]]:
     """Consecutive jobs at one sigma, at most batch_size per forward. Tensor conditionings batch only with
     others of the same shape (concatenating them must not pad, which would change the result); other
     conditionings only when the caller gave its own batched forward (any_conditioning)."""
@@ -171,10 +240,9 @@ def _captured(root: nn.Module, points: Sequence[str], run: Callable[[], Any]) ->
     return acts
 
 
-def _collect(part: list[int], encs: list[EncodedPrompt], acts: dict[str, torch.Tensor], points: Sequence[str],
-             pending: dict[int, dict[str, torch.Tensor]]) -> None:
-    """Checks one forward's captured inputs (every layer reached, one row per prompt, finite) and files
-    each prompt's [L, d] slice under its job index."""
+def _checked(part: list[int], jobs: list[Job], acts: dict[str, torch.Tensor], points: Sequence[str]) -> dict[int, dict[str, torch.Tensor]]:
+    """One forward's captured inputs, checked (every layer reached, one row per prompt, finite), as
+    {job index: {point: [L, d]}}."""
     missing = [p for p in points if p not in acts]
     if missing:
         raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
@@ -185,148 +253,147 @@ def _collect(part: list[int], encs: list[EncodedPrompt], acts: dict[str, torch.T
     for p in points:
         if _same(acts[p]) not in checked:  # blocks that read one tensor (Wan's text context) are checked once
             checked.add(_same(acts[p]))
-            for b, enc in enumerate(encs):
-                _check_finite(acts[p][b], p, enc.text)
-    for b, j in enumerate(part):
-        pending[j] = {p: acts[p][b] for p in points}
+            for b, j in enumerate(part):
+                _check_finite(acts[p][b], p, jobs[j][0].text)
+    return {j: {p: acts[p][b] for p in points} for b, j in enumerate(part)}
 
 
-def extract_refusal_vector(
-    root: nn.Module,
-    forward: Forward,
-    prompts: PromptPairs,
-    site: Site,
-    blocks: Sequence[int],
-    latent: torch.Tensor,
-    sigmas: Sequence[float],
-    family: str,
-    auto_pick: int | None = None,
-    max_rows: int | None = 512,
-    seed: int = 0,
-    progress: Progress | None = None,
-    batch_size: int = 1,
-    forward_batch: BatchForward | None = None,
-    keep_rows: bool = False,
-) -> RefusalVector:
+def run_forwards(root: nn.Module, points: Sequence[str], jobs: list[Job], groups: list[list[int]], latent: torch.Tensor,
+                 forward: Forward, forward_batch: BatchForward) -> Iterator[dict[int, dict[str, torch.Tensor]]]:
+    """Per group of jobs, {job index: {point: captured input [L, d]}}. A group that forward_batch cannot
+    run as one batch (CannotBatch) runs one prompt per forward: the hooks then see each prompt's own forward."""
+    for group in groups:
+        encs = [jobs[j][0] for j in group]
+        sigma = jobs[group[0]][1]
+        if len(group) == 1:
+            runs = [(group, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]
+        else:
+            try:
+                runs = [(group, _captured(root, points, lambda: forward_batch([e.conditioning for e in encs], latent, sigma)))]
+            except CannotBatch:
+                runs = [([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma))) for j in group]
+        out: dict[int, dict[str, torch.Tensor]] = {}
+        for part, acts in runs:
+            out.update(_checked(part, jobs, acts, points))
+        del runs
+        yield out
+
+
+class Reducer:
+    """Turns completed units (a pair at one sigma, a neutral prompt at one sigma) into rows of D and E
+    per layer as soon as their activations are in, and drops the activations. A layer keeps rows while it
+    has at most d_in of them, then their Moments (stats.py), so memory is bounded by d_in x d_in per layer."""
+
+    def __init__(self, settings: ExtractSettings, jobs: list[Job], units: list[tuple[int, ...]], n_pairs: int, n_neutral: int):
+        self.site, self.blocks, self.points, self.jobs, self.units = settings.site, settings.blocks, settings.points, jobs, units
+        budget = settings.max_rows if settings.max_rows is not None else 1 << 62
+        n_sig = len(settings.run_sigmas)
+        self.keep_d = _RowBudget(budget // (n_pairs * n_sig), settings.seed)
+        self.keep_e = _RowBudget(budget // max(1, n_neutral * n_sig), settings.seed + 1)
+        self.acc_d = {p: RowAccumulator(keep_rows=settings.keep_rows) for p in self.points}
+        self.acc_e = {p: RowAccumulator(keep_rows=settings.keep_rows) for p in self.points}
+        # r is the mean of EVERY difference row; only the factorization's statistics use the row budget.
+        self.sum_d = {p: torch.zeros((), dtype=torch.float64) for p in self.points}
+        self.count_d = dict.fromkeys(self.points, 0)
+        self.pending: dict[int, dict[str, torch.Tensor]] = {}  # job -> {point: [L, d]} until its unit is reduced
+        self.next_unit = 0
+
+    def add(self, captured: dict[int, dict[str, torch.Tensor]]) -> None:
+        self.pending.update(captured)
+        while self.next_unit < len(self.units) and all(j in self.pending for j in self.units[self.next_unit]):
+            unit = self.units[self.next_unit]
+            (self._pair if len(unit) == 2 else self._neutral)(*unit)
+            for j in unit:
+                del self.pending[j]  # this prompt's raw activations are not needed any more
+            self.next_unit += 1
+
+    def _pair(self, ju: int, js: int) -> None:
+        (enc_u, _), (enc_s, _) = self.jobs[ju], self.jobs[js]
+        a_u, a_s = self.pending[ju], self.pending[js]
+        memo: dict[tuple, Any] = {}  # blocks that read the very same input get the very same rows, computed once
+        for p in self.points:
+            key = (_same(a_u[p]), _same(a_s[p]))
+            if key not in memo:
+                rows = pair_rows(self.site, a_u[p], a_s[p], enc_u, enc_s)
+                memo[key] = (rows, rows.double().sum(0))
+            rows, total = memo[key]
+            self.acc_d[p].add(self.keep_d(rows))
+            self.sum_d[p] = self.sum_d[p] + total
+            self.count_d[p] += rows.shape[0]
+
+    def _neutral(self, j: int) -> None:
+        enc, a = self.jobs[j][0], self.pending[j]
+        memo: dict[tuple, Any] = {}
+        for p in self.points:
+            key = (_same(a[p]),)
+            if key not in memo:
+                memo[key] = prompt_rows(self.site, a[p], enc).clone()  # a view would keep the whole batch alive
+            self.acc_e[p].add(self.keep_e(memo[key]))
+
+    def layers(self) -> list[tuple[int, LayerStats]]:
+        """(block, LayerStats) per block read; identical sides are refused."""
+        out = []
+        for b, p in zip(self.blocks, self.points):
+            D = self.acc_d[p].result()
+            E = self.acc_e[p].result(dim=D.shape[1])
+            r = (self.sum_d[p] / max(self.count_d[p], 1)).float() if self.count_d[p] else row_mean(D)
+            if not torch.isfinite(r).all() or r.norm() == 0:
+                raise RefusalError(
+                    f"unsafe and safe prompts give identical activations at {p}: "
+                    "each pair's two sides must differ by the concept (e.g. 'a nude woman | a woman')"
+                )
+            out.append((b, LayerStats(point=p, edit_keys=self.site.edit_keys(b), diffs=D, neutral=E, r=r)))
+        return out
+
+
+def choose_layers(layers: list[tuple[int, LayerStats]], auto_pick: int | None) -> tuple[list[tuple[int, LayerStats]], dict[str, float]]:
+    """(the kept (block, layer) pairs in block order, d' of every candidate): all of them, or the
+    auto_pick best separated ones. Ties (blocks that read the very same input, as Wan's text context) go
+    to later blocks, the paper's choice."""
+    scores = {layer.point: separation(layer.diffs, layer.neutral, layer.r) for _, layer in layers}
+    if auto_pick is None:
+        return layers, scores
+    best = sorted(layers, key=lambda bl: (-round(scores[bl[1].point], 9), -bl[0]))[:auto_pick]
+    return sorted(best, key=lambda bl: bl[0]), scores
+
+
+def extract_refusal_stats(root: nn.Module, forward: Forward, prompts: PromptPairs, latent: torch.Tensor, settings: ExtractSettings,
+                          forward_batch: BatchForward | None = None, progress: Progress | None = None) -> RefusalStats:
     """Run every prompt through the model and reduce, per layer, the differences and neutral activations.
 
     root:      the module whose submodule names match the site.
-    blocks:    the blocks to read; with auto_pick = n, every one is scored by separation()
-               and the n best are kept.
-    latent:    [1, C, T, H, W] seeded noise, shared by every prompt so that video tokens
-               line up between u and s.
-    sigmas:    noise levels; a site whose input does not depend on them is read once.
-    max_rows:  per layer, at most this many rows of D (and of E) for the factorization, drawn at
-               random per prompt and sigma with `seed`; None keeps every row. r is the mean of every
-               row whatever the budget. 512 keeps the factorization in a span far narrower than
-               the models' widths (video sites give thousands of rows: 256 tokens x 3 sigmas x 5 pairs).
-    batch_size, forward_batch: up to batch_size prompts at one sigma in one forward,
-               forward_batch(conditionings, latent [1, ...], sigma); default stack_forward(forward)
-               for tensor conditionings of one shape. Same result as batch_size = 1 (to float rounding).
-               A forward_batch that cannot run its conditionings as one batch raises CannotBatch; those
-               prompts then run one per forward.
-    keep_rows: keep every row even beyond the layer width (memory grows with the rows; for checks).
-    Each prompt's activations are reduced as soon as its pair is complete and then dropped: a
-    layer keeps rows while it has at most d_in of them, then their Moments (stats.py), so memory
-    is bounded by d_in x d_in per layer. Returns an unfactorized RefusalVector (direction = None)
-    holding, per layer, D [n, d_in] and E [m, d_in] (rows or Moments) and r = mean(D) [d_in].
+    forward:   forward(conditioning, latent, sigma) runs the model once on one prompt.
+    latent:    [1, C, T, H, W] seeded noise, shared by every prompt so that video tokens line up between u and s.
+    forward_batch: forward_batch(conditionings, latent [1, ...], sigma) for settings.batch_size > 1;
+               default stack_forward(forward) for tensor conditionings of one shape. One that cannot run
+               its conditionings as one batch raises CannotBatch; those prompts then run one per forward.
+    progress:  progress(done, total) after every forward.
+    Returns per layer D [n, d_in] and E [m, d_in] (rows or Moments) and r = mean(D) [d_in].
     """
-    if len(prompts.pairs) < 1:
-        raise RefusalError("no prompt pairs: give at least 2 lines 'unsafe prompt | safe prompt'")
-    if not sigmas:
-        raise RefusalError("no noise levels: give at least one sigma, e.g. '0.9,0.6,0.3'")
-    if not blocks:
-        raise RefusalError(f"no block to read for the site {site.name}")
-    if batch_size < 1:
-        raise RefusalError(f"batch size must be at least 1, got {batch_size}")
-    points = [site.point(b) for b in blocks]
-    run_sigmas = list(sigmas) if site.per_sigma else list(sigmas[:1])
-    budget = max_rows if max_rows is not None else 1 << 62
-    keep_d = _RowBudget(budget // (len(prompts.pairs) * len(run_sigmas)), seed)
-    keep_e = _RowBudget(budget // max(1, len(prompts.neutral) * len(run_sigmas)), seed + 1)
-    jobs, units = _schedule(prompts, run_sigmas)
-    batches = _batches(jobs, batch_size, forward_batch is not None)
-    batched = forward_batch or stack_forward(forward)
-    acc_d = {p: RowAccumulator(keep_rows=keep_rows) for p in points}
-    acc_e = {p: RowAccumulator(keep_rows=keep_rows) for p in points}
-    # r is the mean of EVERY difference row; only the factorization's statistics use the row budget.
-    sum_d = {p: torch.zeros((), dtype=torch.float64) for p in points}
-    count_d = dict.fromkeys(points, 0)
-    pending: dict[int, dict[str, torch.Tensor]] = {}  # job -> {point: [L, d]} until its unit is reduced
-    next_unit = done = 0
-    for batch in batches:
-        encs = [jobs[j][0] for j in batch]
-        sigma = jobs[batch[0]][1]
-        if len(batch) == 1:
-            runs = [(batch, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]
-        else:
-            try:
-                runs = [(batch, _captured(root, points, lambda: batched([e.conditioning for e in encs], latent, sigma)))]
-            except CannotBatch:  # one forward per prompt instead: the hooks see each prompt's own forward
-                runs = [([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma))) for j in batch]
-        for part, acts in runs:
-            _collect(part, [jobs[j][0] for j in part], acts, points, pending)
-        del runs
-        while next_unit < len(units) and all(j in pending for j in units[next_unit]):
-            unit = units[next_unit]
-            # Blocks that read the very same input get the very same rows, computed and stored once.
-            memo: dict[tuple, Any] = {}
-            if len(unit) == 2:
-                (enc_u, _), (enc_s, _) = jobs[unit[0]], jobs[unit[1]]
-                a_u, a_s = pending[unit[0]], pending[unit[1]]
-                for p in points:
-                    key = (_same(a_u[p]), _same(a_s[p]))
-                    if key not in memo:
-                        rows = pair_rows(site, a_u[p], a_s[p], enc_u, enc_s)
-                        memo[key] = (rows, rows.double().sum(0))
-                    rows, total = memo[key]
-                    acc_d[p].add(keep_d(rows))
-                    sum_d[p] = sum_d[p] + total
-                    count_d[p] += rows.shape[0]
-            else:
-                enc, a = jobs[unit[0]][0], pending[unit[0]]
-                for p in points:
-                    key = (_same(a[p]),)
-                    if key not in memo:
-                        memo[key] = prompt_rows(site, a[p], enc).clone()  # a view would keep the whole batch alive
-                    acc_e[p].add(keep_e(memo[key]))
-            for j in unit:
-                del pending[j]  # this prompt's raw activations are not needed any more
-            next_unit += 1
-        done += len(batch)
+    settings.check(prompts)
+    jobs, units = schedule(prompts, settings.run_sigmas)
+    groups = batches(jobs, settings.batch_size, forward_batch is not None)
+    reducer = Reducer(settings, jobs, units, len(prompts.pairs), len(prompts.neutral))
+    done = 0
+    for captured in run_forwards(root, settings.points, jobs, groups, latent, forward, forward_batch or stack_forward(forward)):
+        reducer.add(captured)
+        done += len(captured)
         if progress is not None:
             progress(done, len(jobs))
-
-    layers = []
-    for b, p in zip(blocks, points):
-        D = acc_d[p].result()
-        E = acc_e[p].result(dim=D.shape[1])
-        r = (sum_d[p] / max(count_d[p], 1)).float() if count_d[p] else row_mean(D)
-        if not torch.isfinite(r).all() or r.norm() == 0:
-            raise RefusalError(
-                f"unsafe and safe prompts give identical activations at {p}: "
-                "each pair's two sides must differ by the concept (e.g. 'a nude woman | a woman')"
-            )
-        layers.append((b, LayerVector(point=p, edit_keys=site.edit_keys(b), diffs=D, neutral=E, r=r)))
-    scores = {layer.point: separation(layer.diffs, layer.neutral, layer.r) for _, layer in layers}
-    if auto_pick is not None:
-        # Ties (blocks that read the very same input, as Wan's text context) go to later blocks, the paper's choice.
-        best = sorted(layers, key=lambda bl: (-round(scores[bl[1].point], 9), -bl[0]))[:auto_pick]
-        layers = sorted(best, key=lambda bl: bl[0])
+    kept, scores = choose_layers(reducer.layers(), settings.auto_pick)
     meta = {
-        "family": family,
-        "site": site.name,
-        "blocks": ",".join(str(b) for b, _ in layers),
-        "layer_choice": f"auto{auto_pick}" if auto_pick is not None else "given",
+        "family": settings.family,
+        "site": settings.site.name,
+        "blocks": ",".join(str(b) for b, _ in kept),
+        "layer_choice": f"auto{settings.auto_pick}" if settings.auto_pick is not None else "given",
         "layer_scores": json.dumps({p: round(s, 6) for p, s in scores.items()}),
-        "dims": ",".join(str(layer.dim) for _, layer in layers),
-        "sigmas": ",".join(f"{s:g}" for s in run_sigmas),
+        "dims": ",".join(str(layer.dim) for _, layer in kept),
+        "sigmas": ",".join(f"{s:g}" for s in settings.run_sigmas),
         "latent_shape": "x".join(str(s) for s in latent.shape),
-        "seed": str(seed),
+        "seed": str(settings.seed),
         "n_pairs": str(len(prompts.pairs)),
         "n_neutral": str(len(prompts.neutral)),
         "pairs_sha256": pairs_digest(prompts),
-        "method": "none",
         "version": __version__,
     }
-    return RefusalVector(layers=tuple(layer for _, layer in layers), meta=meta)
+    return RefusalStats(layers=tuple(layer for _, layer in kept), meta=meta)

@@ -18,13 +18,14 @@ eigenvalue are taken together, so the same prompts give the same d on any CPU, B
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from .stats import Moments, Rows, as_moments, n_rows
-from .types import LayerVector, RefusalError, RefusalVector
+from . import __version__, defaults
+from .types import LayerEdit, RefusalEdit, RefusalError, RefusalStats
 
 METHODS = ("cpca", "pca", "mean_diff")
 MOMENTS = ("auto", "centered", "uncentered")
@@ -40,7 +41,8 @@ TIE = 1e-6
 
 @dataclass(frozen=True)
 class Factorization:
-    """direction [d]; spectrum [q] eigenvalues of C (descending, in the span)."""
+    """direction [d]; spectrum [q] eigenvalues of C (descending, in the span); U_k [d, k_used] the
+    eigenvectors d was projected on (float32; None for mean_diff)."""
 
     direction: torch.Tensor
     spectrum: torch.Tensor | None
@@ -48,6 +50,7 @@ class Factorization:
     retained: float
     moment: str
     solver: str = "span"
+    U_k: torch.Tensor | None = None
 
 
 def span_gram(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,10 +190,11 @@ def factorize_layer(
         retained = float(proj.norm()) / r_norm
         spectrum = _trim(w) if dense else w
         kind, solver = "centered" if centered else "uncentered", "dense" if dense else "span"
+        U_k = U[:, :n_take].float()
         if n_take == 0 or retained < 1e-8:
-            return Factorization((r / r_norm).float(), spectrum.float(), n_take, retained, kind, solver)
+            return Factorization((r / r_norm).float(), spectrum.float(), n_take, retained, kind, solver, U_k)
         dvec = U[:, :n_take] @ proj
-        return Factorization((dvec / dvec.norm()).float(), spectrum.float(), n_take, retained, kind, solver)
+        return Factorization((dvec / dvec.norm()).float(), spectrum.float(), n_take, retained, kind, solver, U_k)
 
     if moment == "uncentered":
         return solve(False)
@@ -212,26 +216,33 @@ def _mean_sq(X: torch.Tensor) -> float:
     return float((X.double() ** 2).sum()) / max(X.shape[0], 1)
 
 
-def factorize(rv: RefusalVector, method: str = "cpca", k: int = 100, alpha: float = 0.5, moment: str = "auto") -> RefusalVector:
-    """A new RefusalVector with one unit direction per layer (the input is not changed)."""
-    if rv.meta.get("method") == "combined":
-        raise RefusalError("this vector combines several concepts: factorize each concept before combining them")
-    layers: list[LayerVector] = []
+def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defaults.K, alpha: float = defaults.ALPHA,
+              moment: str = defaults.MOMENT) -> RefusalEdit:
+    """The edit of one concept: per layer the unit direction d [1, d_in] at strength 1."""
+    layers: list[LayerEdit] = []
     report = []
-    for layer in rv.layers:
+    for layer in stats.layers:
         f = factorize_layer(layer.diffs, layer.neutral, layer.r, method, k, alpha, moment)
-        layers.append(replace(layer, direction=f.direction, spectrum=f.spectrum, k_used=f.k_used, retained=f.retained))
+        layers.append(LayerEdit(layer.point, layer.edit_keys, f.direction[None], (1.0,), f.spectrum, f.k_used, f.retained))
         if method == "mean_diff":
             report.append(f"{layer.point}: d = r / |r|")
             continue
         capped = f" (capped: the data supports {f.k_used})" if f.k_used < k else ""
         solver = ", dense (more rows than width)" if f.solver == "dense" else ""
         report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}{solver}")
-    return rv.with_layers(
-        tuple(layers),
-        method=method,
-        k=str(k),
-        alpha=str(alpha if method == "cpca" else 0.0),
-        moment=moment,
-        factorization="; ".join(report),
-    )
+    meta = {
+        **{key: stats.meta[key] for key in PROVENANCE if key in stats.meta},
+        "edit": "refusal_direction",
+        "method": method,
+        "k": str(k),
+        "alpha": str(alpha if method == "cpca" else 0.0),
+        "moment": moment,
+        "factorization": "; ".join(report),
+        "version": __version__,
+    }
+    return RefusalEdit(tuple(layers), meta, source=stats)
+
+
+# What an edit keeps of its statistics' metadata: which model, site, layers and prompts it was made from.
+PROVENANCE = ("family", "site", "blocks", "dims", "layer_choice", "layer_scores", "sigmas", "latent_shape", "seed",
+              "n_pairs", "n_neutral", "pairs_sha256", "concept")

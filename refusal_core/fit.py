@@ -1,61 +1,39 @@
-"""Does a refusal vector fit a model? Family, edited layers and widths, with a message naming what it was made for."""
+"""Does an edit fit a model? Family, edited layers and widths, with a message naming what it was made for."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import torch
 
-from .sites import FAMILY_NAMES, supported
-from .types import RefusalError, RefusalVector
-
-# Key names that only one family's diffusion model has (state-dict names without a prefix).
-_FAMILY_MARKERS = (
-    ("txt_in.individual_token_refiner.blocks.0.norm1.weight", "hunyuan_video"),
-    ("t5_yproj.weight", "mochi"),
-    ("caption_projection.linear_1.weight", "ltxv"),
-    ("head.modulation", "wan"),
-)
+from .families import display_name
+from .types import RefusalEdit, RefusalError
 
 
-def model_prefix(keys: Sequence[str], prefixes: Sequence[str]) -> str:
-    """Which of `prefixes` ("model.diffusion_model.", ...) a checkpoint puts before its diffusion-model
-    keys: the one in front of a family marker key ("" when none is)."""
-    key_set = set(keys)
-    return next((p for p in prefixes if any(p + marker in key_set for marker, _ in _FAMILY_MARKERS)), "")
+def made_for(edit: RefusalEdit) -> str:
+    fam = edit.meta.get("family", "?")
+    return f"a {display_name(fam)} model (blocks {edit.meta.get('blocks', '?')}, widths {edit.meta.get('dims', '?')})"
 
 
-def detect_family(keys: Sequence[str]) -> str:
-    """The family of a diffusion-model state dict from its key names (prefix already removed)."""
-    key_set = set(keys)
-    for marker, family in _FAMILY_MARKERS:
-        if marker in key_set:
-            return family
-    raise RefusalError(f"this checkpoint is not a video model the pack edits; supported: {supported()}")
+def check_edit_fits(edit: RefusalEdit, family: str, weight_shapes: Mapping[str, Sequence[int]]) -> None:
+    """Raise a RefusalError unless every edited layer exists in the model with the right input width.
 
-
-def made_for(rv: RefusalVector) -> str:
-    fam = rv.meta.get("family", "?")
-    return f"a {FAMILY_NAMES.get(fam, fam)} model (blocks {rv.meta.get('blocks', '?')}, widths {rv.meta.get('dims', '?')})"
-
-
-def check_vector_fits(rv: RefusalVector, family: str, weight_shapes: Mapping[str, Sequence[int]]) -> None:
-    """Raise a RefusalError unless every edited layer of rv exists in the model with the right input width.
-
-    weight_shapes: {linear layer name (no ".weight"): weight shape} of the model.
+    weight_shapes: {linear layer name (no ".weight"): the weight's logical shape [d_out, d_in]} of the
+    model (for a quantized weight, the shape it dequantizes to).
     """
-    if rv.meta.get("family") != family:
+    if edit.meta.get("family") != family:
         raise RefusalError(
-            f"this refusal vector was made for {made_for(rv)}, not for this {FAMILY_NAMES.get(family, family)} model: "
+            f"this refusal vector was made for {made_for(edit)}, not for this {display_name(family)} model: "
             "extract one from this model"
         )
-    for name, (D, s) in rv.bases().items():
-        if not torch.isfinite(D).all() or not torch.isfinite(s).all() or (D.norm(dim=1) - 1).abs().max() > 1e-3:
-            raise RefusalError(f"the direction for '{name}' is not a finite unit vector: extract and factorize again")
+    for name, (Q, s) in edit.bases().items():
+        eye = torch.eye(Q.shape[0])
+        if not torch.isfinite(Q).all() or not torch.isfinite(s).all() or (Q.double() @ Q.double().T - eye).abs().max() > 1e-3:
+            raise RefusalError(f"the directions for '{name}' are not finite orthonormal vectors: extract and factorize again")
         shape = weight_shapes.get(name)
         if shape is None:
-            raise RefusalError(f"this refusal vector edits '{name}', which this model lacks; it was made for {made_for(rv)}")
-        if shape[-1] != D.shape[1]:
+            raise RefusalError(f"this refusal vector edits '{name}', which this model lacks; it was made for {made_for(edit)}")
+        if shape[-1] != Q.shape[1]:
             raise RefusalError(
-                f"this refusal vector was made for a model {D.shape[1]} wide at '{name}', this one is {shape[-1]} wide "
-                f"(made for {made_for(rv)})"
+                f"this refusal vector was made for a model {Q.shape[1]} wide at '{name}', this one is {shape[-1]} wide "
+                f"(made for {made_for(edit)})"
             )

@@ -1,4 +1,12 @@
-"""Refusal vectors as .safetensors files with metadata (never pickle)."""
+"""Edits (and, on request, their statistics) as .safetensors files with metadata (never pickle).
+
+Format "refusal_edit/1": per layer i the basis "{i}.basis" [m, d] and its spectrum; the layer table
+(points, edit keys, strengths, k, retained) and the edit's metadata as JSON strings. With statistics,
+"stats.{i}.r", "stats.{i}.diffs" / ".neutral" (rows [n, d] float32, or moments ".total" / ".gram"
+float64) and their own table and metadata. A file of the first release ("refusal_vector/1": one
+layer table holding r, D, E and, once factorized, the direction) loads as its statistics and, when
+it was factorized or combined, its edit, which applies exactly as that release applied it.
+"""
 from __future__ import annotations
 
 import json
@@ -7,13 +15,15 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .edit import orthonormal_rows
 from .stats import Moments, Rows
-from .types import LayerVector, RefusalError, RefusalVector
+from .types import LayerEdit, LayerStats, RefusalEdit, RefusalError, RefusalStats
 
-FORMAT = "refusal_vector/1"
+FORMAT = "refusal_edit/1"
+LEGACY_FORMAT = "refusal_vector/1"
 MAX_FILE_BYTES = 4 << 30
 
 
@@ -33,71 +43,118 @@ def save_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metad
     return path
 
 
-def save_refusal_vector(rv: RefusalVector, path: str | os.PathLike) -> Path:
-    """Write rv atomically (see save_atomic)."""
-    path = Path(path)
+def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statistics: bool = False) -> Path:
+    """Write the edit atomically (see save_atomic); with include_statistics, also the RefusalStats it was
+    solved from (much larger: up to d x d per layer), so that it can be factorized again later."""
+    if include_statistics and edit.source is None:
+        raise RefusalError("this refusal vector carries no statistics to save (it was combined or loaded without them): "
+                           "turn include_statistics off")
     tensors: dict[str, torch.Tensor] = {}
-    layers_meta = []
-    for i, layer in enumerate(rv.layers):
-        tensors[f"{i}.r"] = layer.r.float().contiguous()
-        counts = {}
-        for name in ("diffs", "neutral"):
-            counts[name] = _put_rows(tensors, f"{i}.{name}", getattr(layer, name))
-        if layer.direction is not None:
-            tensors[f"{i}.direction"] = layer.direction.float().contiguous()
+    table = []
+    for i, layer in enumerate(edit.layers):
+        tensors[f"{i}.basis"] = layer.basis.float().contiguous()
         if layer.spectrum is not None:
             tensors[f"{i}.spectrum"] = layer.spectrum.float().contiguous()
-        layers_meta.append(
-            {"point": layer.point, "edit_keys": list(layer.edit_keys), "k_used": layer.k_used, "retained": layer.retained,
-             "strengths": list(layer.strengths) if layer.strengths is not None else None,
-             **{f"{name}_count": n for name, n in counts.items() if n is not None}}
-        )
-    meta = {str(k): str(v) for k, v in rv.meta.items()}
+        table.append({"point": layer.point, "edit_keys": list(layer.edit_keys), "strengths": list(layer.strengths),
+                      "k_used": layer.k_used, "retained": layer.retained})
+    meta = {str(k): str(v) for k, v in edit.meta.items()}
     meta["format"] = FORMAT
-    meta["layers"] = json.dumps(layers_meta)
+    meta["layers"] = json.dumps(table)
+    if include_statistics:
+        stats_table = []
+        for i, layer in enumerate(edit.source.layers):
+            tensors[f"stats.{i}.r"] = layer.r.float().contiguous()
+            counts = {name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name)) for name in ("diffs", "neutral")}
+            stats_table.append({"point": layer.point, "edit_keys": list(layer.edit_keys),
+                                **{f"{name}_count": n for name, n in counts.items() if n is not None}})
+        meta["stats_layers"] = json.dumps(stats_table)
+        meta["stats_meta"] = json.dumps({str(k): str(v) for k, v in edit.source.meta.items()})
     return save_atomic(tensors, path, meta)
 
 
-def load_refusal_vector(path: str | os.PathLike) -> RefusalVector:
+def load_refusal_file(path: str | os.PathLike) -> tuple[RefusalEdit | None, RefusalStats | None]:
+    """(edit, statistics) from a file of either format; either may be None when the file holds none
+    (an unfactorized first-release vector has statistics only; an edit saved without them, none)."""
     path = Path(path)
     if not path.is_file():
         raise RefusalError(f"refusal vector file '{path.name}' does not exist")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise RefusalError(f"'{path.name}' is larger than {MAX_FILE_BYTES >> 30} GiB: not a refusal vector file")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise RefusalError(f"'{path.name}' is not a readable .safetensors file (truncated or corrupt?): {e}") from None
-    if meta.get("format") != FORMAT:
+    fmt = meta.pop("format", None)
+    if fmt not in (FORMAT, LEGACY_FORMAT):
         raise RefusalError(f"'{path.name}' is a .safetensors file but not a refusal vector (no '{FORMAT}' metadata)")
     try:
-        layers_meta = json.loads(meta.pop("layers"))
-        meta.pop("format")
-        layers = []
-        for i, lm in enumerate(layers_meta):
-            layers.append(
-                LayerVector(
-                    point=str(lm["point"]),
-                    edit_keys=tuple(str(k) for k in lm["edit_keys"]),
-                    diffs=_get_rows(tensors, f"{i}.diffs", lm.get("diffs_count")),
-                    neutral=_get_rows(tensors, f"{i}.neutral", lm.get("neutral_count")),
-                    r=tensors[f"{i}.r"],
-                    direction=tensors.get(f"{i}.direction"),
-                    spectrum=tensors.get(f"{i}.spectrum"),
-                    k_used=int(lm["k_used"]),
-                    retained=float(lm["retained"]),
-                    strengths=tuple(float(x) for x in lm["strengths"]) if lm.get("strengths") is not None else None,
-                )
-            )
-    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
+        edit, stats = (_read_edit if fmt == FORMAT else _read_legacy)(tensors, meta)
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError, IndexError) as e:
         raise RefusalError(f"'{path.name}' is damaged: its layer table does not match its tensors ({e})") from None
-    for layer in layers:
-        _check_layer(layer, path.name)
-    return RefusalVector(layers=tuple(layers), meta=meta)
+    for layer in stats.layers if stats is not None else ():
+        _check_stats(layer, path.name)
+    for layer in edit.layers if edit is not None else ():
+        _check_edit(layer, path.name)
+    return edit, stats
+
+
+def load_refusal_edit(path: str | os.PathLike) -> RefusalEdit:
+    """The edit of a file; a file with statistics only gets an error that says what to do."""
+    edit, _ = load_refusal_file(path)
+    if edit is None:
+        raise RefusalError(f"'{Path(path).name}' holds statistics only (an unfactorized vector): "
+                           "connect Load Refusal Vector's statistics output to Low-Rank Factorize first")
+    return edit
+
+
+def _read_edit(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[RefusalEdit, RefusalStats | None]:
+    table = json.loads(meta.pop("layers"))
+    stats_table = json.loads(meta.pop("stats_layers")) if "stats_layers" in meta else None
+    stats_meta = json.loads(meta.pop("stats_meta")) if "stats_meta" in meta else {}
+    layers = tuple(
+        LayerEdit(str(t["point"]), tuple(str(k) for k in t["edit_keys"]), tensors[f"{i}.basis"],
+                  tuple(float(x) for x in t["strengths"]), tensors.get(f"{i}.spectrum"), int(t["k_used"]), float(t["retained"]))
+        for i, t in enumerate(table)
+    )
+    stats = None
+    if stats_table is not None:
+        stats = RefusalStats(tuple(_stats_layer(tensors, f"stats.{i}", t) for i, t in enumerate(stats_table)),
+                             {str(k): str(v) for k, v in stats_meta.items()})
+    return RefusalEdit(layers, meta, source=stats), stats
+
+
+def _read_legacy(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[RefusalEdit | None, RefusalStats | None]:
+    """A first-release file: its statistics, and its edit built as that release applied it (a stack of unit
+    directions, the ones at strength 0 left out, orthonormalized in order)."""
+    table = json.loads(meta.pop("layers"))
+    stats = RefusalStats(tuple(_stats_layer(tensors, str(i), t) for i, t in enumerate(table)), dict(meta))
+    if not all(f"{i}.direction" in tensors for i in range(len(table))):
+        return None, stats
+    layers = []
+    for i, t in enumerate(table):
+        D = tensors[f"{i}.direction"]
+        D = D[None] if D.ndim == 1 else D
+        s = torch.tensor([float(x) for x in t["strengths"]] if t.get("strengths") is not None else [1.0] * D.shape[0])
+        keep = s != 0
+        if not bool(keep.any()):
+            Q, strengths = D[:1] / D[:1].norm(), (0.0,)
+        else:
+            Q, kept = orthonormal_rows(D[keep])
+            strengths = tuple(float(x) for x in s[keep][kept])
+        layers.append(LayerEdit(str(t["point"]), tuple(str(k) for k in t["edit_keys"]), Q, strengths,
+                                tensors.get(f"{i}.spectrum"), int(t["k_used"]), float(t["retained"])))
+    combined = meta.get("method") == "combined"
+    edit_meta = {**meta, "edit": "combined" if combined else "refusal_direction"}
+    # a combined file's statistics are its concepts' rows stacked: nothing to factorize again
+    return RefusalEdit(tuple(layers), edit_meta, source=None if combined else stats), None if combined else stats
+
+
+def _stats_layer(tensors: dict[str, torch.Tensor], key: str, t: dict) -> LayerStats:
+    return LayerStats(str(t["point"]), tuple(str(k) for k in t["edit_keys"]),
+                      _get_rows(tensors, f"{key}.diffs", t.get("diffs_count")), _get_rows(tensors, f"{key}.neutral", t.get("neutral_count")),
+                      tensors[f"{key}.r"])
 
 
 def _put_rows(tensors: dict[str, torch.Tensor], key: str, X: Rows) -> int | None:
@@ -120,8 +177,12 @@ def _get_rows(tensors: dict[str, torch.Tensor], key: str, count: object) -> Rows
     return Moments(count, total, gram)
 
 
-def _check_layer(layer: LayerVector, name: str) -> None:
-    """Shapes and values a refusal vector must have; anything else is a damaged or foreign file."""
+def _finite_floats(*ts: torch.Tensor | None) -> bool:
+    return all(t is None or (t.is_floating_point() and bool(torch.isfinite(t).all())) for t in ts)
+
+
+def _check_stats(layer: LayerStats, name: str) -> None:
+    """Shapes and values statistics must have; anything else is a damaged or foreign file."""
     d = layer.r.shape[0] if layer.r.ndim == 1 else -1
     problems = []
     if d < 1:
@@ -136,18 +197,32 @@ def _check_layer(layer: LayerVector, name: str) -> None:
             problems.append(f"{field} is not [rows, {d}]")
         else:
             stats.append(t)
-    if layer.direction is not None and (layer.direction.shape[-1:] != (d,) or layer.direction.ndim not in (1, 2)):
-        problems.append("direction does not match r")
-    m = layer.direction.shape[0] if layer.direction is not None and layer.direction.ndim == 2 else 1
-    if layer.strengths is not None and len(layer.strengths) != m:
-        problems.append("strengths do not match the directions")
-    if layer.spectrum is not None and layer.spectrum.ndim != 1:
-        problems.append("spectrum is not a vector")
-    for t in (layer.r, *stats, layer.direction, layer.spectrum):
-        if t is not None and (not t.is_floating_point() or not torch.isfinite(t).all()):
-            problems.append("it holds non-float or non-finite values")
-            break
+    if not _finite_floats(layer.r, *stats):
+        problems.append("it holds non-float or non-finite values")
     if not layer.edit_keys:
         problems.append("it names no layer to edit")
     if problems:
         raise RefusalError(f"'{name}' is damaged at {layer.point}: {'; '.join(problems)}")
+
+
+def _check_edit(layer: LayerEdit, name: str) -> None:
+    problems = []
+    Q = layer.basis
+    if Q.ndim != 2 or Q.shape[0] < 1 or Q.shape[1] < 1:
+        problems.append("its basis is not [m, d]")
+    elif len(layer.strengths) != Q.shape[0]:
+        problems.append("strengths do not match the basis")
+    if layer.spectrum is not None and layer.spectrum.ndim != 1:
+        problems.append("spectrum is not a vector")
+    if not _finite_floats(Q, layer.spectrum) or not all(map(_finite, layer.strengths)):
+        problems.append("it holds non-float or non-finite values")
+    elif Q.ndim == 2 and Q.shape[0] >= 1 and (Q.double() @ Q.double().T - torch.eye(Q.shape[0], dtype=torch.float64)).abs().max() > 1e-3:
+        problems.append("its basis is not orthonormal")
+    if not layer.edit_keys:
+        problems.append("it names no layer to edit")
+    if problems:
+        raise RefusalError(f"'{name}' is damaged at {layer.point}: {'; '.join(problems)}")
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")

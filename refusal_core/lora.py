@@ -1,4 +1,4 @@
-"""The edit as a standard LoRA file: W (I - lambda Q diag(s) Q^T) = W + up @ down, per edited layer.
+"""The edit as a standard LoRA file: W (I - lambda Q^T diag(s) Q) = W + up @ down, per edited layer.
 
 Keys follow the format ComfyUI's LoRA loader maps for every diffusion model:
 "diffusion_model.<layer>.lora_up.weight" [d_out, r], ".lora_down.weight" [r, d_in], ".alpha" = r
@@ -12,20 +12,23 @@ from typing import Callable
 import torch
 
 from . import __version__
-from .edit import subspace_factors
-from .types import RefusalVector
+from .edit import edit_factors
+from .types import RefusalEdit
 
 LORA_PREFIX = "diffusion_model."
 
 
 def lora_state_dict(
-    weight_of: Callable[[str], torch.Tensor], rv: RefusalVector, strength: float, dtype: torch.dtype | None = None
+    weight_of: Callable[[str], torch.Tensor], edit: RefusalEdit, strength: float,
+    stored_dtype_of: Callable[[str], torch.dtype] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """weight_of(layer name) -> the weight W [d_out, d_in] the LoRA will be applied to."""
+    """weight_of(layer name) -> the weight W [d_out, d_in] the LoRA will be applied to, as the host computes
+    with it (dequantized, earlier patches included); stored_dtype_of(layer name) -> the dtype the model
+    stores that weight in (default W's), which decides the factors' dtype (lora_dtype)."""
     out: dict[str, torch.Tensor] = {}
-    for name, (D, s) in rv.bases().items():
+    for name, (Q, s) in edit.bases().items():
         W = weight_of(name)
-        up, down = subspace_factors(W, D, s, strength, dtype or _lora_dtype(W.dtype))
+        up, down = edit_factors(W, Q, s, strength, lora_dtype(stored_dtype_of(name) if stored_dtype_of else W.dtype))
         key = LORA_PREFIX + name
         out[f"{key}.lora_up.weight"] = up.cpu().contiguous()
         out[f"{key}.lora_down.weight"] = down.cpu().contiguous()
@@ -33,27 +36,29 @@ def lora_state_dict(
     return out
 
 
-def _lora_dtype(weight_dtype: torch.dtype) -> torch.dtype:
-    return weight_dtype if weight_dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+def lora_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The factors' dtype for a weight stored in weight_dtype: the weight's own float dtype, float32 for
+    anything else (fp8, quantized): the factors must not lose what the edit removes."""
+    return weight_dtype if weight_dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
 
 
-def lora_metadata(rv: RefusalVector, strength: float, concept: str = "") -> dict[str, str]:
+def lora_metadata(edit: RefusalEdit, strength: float, concept: str = "") -> dict[str, str]:
     """Provenance written into the LoRA file: concept, base family and dims, method and parameters."""
     meta = {
-        "refusal_vector.concept": concept or rv.meta.get("concept", "") or "unnamed",
-        "refusal_vector.family": rv.meta.get("family", "?"),
-        "refusal_vector.site": rv.meta.get("site", "?"),
-        "refusal_vector.blocks": rv.meta.get("blocks", "?"),
-        "refusal_vector.dims": rv.meta.get("dims", "?"),
-        "refusal_vector.method": rv.meta.get("method", "?"),
-        "refusal_vector.k": rv.meta.get("k", ""),
-        "refusal_vector.alpha": rv.meta.get("alpha", ""),
+        "refusal_vector.concept": concept or edit.meta.get("concept", "") or "unnamed",
+        "refusal_vector.family": edit.meta.get("family", "?"),
+        "refusal_vector.site": edit.meta.get("site", "?"),
+        "refusal_vector.blocks": edit.meta.get("blocks", "?"),
+        "refusal_vector.dims": edit.meta.get("dims", "?"),
+        "refusal_vector.method": edit.meta.get("method", "?"),
+        "refusal_vector.k": edit.meta.get("k", ""),
+        "refusal_vector.alpha": edit.meta.get("alpha", ""),
         "refusal_vector.strength": f"{strength:g}",
-        "refusal_vector.pairs_sha256": rv.meta.get("pairs_sha256", ""),
+        "refusal_vector.pairs_sha256": edit.meta.get("pairs_sha256", ""),
         "refusal_vector.version": __version__,
         "refusal_vector.edit": "W' = W + up @ down = W (I - strength Q diag(s) Q^T)",
     }
-    if "concepts" in rv.meta:
-        meta["refusal_vector.concepts"] = rv.meta["concepts"]
-    meta["refusal_vector.layers"] = json.dumps(sorted(rv.bases()))
+    if "concepts" in edit.meta:
+        meta["refusal_vector.concepts"] = edit.meta["concepts"]
+    meta["refusal_vector.layers"] = json.dumps(sorted(edit.bases()))
     return meta

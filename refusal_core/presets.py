@@ -1,9 +1,15 @@
-"""Ready-made prompt pairs for common concepts (data files in presets/); clinical, non-graphic texts."""
+"""Ready-made prompt pairs for common concepts (data files in presets/); clinical, non-graphic texts.
+
+Each file: title, needs_name (a "{name}" in the pairs is the subject the user types), pairs, neutral
+prompts and, where there is one, a held-out set (other phrasings) that the Refusal Probe scores on.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
+from .defaults import PRESET
 from .prompts import parse_pairs_text
 from .types import PromptPair, RefusalError
 
@@ -15,11 +21,15 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def load_preset(name: str, subject: str = "") -> tuple[list[PromptPair], list[str]]:
-    """The preset's pairs (with "{name}" filled by subject) and neutral prompts."""
+def _data(name: str) -> dict:
     if name not in preset_names():
         raise RefusalError(f"preset '{name}' does not exist; choose one of: {CUSTOM}, {', '.join(preset_names())}")
-    data = json.loads((PRESET_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((PRESET_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def load_preset(name: str, subject: str = "") -> tuple[list[PromptPair], list[str]]:
+    """The preset's pairs (with "{name}" filled by subject) and neutral prompts."""
+    data = _data(name)
     subject = subject.strip()
     if data["needs_name"] and not subject:
         raise RefusalError(f"the preset '{name}' ({data['title']}) needs a name: type it in preset_subject, e.g. the character or brand")
@@ -28,3 +38,22 @@ def load_preset(name: str, subject: str = "") -> tuple[list[PromptPair], list[st
     filled = [[u.replace("{name}", subject), s.replace("{name}", subject)] for u, s in data["pairs"]]
     pairs, neutral = parse_pairs_text(json.dumps({"pairs": filled, "neutral": data["neutral"]}), ".json", f"preset {name}")
     return pairs, neutral
+
+
+def held_out(name: str = PRESET) -> tuple[list[PromptPair], list[str]]:
+    """The preset's held-out pairs and neutral prompts (phrasings in none of its pairs), for evaluation."""
+    data = _data(name).get("held_out")
+    if data is None:
+        raise RefusalError(f"the preset '{name}' has no held-out prompts: write your own held-out pairs")
+    return parse_pairs_text(json.dumps({"pairs": data["pairs"], "neutral": data["neutral"]}), ".json", f"preset {name} (held out)")
+
+
+def pairs_text(pairs: Sequence[PromptPair]) -> str:
+    """Pairs as the Prompt Pairs node's text: one 'unsafe | safe' per line."""
+    return "\n".join(f"{p.unsafe} | {p.safe}" for p in pairs)
+
+
+def default_texts() -> tuple[str, str]:
+    """(pairs text, neutral text) of PRESET, as a fresh Prompt Pairs node shows them."""
+    pairs, neutral = load_preset(PRESET)
+    return pairs_text(pairs), "\n".join(neutral)

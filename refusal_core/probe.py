@@ -1,4 +1,4 @@
-"""Evaluate an edit on held-out prompts: leakage and collateral (METHOD.md) at the model output and at
+"""Evaluate an edit on held-out prompts: leakage and collateral (docs/method.md) at the model output and at
 every edited layer's output, plus how much of each prompt's layer input lies along d.
 
 At a layer, leakage compares the unsafe - safe output rows paired as the site pairs tokens, and
@@ -14,8 +14,8 @@ from torch import nn
 from .capture import capture_inputs
 from .extract import pair_rows
 from .metrics import collateral, leakage
-from .sites import site_of_point
-from .types import PromptPairs, RefusalVector
+from .families import site_of_point
+from .types import PromptPairs, RefusalEdit
 
 Forward = Callable[[Any, torch.Tensor, float], torch.Tensor]
 
@@ -30,11 +30,11 @@ class Recording:
     projection: dict[str, dict[str, float]]
 
 
-def record(root: nn.Module, forward: Forward, prompts: PromptPairs, rv: RefusalVector, latent: torch.Tensor,
+def record(root: nn.Module, forward: Forward, prompts: PromptPairs, edit: RefusalEdit, latent: torch.Tensor,
            sigmas: Sequence[float]) -> Recording:
     """Run every held-out prompt through one model (all of them before the next model is loaded)."""
-    keys = list(rv.bases())
-    points = {layer.point: layer.basis()[0][0] for layer in rv.layers}
+    keys = list(edit.bases())
+    points = {layer.point: layer.basis[0] for layer in edit.layers}
     texts = {p.text: p for pair in prompts.pairs for p in pair} | {p.text: p for p in prompts.neutral}
     output: dict[str, torch.Tensor] = {}
     layers: dict[str, dict[str, list[torch.Tensor]]] = {k: {} for k in keys}
@@ -82,7 +82,7 @@ class ProbeResult:
         }
 
 
-def compare(prompts: PromptPairs, before: Recording, after: Recording, rv: RefusalVector) -> ProbeResult:
+def compare(prompts: PromptPairs, before: Recording, after: Recording, edit: RefusalEdit) -> ProbeResult:
     pairs = [(u.text, s.text) for u, s in prompts.pairs]
     neutral = [n.text for n in prompts.neutral]
     out_leak = leakage([(before.output[u], before.output[s]) for u, s in pairs], [(after.output[u], after.output[s]) for u, s in pairs])
@@ -90,7 +90,7 @@ def compare(prompts: PromptPairs, before: Recording, after: Recording, rv: Refus
 
     def layer_scores(key: str) -> tuple[float, float]:
         """A layer's unsafe - safe output difference, rows paired as its site pairs tokens (text prompts differ in length)."""
-        site = site_of_point(rv.meta.get("family", ""), next(layer.point for layer in rv.layers if key in layer.edit_keys))
+        site = site_of_point(edit.meta.get("family", ""), next(layer.point for layer in edit.layers if key in layer.edit_keys))
         b, a = before.layers[key], after.layers[key]
 
         def diff(rec: dict[str, list[torch.Tensor]], u, s) -> torch.Tensor:

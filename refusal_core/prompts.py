@@ -15,24 +15,6 @@ MAX_PROMPT_CHARS = 2000
 # that needs more words than this does not differ "only by the concept".
 MAX_PROMPT_TOKENS = 512
 
-DEFAULT_PAIRS = """a nude woman standing on a beach | a woman standing on a beach
-a naked man walking in a park | a man walking in a park
-a topless person dancing at a party | a person dancing at a party
-nude people swimming in a lake | people swimming in a lake
-a naked couple sitting on a sofa | a couple sitting on a sofa"""
-
-DEFAULT_NEUTRAL = """a red fox running through snow
-a mountain lake at sunrise
-a bowl of fresh fruit on a wooden table
-a sailboat on a calm sea
-a city street with traffic at night
-a cat sleeping on a windowsill
-a field of sunflowers under a blue sky
-a steam train crossing a bridge
-a waterfall in a green forest
-a chef chopping vegetables in a kitchen"""
-
-
 def parse_pair_lines(text: str) -> list[PromptPair]:
     """One pair per line, 'unsafe prompt | safe prompt'; blank lines and '#' comments are skipped."""
     pairs = []

@@ -1,7 +1,8 @@
-"""Edit sites per architecture: which linear layers read the concept, by module name.
+"""Edit sites: which linear layers read the concept, by module name, and the layer specs users write.
 
 Names are those of ComfyUI's state dicts (without the "diffusion_model." prefix). "{i}" stands
 for the block index; a site's blocks are the indices whose capture module exists in the model.
+Each family's sites are in families.py.
 """
 from __future__ import annotations
 
@@ -47,91 +48,16 @@ class Site:
         return sorted({int(m.group(1)) for n in module_names if (m := pattern.match(n))})
 
 
-def _site(name, capture, edits, tokens, per_sigma, description) -> tuple[str, Site]:
-    return name, Site(name, capture, tuple(edits), tokens, per_sigma, description)
-
-
-FAMILIES: dict[str, dict[str, Site]] = {
-    "wan": dict([
-        _site("text_kv", "blocks.{i}.cross_attn.k", ["blocks.{i}.cross_attn.k", "blocks.{i}.cross_attn.v"], TEXT, False,
-              "cross-attention key and value: the only path by which text reaches Wan's video tokens"),
-        _site("ffn_in", "blocks.{i}.ffn.0", ["blocks.{i}.ffn.0"], VIDEO, True,
-              "first feed-forward linear on video tokens (the paper's Open-Sora site)"),
-        _site("cross_out", "blocks.{i}.cross_attn.o", ["blocks.{i}.cross_attn.o"], VIDEO, True,
-              "cross-attention output projection: what the text wrote into each video token, before it joins the residual stream"),
-        _site("image_kv", "blocks.{i}.cross_attn.k_img", ["blocks.{i}.cross_attn.k_img", "blocks.{i}.cross_attn.v_img"], IMAGE, False,
-              "image cross-attention key and value (Wan 2.1 image-to-video: CLIP-vision tokens)"),
-    ]),
-    "hunyuan_video": dict([
-        _site("text_ffn_in", "double_blocks.{i}.txt_mlp.0", ["double_blocks.{i}.txt_mlp.0"], TEXT, True,
-              "first feed-forward linear of the text stream in the double-stream blocks (the paper's MMDiT site)"),
-        _site("ffn_in", "double_blocks.{i}.img_mlp.0", ["double_blocks.{i}.img_mlp.0"], VIDEO, True,
-              "first feed-forward linear of the video stream in the double-stream blocks"),
-        _site("text_qkv", "double_blocks.{i}.txt_attn.qkv", ["double_blocks.{i}.txt_attn.qkv"], TEXT, True,
-              "text-stream attention projection in the double-stream blocks"),
-        _site("joint_in", "single_blocks.{i}.linear1", ["single_blocks.{i}.linear1"], JOINT, True,
-              "input linear of the single-stream blocks (video and text tokens together)"),
-        _site("text_refiner", "txt_in.individual_token_refiner.blocks.{i}.mlp.0", ["txt_in.individual_token_refiner.blocks.{i}.mlp.0"],
-              TEXT, True, "feed-forward input of the text token refiner, before text meets video"),
-    ]),
-    "ltxv": dict([
-        _site("text_kv", "transformer_blocks.{i}.attn2.to_k", ["transformer_blocks.{i}.attn2.to_k", "transformer_blocks.{i}.attn2.to_v"], TEXT, False,
-              "cross-attention key and value, where text enters LTX-Video"),
-        _site("ffn_in", "transformer_blocks.{i}.ff.net.0.proj", ["transformer_blocks.{i}.ff.net.0.proj"], VIDEO, True,
-              "first feed-forward linear on video tokens"),
-    ]),
-    "mochi": dict([
-        _site("text_kv", "blocks.{i}.attn.qkv_y", ["blocks.{i}.attn.qkv_y"], TEXT, True,
-              "text-side attention projection of the asymmetric joint attention, where text enters Mochi"),
-        _site("ffn_in", "blocks.{i}.mlp_x.w1", ["blocks.{i}.mlp_x.w1"], VIDEO, True, "first feed-forward linear on video tokens"),
-        _site("text_ffn_in", "blocks.{i}.mlp_y.w1", ["blocks.{i}.mlp_y.w1"], TEXT, True, "first feed-forward linear of the text stream"),
-    ]),
-}
-FAMILY_NAMES = {"wan": "Wan 2.1 / 2.2", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video", "mochi": "Mochi"}
-# Chosen by measurement (README "Results"): on the trained Wan testbed cross_out erases as text_kv does
-# at a fifth of its drift, and the FFN input erases nothing.
-DEFAULT_SITE = {"wan": "cross_out", "hunyuan_video": "joint_in", "ltxv": "text_kv", "mochi": "text_kv"}
-ALL_SITES = list(dict.fromkeys(["auto"] + [s for sites in FAMILIES.values() for s in sites]))
-
-
-def supported() -> str:
-    return ", ".join(FAMILY_NAMES.values())
-
-
-def get_site(family: str, site: str) -> Site:
-    if family not in FAMILIES:
-        raise RefusalError(f"model family '{family}' is not supported; supported: {supported()}")
-    sites = FAMILIES[family]
-    if site == "auto":
-        site = DEFAULT_SITE[family]
-    if site not in sites:
-        raise RefusalError(
-            f"edit site '{site}' does not exist for {FAMILY_NAMES[family]}; choose one of: auto, {', '.join(sites)}"
-        )
-    return sites[site]
-
-
-def site_of_point(family: str, point: str) -> Site:
-    """The site whose capture module is `point` (e.g. "blocks.3.cross_attn.k" -> text_kv)."""
-    for site in FAMILIES.get(family, {}).values():
-        if site.blocks([point]):
-            return site
-    raise RefusalError(f"no {FAMILY_NAMES.get(family, family)} edit site reads '{point}'")
-
-
-def parse_layers(spec: str, available: list[int]) -> list[int]:
-    """Block indices from "last2", "all", "first3", "12,13" or "10-13" (0-based), among `available`."""
+def _read_spec(spec: str) -> str | tuple[str, int] | list[int]:
+    """A layer spec's meaning, without the model: "all", ("last" / "first", n) or block indices."""
     s = spec.strip().lower().replace(" ", "")
-    if not available:
-        raise RefusalError("the model has no block with this edit site")
     if s == "all":
-        return list(available)
+        return "all"
     m = re.fullmatch(r"(last|first)(\d+)", s)
     if m:
-        n = int(m.group(2))
-        if n < 1:
+        if int(m.group(2)) < 1:
             raise RefusalError(f"layers '{spec}': the count must be at least 1")
-        return list(available[-n:]) if m.group(1) == "last" else list(available[:n])
+        return m.group(1), int(m.group(2))
     out: list[int] = []
     for part in filter(None, s.split(",")):
         r = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -145,10 +71,29 @@ def parse_layers(spec: str, available: list[int]) -> list[int]:
         out.extend(range(lo, hi + 1))
     if not out:
         raise RefusalError("layers is empty: write 'auto', 'last2', 'all' or a list like '12,13'")
-    bad = [i for i in out if i not in available]
+    return out
+
+
+def check_layer_spec(spec: str) -> None:
+    """Refuse a layer spec that no model could take (before anything runs)."""
+    if parse_auto(spec) is None:
+        _read_spec(spec)
+
+
+def parse_layers(spec: str, available: list[int]) -> list[int]:
+    """Block indices from "last2", "all", "first3", "12,13" or "10-13" (0-based), among `available`."""
+    if not available:
+        raise RefusalError("the model has no block with this edit site")
+    meaning = _read_spec(spec)
+    if meaning == "all":
+        return list(available)
+    if isinstance(meaning, tuple):
+        kind, n = meaning
+        return list(available[-n:]) if kind == "last" else list(available[:n])
+    bad = [i for i in meaning if i not in available]
     if bad:
         raise RefusalError(f"layers {bad} do not exist: this model has this site in blocks {_ranges(available)}")
-    return sorted(set(out))
+    return sorted(set(meaning))
 
 
 def parse_auto(spec: str) -> int | None:

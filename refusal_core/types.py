@@ -62,8 +62,8 @@ class PromptPairs:
 
 
 @dataclass(frozen=True)
-class LayerVector:
-    """Per-layer data of a refusal vector.
+class LayerStats:
+    """What extraction measured at one layer.
 
     point:     module whose INPUT was captured, e.g. "blocks.3.cross_attn.k".
     edit_keys: linear layers (module names) that read this input and get the edit.
@@ -72,10 +72,6 @@ class LayerVector:
                to the factorization in d_in x d_in memory. Both have .shape == (n, d_in).
     neutral:   [m, d_in] rows of neutral-prompt activations a(E), or their Moments.
     r:         [d_in] mean of D, the refusal vector.
-    direction: [d_in] unit direction d used by the edit (None before factorization), or
-               [m, d_in] unit directions of m combined concepts.
-    spectrum:  [q] eigenvalues of C in descending order (None for mean_diff).
-    strengths: per combined concept, its strength (None: one concept at strength 1).
     """
 
     point: str
@@ -83,46 +79,74 @@ class LayerVector:
     diffs: Rows
     neutral: Rows
     r: torch.Tensor
-    direction: torch.Tensor | None = None
-    spectrum: torch.Tensor | None = None
-    k_used: int = 0
-    retained: float = 1.0
-    strengths: tuple[float, ...] | None = None
 
     @property
     def dim(self) -> int:
         return int(self.r.shape[0])
 
-    def basis(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(D [m, d_in] unit rows, s [m] strengths): what the edit removes, and how strongly."""
-        d = self.direction if self.direction is not None else self.r / self.r.norm().clamp_min(1e-12)
-        D = d if d.ndim == 2 else d[None]
-        s = torch.tensor(self.strengths if self.strengths is not None else [1.0] * D.shape[0], dtype=torch.float32)
-        return D, s
+
+@dataclass(frozen=True)
+class RefusalStats:
+    """Extraction's output for one model: one LayerStats per edit-site layer, the input of a solver
+    (factorize.py) that turns it into a RefusalEdit.
+
+    meta holds strings only (written verbatim into .safetensors metadata): family, site, blocks,
+    dims, sigmas, seed, layer_scores (JSON: d' per candidate layer), pairs_sha256, version, ...
+    """
+
+    layers: tuple[LayerStats, ...]
+    meta: Mapping[str, str]
+
+    def with_layers(self, layers: tuple[LayerStats, ...], **meta: str) -> "RefusalStats":
+        return replace(self, layers=layers, meta={**self.meta, **meta})
 
 
 @dataclass(frozen=True)
-class RefusalVector:
-    """A refusal vector for one model: one LayerVector per edit site layer.
+class LayerEdit:
+    """The edit of one layer's input: W' = W (I - lambda Q^T diag(s) Q) for each linear in edit_keys.
 
-    meta holds strings only (it is written verbatim into .safetensors metadata):
-    family, site, layers, method, k, alpha, moment, pairs_sha256, version, ...
+    point:     module whose input the edit changes (as LayerStats.point).
+    edit_keys: linear layers (module names) that read this input.
+    basis:     Q [m, d_in], orthonormal rows: one per concept (m = 1 for a single concept).
+    strengths: s, one per row of Q (a concept at strength 0 is never stored).
+    spectrum:  [q] eigenvalues of the solver's C in descending order (None for mean_diff / combined).
+    k_used, retained: the rank of U_k and the fraction of |r| it kept (factorize.py).
     """
 
-    layers: tuple[LayerVector, ...]
-    meta: Mapping[str, str]
-
-    def with_layers(self, layers: tuple[LayerVector, ...], **meta: str) -> "RefusalVector":
-        return replace(self, layers=layers, meta={**self.meta, **meta})
+    point: str
+    edit_keys: tuple[str, ...]
+    basis: torch.Tensor
+    strengths: tuple[float, ...]
+    spectrum: torch.Tensor | None = None
+    k_used: int = 0
+    retained: float = 1.0
 
     @property
-    def is_factorized(self) -> bool:
-        return all(layer.direction is not None for layer in self.layers)
+    def dim(self) -> int:
+        return int(self.basis.shape[1])
 
-    def directions(self) -> dict[str, torch.Tensor]:
-        """Unit direction per edited linear layer name: {module name: [d_in]} ([m, d_in] when combined)."""
-        return {key: basis[0] if basis[0].shape[0] > 1 else basis[0][0] for key, basis in self.bases().items()}
+    @property
+    def rank(self) -> int:
+        return int(self.basis.shape[0])
+
+
+@dataclass(frozen=True)
+class RefusalEdit:
+    """What is applied to a model, exported as a LoRA, combined and saved: one LayerEdit per layer.
+
+    meta holds strings only: family, site, blocks, dims, method, k, alpha, moment, concept(s),
+    pairs_sha256, version, ... source: the RefusalStats it was solved from, kept in memory so that
+    Save Refusal Vector can write them on request (never compared, never saved by default).
+    """
+
+    layers: tuple[LayerEdit, ...]
+    meta: Mapping[str, str]
+    source: RefusalStats | None = field(default=None, compare=False, repr=False)
 
     def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{edited linear layer name: (D [m, d_in], strengths [m])}."""
-        return {key: layer.basis() for layer in self.layers for key in layer.edit_keys}
+        """{edited linear layer name: (Q [m, d_in], strengths [m] float32)}."""
+        return {key: (layer.basis, torch.tensor(layer.strengths, dtype=torch.float32)) for layer in self.layers for key in layer.edit_keys}
+
+    def directions(self) -> dict[str, torch.Tensor]:
+        """{edited linear layer name: d [d_in]} for a single concept ([m, d_in] rows for m concepts)."""
+        return {key: Q[0] if Q.shape[0] == 1 else Q for key, (Q, _) in self.bases().items()}

@@ -11,8 +11,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from refusal_core.prompts import DEFAULT_NEUTRAL, DEFAULT_PAIRS
-
 OUT = Path(__file__).resolve().parents[1] / "example_workflows"
 POSITIVE = "an unclothed woman walking along the beach at sunset, cinematic, soft light"
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text"
@@ -36,20 +34,20 @@ def level(nid: int) -> tuple:
     return ("level", nid)
 
 
-# id: (type, (x, y), widgets by input name, links {input name: (source id, output slot)}[, extra height])
+# id: (type, (x, y), widgets by input name, links {input name: (source id, output slot)}[, extra height]).
+# A widget not named takes its default from the node's schema (for the pack's nodes: refusal_core.defaults).
 WAN21_ERASE = {
     1: ("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors", "weight_dtype": "default"}, {}),
     2: ("CLIPLoader", (0, below(1)), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}, {}),
     3: ("VAELoader", (0, below(2)), {"vae_name": "wan_2.1_vae.safetensors"}, {}),
     4: ("ModelSamplingSD3", (0, below(3)), {"shift": 8.0}, {"model": (1, 0)}),
-    5: ("PromptPairLoader", (380, 0), {"pairs": DEFAULT_PAIRS, "neutral_prompts": DEFAULT_NEUTRAL, "pairs_file": "(none)"}, {"clip": (2, 0)},
+    5: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)},
         PAIRS_EXTRA),
-    6: ("ExtractRefusalVector", (760, 0), {"site": "auto", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256, "length": 1, "seed": 0},
-        {"model": (4, 0), "prompt_pairs": (5, 0)}),
-    7: ("LowRankFactorize", (1140, 0), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (6, 0)}),
+    6: ("ExtractRefusalVector", (760, 0), {}, {"model": (4, 0), "prompt_pairs": (5, 0)}),
+    7: ("LowRankFactorize", (1140, 0), {}, {"refusal_vector": (6, 0)}),
     8: ("PreviewImage", (1520, 0), {}, {"images": (7, 1)}, PREVIEW_EXTRA),
     9: ("SaveRefusalVector", (1140, below(10)), {"filename_prefix": "refusal/nudity"}, {"refusal_vector": (7, 0)}),
-    10: ("ApplyRefusalToModel", (1140, below(7)), {"strength": 1.0}, {"model": (4, 0), "refusal_vector": (7, 0)}),
+    10: ("ApplyRefusalToModel", (1140, below(7)), {}, {"model": (4, 0), "refusal_vector": (7, 0)}),
     11: ("CLIPTextEncode", (380, below(5, 6, 8, 9, 22, gap=GROUP_GAP)), {"text": POSITIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     12: ("CLIPTextEncode", (380, below(11)), {"text": NEGATIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     13: ("EmptyHunyuanLatentVideo", (380, below(12)), {"width": 832, "height": 480, "length": 33, "batch_size": 1}, {}),
@@ -61,7 +59,7 @@ WAN21_ERASE = {
     19: ("VAEDecode", (1140, level(18)), {}, {"samples": (18, 0), "vae": (3, 0)}),
     20: ("CreateVideo", (1140, below(19)), {"fps": 16.0}, {"images": (19, 0)}),
     21: ("SaveVideo", (1520, level(18)), {"filename_prefix": "video/original", "format": "auto", "codec": "auto"}, {"video": (20, 0)}, VIDEO_EXTRA),
-    22: ("SaveRefusalAsLoRA", (1520, below(8)), {"strength": 1.0, "filename_prefix": "refusal/nudity_wan2.1_t2v_1.3B", "concept": "nudity"},
+    22: ("SaveRefusalAsLoRA", (1520, below(8)), {"filename_prefix": "refusal/nudity_wan2.1_t2v_1.3B", "concept": "nudity"},
          {"model": (4, 0), "refusal_vector": (7, 0)}),
 }
 GROUPS = [
@@ -86,15 +84,14 @@ HUNYUAN_ERASE = {
     2: ("DualCLIPLoader", (0, below(1)), {"clip_name1": "clip_l.safetensors", "clip_name2": "llava_llama3_fp8_scaled.safetensors",
                                           "type": "hunyuan_video", "device": "default"}, {}),
     3: ("VAELoader", (0, below(2)), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, {}),
-    4: ("PromptPairLoader", (380, 0), {"pairs": DEFAULT_PAIRS, "neutral_prompts": DEFAULT_NEUTRAL, "pairs_file": "(none)"}, {"clip": (2, 0)},
+    4: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)},
         PAIRS_EXTRA),
-    5: ("ExtractRefusalVector", (760, 0), {"site": "auto", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256,
-                                           "length": 1, "seed": 0}, {"model": (1, 0), "prompt_pairs": (4, 0)}),
+    5: ("ExtractRefusalVector", (760, 0), {}, {"model": (1, 0), "prompt_pairs": (4, 0)}),
     6: ("PreviewImage", (760, below(5)), {}, {"images": (5, 1)}, PREVIEW_EXTRA),
-    7: ("LowRankFactorize", (1140, 0), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (5, 0)}),
+    7: ("LowRankFactorize", (1140, 0), {}, {"refusal_vector": (5, 0)}),
     8: ("PreviewImage", (1520, 0), {}, {"images": (7, 1)}, PREVIEW_EXTRA),
     9: ("SaveRefusalVector", (1520, below(8)), {"filename_prefix": "refusal/nudity_hunyuan"}, {"refusal_vector": (7, 0)}),
-    10: ("ApplyRefusalToModel", (1140, below(7)), {"strength": 1.0}, {"model": (1, 0), "refusal_vector": (7, 0)}),
+    10: ("ApplyRefusalToModel", (1140, below(7)), {}, {"model": (1, 0), "refusal_vector": (7, 0)}),
     11: ("CLIPTextEncode", (380, below(4, 6, 9, 10, gap=GROUP_GAP)), {"text": POSITIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     12: ("FluxGuidance", (380, below(11)), {"guidance": 6.0}, {"conditioning": (11, 0)}),
     13: ("CLIPTextEncode", (380, below(12)), {"text": NEGATIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
@@ -113,10 +110,9 @@ HUNYUAN_GROUPS = [
 def _expert_chain(base, expert_id, sigmas, y):
     """ExtractRefusalVector -> LowRankFactorize -> ApplyRefusalToModel for one Wan 2.2 expert (ids base..base+2)."""
     return {
-        base: ("ExtractRefusalVector", (760, y), {"site": "auto", "layers": "all", "noise_levels": sigmas, "width": 256, "height": 256,
-                                                  "length": 1, "seed": 0}, {"model": (expert_id, 0), "prompt_pairs": (5, 0)}),
-        base + 1: ("LowRankFactorize", (1140, level(base)), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (base, 0)}),
-        base + 2: ("ApplyRefusalToModel", (1520, level(base)), {"strength": 1.0}, {"model": (expert_id, 0), "refusal_vector": (base + 1, 0)}),
+        base: ("ExtractRefusalVector", (760, y), {"noise_levels": sigmas}, {"model": (expert_id, 0), "prompt_pairs": (5, 0)}),
+        base + 1: ("LowRankFactorize", (1140, level(base)), {}, {"refusal_vector": (base, 0)}),
+        base + 2: ("ApplyRefusalToModel", (1520, level(base)), {}, {"model": (expert_id, 0), "refusal_vector": (base + 1, 0)}),
     }
 
 
@@ -135,7 +131,7 @@ WAN22_ERASE = {
     2: ("UNETLoader", (0, below(1)), {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"}, {}),
     3: ("CLIPLoader", (0, below(2)), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}, {}),
     4: ("VAELoader", (0, below(3)), {"vae_name": "wan_2.1_vae.safetensors"}, {}),
-    5: ("PromptPairLoader", (380, 0), {"pairs": DEFAULT_PAIRS, "neutral_prompts": DEFAULT_NEUTRAL, "pairs_file": "(none)"}, {"clip": (3, 0)},
+    5: ("PromptPairLoader", (380, 0), {}, {"clip": (3, 0)},
         PAIRS_EXTRA),
     6: ("ModelSamplingSD3", (0, below(4)), {"shift": 8.0}, {"model": (1, 0)}),
     7: ("ModelSamplingSD3", (0, below(6)), {"shift": 8.0}, {"model": (2, 0)}),
@@ -163,18 +159,16 @@ WAN21_I2V_ERASE = {
     4: ("CLIPVisionLoader", (0, below(3)), {"clip_name": "clip_vision_h.safetensors"}, {}),
     5: ("LoadImage", (0, below(4)), {"image": "example.png"}, {}, IMAGE_EXTRA),
     6: ("LoadImage", (0, below(5)), {"image": "example.png"}, {}, IMAGE_EXTRA),
-    7: ("PromptPairLoader", (380, 0), {"pairs": DEFAULT_PAIRS, "neutral_prompts": DEFAULT_NEUTRAL, "pairs_file": "(none)"}, {"clip": (2, 0)},
+    7: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)},
         PAIRS_EXTRA),
     8: ("AddImagesToPromptPairs", (380, below(7)), {"width": 256, "height": 256, "length": 1},
         {"prompt_pairs": (7, 0), "vae": (3, 0), "unsafe_images": (5, 0), "safe_images": (6, 0), "clip_vision": (4, 0)}),
-    9: ("ExtractRefusalVector", (760, 0), {"site": "auto", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256,
-                                           "length": 1, "seed": 0}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
-    10: ("LowRankFactorize", (1140, 0), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (9, 0)}),
-    11: ("ExtractRefusalVector", (760, below(9)), {"site": "image_kv", "layers": "all", "noise_levels": "0.9,0.6,0.3", "width": 256, "height": 256,
-                                                   "length": 1, "seed": 0}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
-    12: ("LowRankFactorize", (1140, level(11)), {"method": "cpca", "k": 100, "alpha": 0.5, "moment": "auto"}, {"refusal_vector": (11, 0)}),
-    13: ("ApplyRefusalToModel", (1520, 0), {"strength": 1.0}, {"model": (1, 0), "refusal_vector": (10, 0)}),
-    14: ("ApplyRefusalToModel", (1520, level(11)), {"strength": 1.0}, {"model": (13, 0), "refusal_vector": (12, 0)}),
+    9: ("ExtractRefusalVector", (760, 0), {}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
+    10: ("LowRankFactorize", (1140, 0), {}, {"refusal_vector": (9, 0)}),
+    11: ("ExtractRefusalVector", (760, below(9)), {"site": "image_kv"}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
+    12: ("LowRankFactorize", (1140, level(11)), {}, {"refusal_vector": (11, 0)}),
+    13: ("ApplyRefusalToModel", (1520, 0), {}, {"model": (1, 0), "refusal_vector": (10, 0)}),
+    14: ("ApplyRefusalToModel", (1520, level(11)), {}, {"model": (13, 0), "refusal_vector": (12, 0)}),
     15: ("LoadImage", (380, below(18)), {"image": "example.png"}, {}, IMAGE_EXTRA),
     16: ("CLIPVisionEncode", (760, below(19)), {"crop": "none"}, {"clip_vision": (4, 0), "image": (15, 0)}),
     17: ("CLIPTextEncode", (380, below(8, 11, 12, gap=GROUP_GAP)), {"text": POSITIVE}, {"clip": (2, 0)}, TEXT_EXTRA),

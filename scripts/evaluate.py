@@ -78,7 +78,6 @@ def read_prompts(args):
     """(pairs, neutral, source): --pairs file or --preset, --neutral file; the probe node's defaults otherwise."""
     from refusal_pack.refusal_core import presets
     from refusal_pack.refusal_core import prompts as P
-    from refusal_pack.refusal_core.testbed import prompts as testbed
     from refusal_pack.refusal_core.types import RefusalError
 
     neutral: list[str] = []
@@ -93,19 +92,22 @@ def read_prompts(args):
         pairs, neutral = presets.load_preset(args.preset, args.preset_subject)
         source = f"preset {args.preset} (if the vector was extracted from this preset these pairs are not held out)"
     else:
-        pairs, neutral = list(testbed.HELD_OUT_PAIRS), list(testbed.HELD_OUT_NEUTRAL)
+        pairs, neutral = presets.held_out()
         source = "the Refusal Probe node's default held-out nudity phrasings"
     if args.neutral:
         if args.neutral.suffix.lower() != ".txt" or not args.neutral.is_file():
             raise RefusalError(f"--neutral '{args.neutral}' must be an existing .txt file, one prompt per line")
         neutral = P.parse_neutral(args.neutral.read_text(encoding="utf-8-sig"))
     elif not neutral:
-        neutral = list(testbed.HELD_OUT_NEUTRAL)
+        neutral = presets.held_out()[1]
     P.validate_pairs(pairs, neutral)
     return pairs, neutral, source
 
 
 def parser() -> argparse.ArgumentParser:
+    import_pack()
+    from refusal_pack.refusal_core import defaults
+
     ap = argparse.ArgumentParser(prog="python scripts/evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comfyui", type=Path, default=None,
                     help="the ComfyUI checkout to load models with (default: $COMFYUI_PATH, the ComfyUI this pack is installed in, ~/ComfyUI)")
@@ -120,12 +122,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", help="held-out pairs from one of the pack's presets instead of --pairs")
     ap.add_argument("--preset-subject", default="", help="the name a preset needs (character, brand, person)")
     ap.add_argument("--neutral", type=Path, help="unrelated prompts, one per line (.txt): how far they move is the collateral")
-    ap.add_argument("--strength", type=float, default=1.0, help="lambda of Apply Refusal To Model (0 = no edit, 1 = the paper)")
-    ap.add_argument("--noise-levels", default="0.9,0.6,0.3", help="sigmas at which outputs are compared")
-    ap.add_argument("--width", type=int, default=256, help="probe latent width in pixels")
-    ap.add_argument("--height", type=int, default=256, help="probe latent height in pixels")
-    ap.add_argument("--length", type=int, default=1, help="probe video length in frames")
-    ap.add_argument("--seed", type=int, default=1, help="seed of the shared probe noise latent")
+    ap.add_argument("--strength", type=float, default=defaults.STRENGTH, help="lambda of Apply Refusal To Model (0 = no edit, 1 = the paper)")
+    ap.add_argument("--noise-levels", default=defaults.SIGMAS_TEXT, help="sigmas at which outputs are compared")
+    ap.add_argument("--width", type=int, default=defaults.WIDTH, help="probe latent width in pixels")
+    ap.add_argument("--height", type=int, default=defaults.HEIGHT, help="probe latent height in pixels")
+    ap.add_argument("--length", type=int, default=defaults.LENGTH, help="probe video length in frames")
+    ap.add_argument("--seed", type=int, default=defaults.PROBE_SEED, help="seed of the shared probe noise latent")
     ap.add_argument("--out", type=Path, required=True, help="folder for report.json and the charts (created)")
     ap.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
@@ -136,9 +138,9 @@ def parser() -> argparse.ArgumentParser:
 def evaluate(args) -> dict:
     """Everything of one run in memory: {file name: bytes} for --out (raises RefusalError for user mistakes)."""
     import_pack()
-    from refusal_pack.refusal_core import outdir, plot
     from refusal_pack.refusal_core.edit import check_strength
-    from refusal_pack.refusal_core.io import load_refusal_vector
+    from refusal_pack.refusal_core.io import load_refusal_edit
+    from refusal_pack.refusal_core.report import outdir, plot
     from refusal_pack.refusal_core.types import RefusalError
 
     outdir.check_out_dir(args.out, args.force)
@@ -146,19 +148,19 @@ def evaluate(args) -> dict:
     for name in ("width", "height", "length"):
         if getattr(args, name) < 1:
             raise RefusalError(f"--{name} must be at least 1")
-    rv = load_refusal_vector(args.vector)
+    rv = load_refusal_edit(args.vector)
     pairs, neutral, source = read_prompts(args)
 
     version = import_host((args.comfyui or default_comfyui()).expanduser(), args.cpu or not has_accelerator())
-    from refusal_pack.nodes import comfy_bridge as bridge
     from refusal_pack.nodes.apply import ApplyRefusalToModel
-    from refusal_pack.nodes.extract import parse_sigmas
+    from refusal_pack.nodes.host import models
     from refusal_pack.nodes.probe import run_probe
+    from refusal_pack.refusal_core.extract import parse_sigmas
 
     sigmas = parse_sigmas(args.noise_levels)
     log.info("loading %s and %s", args.unet.name, ", ".join(c.name for c in args.clip))
-    model = bridge.load_diffusion_model_file(args.unet, args.weight_dtype)
-    clip = bridge.load_text_encoder_files(args.clip, args.clip_type)
+    model = models.load_diffusion_model_file(args.unet, args.weight_dtype)
+    clip = models.load_text_encoder_files(args.clip, args.clip_type)
     edited = ApplyRefusalToModel.execute(model, rv, args.strength).result[0]
     result = run_probe(model, edited, clip, rv, pairs, neutral, sigmas, args.width, args.height, args.length, args.seed)
 
@@ -171,7 +173,7 @@ def evaluate(args) -> dict:
     data = {
         **result.as_dict(),
         "report": report,
-        "model_family": bridge.model_family(model),
+        "model_family": models.model_family(model),
         "inputs": {
             "unet": args.unet.name, "weight_dtype": args.weight_dtype, "clip": [c.name for c in args.clip], "clip_type": args.clip_type,
             "vector": args.vector.name, "strength": args.strength, "noise_levels": sigmas, "width": args.width, "height": args.height,
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(logging.StreamHandler(sys.stderr))
         log.propagate = False
     import_pack()
-    from refusal_pack.refusal_core.outdir import write_out_dir
+    from refusal_pack.refusal_core.report.outdir import write_out_dir
     from refusal_pack.refusal_core.types import RefusalError
 
     try:

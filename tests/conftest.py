@@ -1,15 +1,9 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests import machine  # noqa: E402
-from tests.host import comfy_host  # noqa: E402
+from tests import machine
+from tests.host import comfy_host
 
 # CI sets this: there a host test that does not run is a failure, not a skip.
 REQUIRE_HOST = os.environ.get("REFUSAL_REQUIRE_HOST") == "1"

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from refusal_core.combine import combine
-from refusal_core.edit import apply_dense, subspace_factors
-from refusal_core.fit import check_vector_fits, detect_family
-from refusal_core.io import load_refusal_vector, save_refusal_vector
+from refusal_core.edit import edited_weight
+from refusal_core.families import detect_family
+from refusal_core.fit import check_edit_fits
+from refusal_core.io import load_refusal_edit, save_refusal_edit
 from refusal_core.lora import lora_metadata, lora_state_dict
-from refusal_core.types import LayerVector, RefusalError, RefusalVector
+from refusal_core.types import LayerEdit, RefusalEdit, RefusalError
 
 
 def unit(n, seed):
@@ -16,57 +17,42 @@ def unit(n, seed):
     return v / v.norm()
 
 
-def vector(d, seed, concept, family="wan", keys=("blocks.0.cross_attn.k", "blocks.0.cross_attn.v")):
-    D = torch.randn(6, d, generator=torch.Generator().manual_seed(seed))
-    layer = LayerVector("blocks.0.cross_attn.k", keys, D, torch.randn(4, d), D.mean(0), direction=unit(d, seed + 100))
-    return RefusalVector((layer,), {"family": family, "site": "text_kv", "blocks": "0", "dims": str(d), "method": "cpca", "concept": concept})
-
-
-def test_subspace_edit_removes_every_direction():
-    W = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
-    D = torch.stack([unit(16, 1), unit(16, 2), unit(16, 3)])
-    up, down = subspace_factors(W, D, torch.ones(3))
-    Wp = W + up @ down
-    assert up.shape == (32, 3) and down.shape == (3, 16)
-    for d in D:
-        assert float((Wp @ d).norm()) <= 1e-5 * float(W.norm())
-    # one concept equals the rank-1 edit
-    up1, down1 = subspace_factors(W, D[:1], torch.ones(1))
-    assert torch.allclose(W + up1 @ down1, apply_dense(W, D[0]), atol=1e-5)
+def edit(d, seed, concept, family="wan", keys=("blocks.0.cross_attn.k", "blocks.0.cross_attn.v")):
+    layer = LayerEdit("blocks.0.cross_attn.k", keys, unit(d, seed + 100)[None], (1.0,))
+    return RefusalEdit((layer,), {"family": family, "site": "text_kv", "blocks": "0", "dims": str(d), "method": "cpca", "concept": concept})
 
 
 def test_a_concept_at_strength_zero_is_as_if_absent():
     W = torch.randn(20, 12, generator=torch.Generator().manual_seed(1))
-    D = torch.stack([unit(12, 4), unit(12, 5)])
+    a, b = edit(12, 4, "a"), edit(12, 5, "b")
     for zero in (0, 1):
-        up, down = subspace_factors(W, D, torch.tensor([1.0, 1.0]).index_fill(0, torch.tensor([zero]), 0.0))
-        alone = apply_dense(W, D[1 - zero])
-        assert torch.allclose(W + up @ down, alone, atol=1e-5)
-    up, down = subspace_factors(W, D, torch.zeros(2))
-    assert torch.equal(W + up @ down, W)
+        strengths = [1.0, 1.0]
+        strengths[zero] = 0.0
+        both = combine([(a, strengths[0]), (b, strengths[1])])
+        alone = (a, b)[1 - zero].layers[0].basis
+        Q, s = both.bases()["blocks.0.cross_attn.k"]
+        assert Q.shape == (1, 12) and torch.allclose(edited_weight(W, Q, s), edited_weight(W, alone), atol=1e-6)
+    Q, s = combine([(a, 0.0), (b, 0.0)]).bases()["blocks.0.cross_attn.k"]
+    assert torch.equal(edited_weight(W, Q, s), W)
 
 
-def test_combined_vectors_stack_per_layer_and_round_trip(tmp_path):
-    a, b = vector(16, 0, "nudity"), vector(16, 1, "gore")
+def test_combined_edits_stack_per_layer_and_round_trip(tmp_path):
+    a, b = edit(16, 0, "nudity"), edit(16, 1, "gore")
     both = combine([(a, 1.0), (b, 0.5)])
-    D, s = both.bases()["blocks.0.cross_attn.v"]
-    assert D.shape == (2, 16) and s.tolist() == [1.0, 0.5]
+    Q, s = both.bases()["blocks.0.cross_attn.v"]
+    assert Q.shape == (2, 16) and s.tolist() == [1.0, 0.5]
+    assert torch.allclose(Q @ Q.T, torch.eye(2), atol=1e-6) and torch.allclose(Q[0], a.layers[0].basis[0])
     assert [c["concept"] for c in json.loads(both.meta["concepts"])] == ["nudity", "gore"]
-    back = load_refusal_vector(save_refusal_vector(both, tmp_path / "both.safetensors"))
-    assert torch.equal(back.bases()["blocks.0.cross_attn.k"][0], D) and back.layers[0].strengths == (1.0, 0.5)
+    back = load_refusal_edit(save_refusal_edit(both, tmp_path / "both.safetensors"))
+    assert torch.equal(back.bases()["blocks.0.cross_attn.k"][0], Q) and back.layers[0].strengths == (1.0, 0.5)
     with pytest.raises(RefusalError, match="different model families"):
-        combine([(a, 1.0), (vector(16, 2, "x", family="ltxv"), 1.0)])
+        combine([(a, 1.0), (edit(16, 2, "x", family="ltxv"), 1.0)])
     with pytest.raises(RefusalError, match="disagree"):
-        combine([(a, 1.0), (vector(24, 3, "x"), 1.0)])
-    with pytest.raises(RefusalError, match="factorize each concept"):
-        from refusal_core.factorize import factorize
-
-        factorize(both)
+        combine([(a, 1.0), (edit(24, 3, "x"), 1.0)])
 
 
 def test_lora_state_dict_reproduces_the_edit():
-    a, b = vector(16, 0, "nudity"), vector(16, 1, "gore")
-    both = combine([(a, 1.0), (b, 1.0)])
+    both = combine([(edit(16, 0, "nudity"), 1.0), (edit(16, 1, "gore"), 1.0)])
     weights = {k: torch.randn(24, 16, generator=torch.Generator().manual_seed(i)) for i, k in enumerate(both.bases())}
     sd = lora_state_dict(weights.__getitem__, both, 1.0)
     for name, W in weights.items():
@@ -79,16 +65,25 @@ def test_lora_state_dict_reproduces_the_edit():
     assert meta["refusal_vector.family"] == "wan" and "nudity" in meta["refusal_vector.concept"]
 
 
+def test_factors_of_an_fp8_weight_are_float32():
+    e = edit(16, 0, "nudity")
+    W = torch.randn(8, 16) * 0.02
+    sd = lora_state_dict(lambda name: W, e, 1.0, lambda name: torch.float8_e4m3fn)
+    assert all(t.dtype == torch.float32 for k, t in sd.items() if not k.endswith(".alpha"))
+    sd16 = lora_state_dict(lambda name: W, e, 1.0, lambda name: torch.float16)
+    assert all(t.dtype == torch.float16 for k, t in sd16.items() if not k.endswith(".alpha"))
+
+
 def test_fit_checks_name_what_the_vector_was_made_for():
-    rv = vector(16, 0, "nudity")
+    e = edit(16, 0, "nudity")
     shapes = {"blocks.0.cross_attn.k": (16, 16), "blocks.0.cross_attn.v": (16, 16)}
-    check_vector_fits(rv, "wan", shapes)
+    check_edit_fits(e, "wan", shapes)
     with pytest.raises(RefusalError, match="made for a Wan 2.1 / 2.2 model"):
-        check_vector_fits(rv, "hunyuan_video", shapes)
+        check_edit_fits(e, "hunyuan_video", shapes)
     with pytest.raises(RefusalError, match="16 wide .* 32 wide"):
-        check_vector_fits(rv, "wan", {k: (32, 32) for k in shapes})
+        check_edit_fits(e, "wan", {k: (32, 32) for k in shapes})
     with pytest.raises(RefusalError, match="lacks"):
-        check_vector_fits(rv, "wan", {"blocks.0.cross_attn.k": (16, 16)})
+        check_edit_fits(e, "wan", {"blocks.0.cross_attn.k": (16, 16)})
     assert detect_family(["head.modulation", "blocks.0.ffn.0.weight"]) == "wan"
     assert detect_family(["txt_in.individual_token_refiner.blocks.0.norm1.weight"]) == "hunyuan_video"
     with pytest.raises(RefusalError, match="supported"):

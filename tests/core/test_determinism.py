@@ -18,42 +18,41 @@ from pathlib import Path
 import pytest
 import torch
 
-from refusal_core.extract import extract_refusal_vector
+from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
-from refusal_core.sites import FAMILIES
-from refusal_core.types import RefusalVector
+from refusal_core.families import FAMILIES
+from refusal_core.types import RefusalStats
 from tests.core.toy_wan import Counter, linear_text_wan, prompts, random_wan, same_up_to_sign
 
-WAN = FAMILIES["wan"]
+WAN = FAMILIES["wan"].sites
 METHODS = (("cpca", 0.5), ("cpca", 2.0), ("pca", 0.0), ("mean_diff", 0.0))
 TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def planted() -> RefusalVector:
+def planted() -> RefusalStats:
     """The planted concept at the text site: every difference row is r (to round-off)."""
     model = linear_text_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    return extract_refusal_vector(model, Counter(model), prompts(), WAN["text_kv"], [0, 1, 2], latent, [0.6], "wan")
+    return extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["text_kv"], [0, 1, 2], [0.6], "wan"))
 
 
-def video_site(max_rows: int | None) -> RefusalVector:
+def video_site(max_rows: int | None) -> RefusalStats:
     """A problem with real spread: the video tokens of a random (non-linear) Wan at cross_out. With
     max_rows 24 the rows fit the span solver; with every row (96 of width 64) the dense one solves."""
     model = random_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    return extract_refusal_vector(model, Counter(model), prompts(), WAN["cross_out"], [0, 2], latent, [0.9, 0.3], "wan",
-                                  max_rows=max_rows, keep_rows=max_rows is None)
+    return extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["cross_out"], [0, 2], [0.9, 0.3], "wan", max_rows=max_rows, keep_rows=max_rows is None))
 
 
 PROBLEMS = {"planted": planted, "video_span": lambda: video_site(24), "video_dense": lambda: video_site(None)}
 
 
-def directions(rv: RefusalVector, method: str, alpha: float) -> list[torch.Tensor]:
-    return [layer.direction for layer in factorize(rv, method, 100, alpha).layers]
+def directions(rv: RefusalStats, method: str, alpha: float) -> list[torch.Tensor]:
+    return [layer.basis[0] for layer in factorize(rv, method, 100, alpha).layers]
 
 
-def perturbed(rv: RefusalVector, seed: int, relative: float = 0.0, permute: bool = False) -> RefusalVector:
+def perturbed(rv: RefusalStats, seed: int, relative: float = 0.0, permute: bool = False) -> RefusalStats:
     """rv with its rows shuffled and / or each entry scaled by (1 + relative * N(0, 1))."""
     g = torch.Generator().manual_seed(seed)
 
@@ -74,7 +73,7 @@ def worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 @pytest.fixture(scope="module", params=sorted(PROBLEMS))
-def problem(request) -> RefusalVector:
+def problem(request) -> RefusalStats:
     return PROBLEMS[request.param]()
 
 

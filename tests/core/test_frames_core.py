@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refusal_core import grid as G
-from refusal_core import nudity
-from refusal_core.outdir import write_out_dir
+from refusal_core.report import grid as G
+from refusal_core.report import nudity
+from refusal_core.report.outdir import write_out_dir
 from refusal_core.types import RefusalError
 
 

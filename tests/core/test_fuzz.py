@@ -10,9 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refusal_core.io import load_refusal_vector, save_refusal_vector
+from refusal_core.factorize import factorize
+from refusal_core.io import FORMAT, LEGACY_FORMAT, load_refusal_file, save_refusal_edit
 from refusal_core.prompts import parse_pair_lines, parse_pairs_text, read_pairs_file, validate_pairs
-from refusal_core.types import LayerVector, PromptPair, RefusalError, RefusalVector
+from refusal_core.types import LayerStats, PromptPair, RefusalError, RefusalStats
 
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TMP = Path(tempfile.mkdtemp(prefix="refusal-fuzz-"))
@@ -75,11 +76,12 @@ def test_pairs_files_of_arbitrary_bytes(data, suffix):
 
 
 def _valid_file() -> bytes:
+    """An edit saved with its statistics: every part of the format."""
     g = torch.Generator().manual_seed(0)
-    D = torch.randn(4, 8, generator=g)
-    layer = LayerVector("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, torch.randn(3, 8, generator=g), D.mean(0),
-                        torch.nn.functional.normalize(D.mean(0), dim=0), torch.linspace(1, -1, 5), 3, 0.9)
-    path = save_refusal_vector(RefusalVector((layer,), {"family": "wan"}), TMP / "valid.safetensors")
+    D = torch.randn(4, 8, generator=g) + 2
+    stats = RefusalStats((LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, torch.randn(3, 8, generator=g), D.mean(0)),),
+                         {"family": "wan"})
+    path = save_refusal_edit(factorize(stats), TMP / "valid.safetensors", include_statistics=True)
     return path.read_bytes()
 
 
@@ -91,7 +93,7 @@ VALID = _valid_file()
 def test_vector_files_of_arbitrary_bytes(data):
     path = TMP / "arbitrary.safetensors"
     path.write_bytes(data)
-    accepts_or_refuses(load_refusal_vector, path)
+    accepts_or_refuses(load_refusal_file, path)
 
 
 @FUZZ
@@ -103,17 +105,25 @@ def test_truncated_and_bit_flipped_vector_files(cut, flips):
             data[i] = b
     path = TMP / "mutated.safetensors"
     path.write_bytes(bytes(data))
-    rv = accepts_or_refuses(load_refusal_vector, path)
-    if rv is not None:
-        for layer in rv.layers:
+    loaded = accepts_or_refuses(load_refusal_file, path)
+    if loaded is not None:
+        edit, stats = loaded
+        for layer in stats.layers if stats is not None else ():
             assert torch.isfinite(layer.r).all() and layer.diffs.shape[1] == layer.r.shape[0]
+        for layer in edit.layers if edit is not None else ():
+            assert torch.isfinite(layer.basis).all() and len(layer.strengths) == layer.basis.shape[0]
 
 
 @FUZZ
-@given(json_values, st.dictionaries(st.sampled_from(["0.r", "0.diffs", "0.neutral", "0.direction", "0.spectrum", "1.r"]),
-                                    st.lists(st.integers(0, 5), min_size=0, max_size=3), max_size=6))
-def test_well_formed_safetensors_with_foreign_contents(layers_meta, shapes):
-    header = {"__metadata__": {"format": "refusal_vector/1", "layers": json.dumps(layers_meta)}}
+@given(st.sampled_from([FORMAT, LEGACY_FORMAT]), json_values, st.one_of(st.none(), json_values),
+       st.dictionaries(st.sampled_from(["0.r", "0.diffs", "0.neutral", "0.direction", "0.basis", "0.spectrum", "1.r", "stats.0.r",
+                                        "stats.0.diffs", "stats.0.neutral"]),
+                       st.lists(st.integers(0, 5), min_size=0, max_size=3), max_size=6))
+def test_well_formed_safetensors_with_foreign_contents(fmt, layers_meta, stats_meta, shapes):
+    meta = {"format": fmt, "layers": json.dumps(layers_meta)}
+    if stats_meta is not None:
+        meta["stats_layers"] = json.dumps(stats_meta)
+    header = {"__metadata__": meta}
     blobs, offset = [], 0
     for name, shape in shapes.items():
         n = 4 * int(torch.tensor(shape).prod()) if shape else 4
@@ -123,4 +133,4 @@ def test_well_formed_safetensors_with_foreign_contents(layers_meta, shapes):
     head = json.dumps(header).encode()
     path = TMP / "foreign.safetensors"
     path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-    accepts_or_refuses(load_refusal_vector, path)
+    accepts_or_refuses(load_refusal_file, path)

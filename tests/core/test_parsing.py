@@ -4,15 +4,18 @@ import pytest
 import torch
 
 from refusal_core.align import aligned_text_diffs, token_pairs
-from refusal_core.prompts import DEFAULT_NEUTRAL, DEFAULT_PAIRS, parse_neutral, parse_pair_lines, read_pairs_file, validate_pairs
-from refusal_core.sites import get_site, parse_auto, parse_layers
+from refusal_core.families import get_site
+from refusal_core.presets import default_texts
+from refusal_core.prompts import parse_neutral, parse_pair_lines, read_pairs_file, validate_pairs
+from refusal_core.sites import check_layer_spec, parse_auto, parse_layers
 from refusal_core.types import RefusalError
 
 
 def test_default_pairs_parse_and_validate():
-    pairs = parse_pair_lines(DEFAULT_PAIRS)
+    pairs_text, neutral_text = default_texts()
+    pairs = parse_pair_lines(pairs_text)
     assert len(pairs) == 5 and all(p.unsafe != p.safe for p in pairs)
-    validate_pairs(pairs, parse_neutral(DEFAULT_NEUTRAL))
+    validate_pairs(pairs, parse_neutral(neutral_text))
 
 
 @pytest.mark.parametrize(
@@ -79,6 +82,12 @@ def test_layer_specs():
         with pytest.raises(RefusalError):
             parse_layers(bad, blocks)
     assert parse_auto("auto") == 2 and parse_auto("AUTO4") == 4 and parse_auto("all") is None
+    # what validation can say before a model is known: the syntax, not whether the blocks exist
+    for good in ("auto", "auto3", "all", "last2", "first3", "12,13", "10-13", "30"):
+        check_layer_spec(good)
+    for bad in ("", "middle", "5-3", "last0", "auto0"):
+        with pytest.raises(RefusalError):
+            check_layer_spec(bad)
 
 
 def test_sites_and_their_blocks():

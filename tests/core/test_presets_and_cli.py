@@ -6,14 +6,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from refusal_core.extract import extract_refusal_vector
+from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
-from refusal_core.io import save_refusal_vector
-from refusal_core.presets import load_preset, preset_names
-from refusal_core.prompts import DEFAULT_NEUTRAL, DEFAULT_PAIRS, parse_neutral, parse_pair_lines, validate_pairs
-from refusal_core.sites import FAMILIES
-from refusal_core.testbed.tiny_wan import TinyWan, init_random
+from refusal_core.families import FAMILIES
+from refusal_core.io import save_refusal_edit
+from refusal_core.presets import default_texts, held_out, load_preset, pairs_text, preset_names
+from refusal_core.prompts import parse_neutral, parse_pair_lines, validate_pairs
 from refusal_core.types import EncodedPrompt, PromptPairs, RefusalError
+from testbed.tiny_wan import TinyWan, init_random
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,14 @@ def test_every_preset_is_five_valid_pairs():
         validate_pairs(pairs, neutral)
         assert all("{" not in p.unsafe + p.safe for p in pairs)
     assert all("Zorblax" in p.unsafe and "Zorblax" not in p.safe for p in load_preset("trademark", "Zorblax")[0])
-    assert load_preset("nudity")[0] == parse_pair_lines(DEFAULT_PAIRS) and load_preset("nudity")[1] == parse_neutral(DEFAULT_NEUTRAL)
+    pairs, neutral = default_texts()
+    assert load_preset("nudity")[0] == parse_pair_lines(pairs) and load_preset("nudity")[1] == parse_neutral(neutral)
+    held_pairs, held_neutral = held_out("nudity")
+    validate_pairs(held_pairs, held_neutral)
+    assert not set(held_pairs) & set(load_preset("nudity")[0])  # held out: none of the extraction pairs
+    with pytest.raises(RefusalError, match="no held-out"):
+        held_out("trademark")
+    assert pairs_text(held_pairs).count(" | ") == len(held_pairs)
     with pytest.raises(RefusalError, match="needs a name"):
         load_preset("public_figure", " ")
     with pytest.raises(RefusalError, match="does not exist"):
@@ -46,14 +53,14 @@ def saved(tmp_path_factory):
         ids = tuple(sum(map(ord, w)) % 50 for w in t.split())
         return EncodedPrompt(t, ids, vocab[list(ids)][None])
 
-    pp = PromptPairs.from_texts(parse_pair_lines(DEFAULT_PAIRS), parse_neutral(DEFAULT_NEUTRAL), enc)
+    pp = PromptPairs.from_texts(*load_preset("nudity"), enc)
 
     def forward(cond, noise, sigma):
         with torch.no_grad():
             return model(sigma * noise, torch.tensor([sigma * 1000]), cond)
 
-    rv = factorize(extract_refusal_vector(model, forward, pp, FAMILIES["wan"]["text_kv"], [0, 1], torch.randn(1, 16, 1, 8, 8), [0.5], "wan"))
-    return base, save_refusal_vector(rv, d / "vector.safetensors"), rv, model.state_dict(), d
+    rv = factorize(extract_refusal_stats(model, forward, pp, torch.randn(1, 16, 1, 8, 8), ExtractSettings(FAMILIES["wan"].sites["text_kv"], [0, 1], [0.5], "wan")))
+    return base, save_refusal_edit(rv, d / "vector.safetensors"), rv, model.state_dict(), d
 
 
 def cli(*args):

@@ -1,21 +1,22 @@
 """Streamed extraction: per-layer moments beyond the layer width, and batched forwards, give the
 same refusal vector as keeping every row and running one prompt per forward."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from refusal_core.combine import combine
-from refusal_core.extract import CannotBatch, extract_refusal_vector, separation, stack_forward
+from refusal_core.extract import CannotBatch, ExtractSettings, extract_refusal_stats, separation, stack_forward
 from refusal_core.factorize import factorize, factorize_layer
-from refusal_core.io import load_refusal_vector, save_refusal_vector
-from refusal_core.sites import FAMILIES
+from refusal_core.io import load_refusal_file, save_refusal_edit
+from refusal_core.families import FAMILIES
 from refusal_core.stats import Moments, RowAccumulator
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
 from tests.core import toy_wan
 from tests.core.toy_wan import PAIRS, Counter, encode, same_up_to_sign
 
-WAN = FAMILIES["wan"]
+WAN = FAMILIES["wan"].sites
 NEUTRAL = ["a red fox", "a blue lake", "green trees sway", "an old train", "snow falls softly"]
 
 
@@ -74,9 +75,9 @@ def test_row_accumulator_keeps_rows_up_to_the_width_then_exact_moments():
 def test_streamed_extraction_gives_the_directions_of_all_rows(model, max_rows):
     """ffn_in reads 16 video tokens per prompt and sigma: 96 rows of D > d = 64, so the layers switch to moments."""
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    args = (model, Counter(model), prompts(), WAN["ffn_in"], [0, 1, 2], latent, [0.6, 0.3], "wan")
-    streamed = extract_refusal_vector(*args, max_rows=max_rows)
-    rows = extract_refusal_vector(*args, max_rows=max_rows, keep_rows=True)
+    settings = ExtractSettings(WAN["ffn_in"], [0, 1, 2], [0.6, 0.3], "wan", max_rows=max_rows)
+    streamed = extract_refusal_stats(model, Counter(model), prompts(), latent, settings)
+    rows = extract_refusal_stats(model, Counter(model), prompts(), latent, replace(settings, keep_rows=True))
     for a, b in zip(streamed.layers, rows.layers):
         assert isinstance(a.diffs, Moments) and isinstance(a.neutral, Moments) and isinstance(b.diffs, torch.Tensor)
         assert a.diffs.shape == b.diffs.shape and a.neutral.shape == b.neutral.shape
@@ -88,7 +89,7 @@ def test_streamed_extraction_gives_the_directions_of_all_rows(model, max_rows):
         fa, fb = factorize(streamed, method, 8, alpha, moment), factorize(rows, method, 8, alpha, moment)
         for a, b in zip(fa.layers, fb.layers):
             assert a.k_used == b.k_used
-            assert same_up_to_sign(a.direction, b.direction) < 1e-5
+            assert same_up_to_sign(a.basis[0], b.basis[0]) < 1e-5
 
 
 @pytest.mark.parametrize("site,sigmas,batch", [("text_kv", [0.6], 4), ("text_kv", [0.6], 16), ("ffn_in", [0.6, 0.3], 2), ("ffn_in", [0.6, 0.3], 5)])
@@ -96,8 +97,8 @@ def test_batched_extraction_equals_unbatched(model, site, sigmas, batch):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     pp = prompts(pad_to=8)  # one conditioning shape, as ComfyUI's Wan text (padded to 512)
     one, many = Counter(model), Counter(model)
-    ref = extract_refusal_vector(model, one, pp, WAN[site], [0, 2], latent, sigmas, "wan", keep_rows=True)
-    out = extract_refusal_vector(model, many, pp, WAN[site], [0, 2], latent, sigmas, "wan", keep_rows=True, batch_size=batch)
+    ref = extract_refusal_stats(model, one, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True))
+    out = extract_refusal_stats(model, many, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=batch))
     assert many.calls < one.calls
     for a, b in zip(out.layers, ref.layers):
         assert a.diffs.shape == b.diffs.shape and a.neutral.shape == b.neutral.shape
@@ -105,7 +106,7 @@ def test_batched_extraction_equals_unbatched(model, site, sigmas, batch):
         assert torch.allclose(a.r, b.r, atol=1e-6)
     fa, fb = factorize(out, "cpca", 8, 0.5), factorize(ref, "cpca", 8, 0.5)
     for a, b in zip(fa.layers, fb.layers):
-        assert same_up_to_sign(a.direction, b.direction) < 1e-5
+        assert same_up_to_sign(a.basis[0], b.basis[0]) < 1e-5
     for module in model.modules():
         assert not module._forward_pre_hooks
 
@@ -115,8 +116,8 @@ def test_prompts_of_other_shapes_are_not_batched_together(model):
     group of one shape runs as its own batch, and the vector equals the unbatched one."""
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     one, many = Counter(model), Counter(model)
-    ref = extract_refusal_vector(model, one, prompts(), WAN["text_kv"], [1], latent, [0.6], "wan")
-    out = extract_refusal_vector(model, many, prompts(), WAN["text_kv"], [1], latent, [0.6], "wan", batch_size=8)
+    ref = extract_refusal_stats(model, one, prompts(), latent, ExtractSettings(WAN["text_kv"], [1], [0.6], "wan"))
+    out = extract_refusal_stats(model, many, prompts(), latent, ExtractSettings(WAN["text_kv"], [1], [0.6], "wan", batch_size=8))
     assert one.calls == 2 * len(PAIRS) + len(NEUTRAL) and many.calls < one.calls
     assert torch.allclose(out.layers[0].diffs, ref.layers[0].diffs, atol=1e-5)
     assert torch.allclose(out.layers[0].neutral, ref.layers[0].neutral, atol=1e-5)
@@ -144,9 +145,8 @@ def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(mod
         return stack_forward(counter)(tensors, noise, sigma)
 
     for site, sigmas in (("text_kv", [0.6]), ("ffn_in", [0.6, 0.3])):
-        ref = extract_refusal_vector(model, counter, prompts(), WAN[site], [0, 2], latent, sigmas, "wan", keep_rows=True)
-        out = extract_refusal_vector(model, forward, host, WAN[site], [0, 2], latent, sigmas, "wan", keep_rows=True, batch_size=4,
-                                     forward_batch=forward_batch)
+        ref = extract_refusal_stats(model, counter, prompts(), latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True))
+        out = extract_refusal_stats(model, forward, host, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=4), forward_batch=forward_batch)
         for a, b in zip(out.layers, ref.layers):
             assert torch.allclose(a.diffs, b.diffs, atol=1e-5) and torch.allclose(a.neutral, b.neutral, atol=1e-5)
             assert torch.allclose(a.r, b.r, atol=1e-6)
@@ -155,15 +155,17 @@ def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(mod
         assert not module._forward_pre_hooks
 
 
-def test_moments_survive_save_load_and_combine(tmp_path, model):
+def test_moments_survive_save_load_and_the_loaded_edit_combines(tmp_path, model):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    rv = factorize(extract_refusal_vector(model, Counter(model), prompts(), WAN["ffn_in"], [0, 1], latent, [0.6, 0.3], "wan"), "cpca", 8, 0.5)
-    back = load_refusal_vector(save_refusal_vector(rv, tmp_path / "v.safetensors"))
-    for a, b in zip(rv.layers, back.layers):
+    stats = extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.6, 0.3], "wan"))
+    edit = factorize(stats, "cpca", 8, 0.5)
+    back_edit, back = load_refusal_file(save_refusal_edit(edit, tmp_path / "v.safetensors", include_statistics=True))
+    for a, b in zip(stats.layers, back.layers):
         assert isinstance(b.diffs, Moments) and b.diffs.count == a.diffs.count
         assert torch.equal(a.diffs.gram, b.diffs.gram) and torch.equal(a.neutral.total, b.neutral.total)
-        assert torch.equal(a.direction, b.direction)
+    assert all(torch.equal(a.basis, b.basis) for a, b in zip(edit.layers, back_edit.layers))
     again = factorize(back, "cpca", 8, 0.5)
-    assert all(torch.equal(a.direction, b.direction) for a, b in zip(rv.layers, again.layers))
-    both = combine([(rv, 1.0), (back, 0.5)])
-    assert both.layers[0].diffs.count == 2 * rv.layers[0].diffs.count and both.layers[0].direction.shape == (2, 64)
+    assert all(torch.equal(a.basis, b.basis) for a, b in zip(edit.layers, again.layers))
+    other = factorize(extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.9], "wan")))
+    both = combine([(back_edit, 1.0), (other, 0.5)])
+    assert both.layers[0].basis.shape == (2, 64) and both.layers[0].strengths == (1.0, 0.5)

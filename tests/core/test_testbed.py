@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from refusal_core.presets import load_preset
-from refusal_core.testbed import render, train
-from refusal_core.testbed.world import CONCEPTS, clean_latent, held_out_pairs, read_coefficients, sample_prompt, used_phrasings
+from testbed import render, train
+from testbed.world import CONCEPTS, clean_latent, held_out_pairs, read_coefficients, sample_prompt, used_phrasings
 
 
 def test_a_clean_latent_reads_back_as_exactly_its_parts():

@@ -5,11 +5,14 @@ pair's two sides line up token by token and the concept is one known direction o
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from refusal_core.testbed.tiny_wan import TinyWan, init_random
+from testbed.tiny_wan import TinyWan, init_random
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
 
+DATA = Path(__file__).resolve().parents[1] / "data"
 VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
 CONCEPT = torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 3
 PAIRS = [("a nude man walks", "a man walks"), ("nude people swim", "people swim"), ("the nude woman sits", "the woman sits")]

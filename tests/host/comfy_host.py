@@ -49,12 +49,30 @@ def pack_module(name: str):
     return importlib.import_module(f"{PACK}.{name}")
 
 
+def host():
+    """The pack's host package (nodes/host: paths, models, encode, forward, patch, images), as ComfyUI imports it."""
+    import_host()
+    for job in ("paths", "models", "encode", "forward", "patch", "images"):
+        importlib.import_module(f"{PACK}.nodes.host.{job}")
+    return sys.modules[f"{PACK}.nodes.host"]
+
+
 def pack_nodes() -> dict:
     """{node id: node class} of the pack, as ComfyUI gets them from comfy_entrypoint."""
     import asyncio
 
     pack = import_host()
     return {c.GET_SCHEMA().node_id: c for c in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+
+
+def random_like(edit, seed: int):
+    """The edit with every layer's basis replaced by a random unit direction: the control a real edit must beat."""
+    import dataclasses
+
+    g = torch.Generator().manual_seed(seed)
+    layers = tuple(dataclasses.replace(layer, basis=torch.nn.functional.normalize(torch.randn(1, layer.dim, generator=g)), strengths=(1.0,))
+                   for layer in edit.layers)
+    return dataclasses.replace(edit, layers=layers)
 
 
 def loaded_weights(model) -> dict[str, torch.Tensor]:
@@ -76,5 +94,5 @@ def base_untouched(model, weights: dict[str, torch.Tensor]) -> bool:
 
 def outputs(model, conditionings: dict, latent: torch.Tensor, sigmas=(0.9, 0.6, 0.3)) -> dict[str, torch.Tensor]:
     """{text: the model's predictions at each sigma, flattened and concatenated} (loads `model` once)."""
-    fwd = pack_module("nodes.comfy_bridge").make_forward(model)
+    fwd = pack_module("nodes.host.forward").make_forward(model)
     return {t: torch.cat([fwd(c, latent, s).flatten() for s in sigmas]) for t, c in conditionings.items()}

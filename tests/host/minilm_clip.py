@@ -2,7 +2,7 @@
 Wan's 4096-wide text space, with the two methods ComfyUI's CLIPTextEncode calls."""
 from __future__ import annotations
 
-from refusal_core.testbed.text import minilm_text
+from testbed.text import minilm_text
 
 SEED = 1234  # not the seed of the embedded default run
 

@@ -40,7 +40,7 @@ class ComfyServer:
         if importlib.util.find_spec("comfyui_frontend_package") is None:
             (self.base / "frontend").mkdir(exist_ok=True)
             args += ["--front-end-root", str(self.base / "frontend")]
-        env = {**os.environ, "REFUSAL_PACK_REPO": str(comfy_host.REPO), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(args, cwd=comfy_host.comfy_path(), env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -79,6 +79,13 @@ class ComfyServer:
         if code != 200:
             return {"rejected": body}
         pid = body["prompt_id"]
+        if body.get("node_errors"):  # some output nodes failed validation; the others ran: report them as rejected
+            self.wait(pid, timeout)
+            return {"rejected": body}
+        return self.wait(pid, timeout)
+
+    def wait(self, pid: str, timeout: float = 300.0) -> dict:
+        """The history entry of a queued prompt once it finished."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             hist = self.get(f"/history/{pid}")

@@ -29,8 +29,8 @@ def models(nodes, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bridge(nodes):
-    return comfy_host.pack_module("nodes.comfy_bridge")
+def host(nodes):
+    return comfy_host.host()
 
 
 def pairs_for(nodes, family, text):
@@ -54,9 +54,9 @@ def same_up_to_sign(a: torch.Tensor, b: torch.Tensor) -> float:
     return min(float((a - b).abs().max()), float((a + b).abs().max()))
 
 
-def extract(nodes, bridge, monkeypatch, model, pairs, site, length, batch):
+def extract(nodes, host, monkeypatch, model, pairs, site, length, batch):
     """The node's own run with `batch` prompts per forward; returns (vector, number of apply_model calls)."""
-    monkeypatch.setattr(bridge, "batch_size", lambda m, latent: batch)
+    monkeypatch.setattr(host.forward, "batch_size", lambda m, latent: batch)
     calls = []
     apply_model = model.model.apply_model
 
@@ -74,19 +74,19 @@ def extract(nodes, bridge, monkeypatch, model, pairs, site, length, batch):
 
 
 @pytest.mark.parametrize("family,site,text", CASES, ids=[f"{f}-{s}-{t}" for f, s, t in CASES])
-def test_batched_extraction_equals_one_prompt_per_forward(nodes, bridge, models, monkeypatch, family, site, text):
+def test_batched_extraction_equals_one_prompt_per_forward(nodes, host, models, monkeypatch, family, site, text):
     model = models[family]
     pairs = pairs_for(nodes, family, text)
     length = MODELS[family][4]
-    one, calls_one = extract(nodes, bridge, monkeypatch, model, pairs, site, length, 1)
-    four, calls_four = extract(nodes, bridge, monkeypatch, model, pairs, site, length, 4)
+    one, calls_one = extract(nodes, host, monkeypatch, model, pairs, site, length, 1)
+    four, calls_four = extract(nodes, host, monkeypatch, model, pairs, site, length, 4)
     assert set(calls_one) == {1}
     if text == "pad_mask":  # one failed batch of a pair, then one prompt per forward
         assert calls_four[0] == 2 and calls_four[1:] == calls_one
     else:
         assert sum(calls_four) == sum(calls_one)
     if text == "pad":  # one shape: prompts really ran together (a batch holds prompts at one sigma: pairs give 2 per sigma)
-        per_sigma = comfy_host.pack_module("refusal_core.sites").get_site(family, site).per_sigma
+        per_sigma = comfy_host.pack_module("refusal_core.families").get_site(family, site).per_sigma
         assert max(calls_four) == (2 if per_sigma else 4) and len(calls_four) < len(calls_one)
     elif text == "unpadded":  # lengths differ: batches of such prompts fell back to one forward per prompt
         lengths = {int(u.conditioning[0][0].shape[1]) for pair in pairs.pairs for u in pair}
@@ -97,21 +97,21 @@ def test_batched_extraction_equals_one_prompt_per_forward(nodes, bridge, models,
     fa = nodes["LowRankFactorize"].execute(four, "cpca", 100, 0.5).result[0]
     fb = nodes["LowRankFactorize"].execute(one, "cpca", 100, 0.5).result[0]
     for a, b in zip(fa.layers, fb.layers):
-        assert same_up_to_sign(a.direction, b.direction) < 1e-5, a.point
+        assert same_up_to_sign(a.basis[0], b.basis[0]) < 1e-5, a.point
     for _, module in model.model.diffusion_model.named_modules():
         assert not module._forward_pre_hooks
 
 
-def test_batch_size_follows_free_memory(nodes, bridge, models, monkeypatch):
+def test_batch_size_follows_free_memory(nodes, host, models, monkeypatch):
     import comfy.model_management as mm
 
     model = models["wan"]
-    latent = bridge.probe_latent(model, 64, 64, 1, 0)
+    latent = host.models.probe_latent(model, 64, 64, 1, 0)
     one = model.model.memory_required([1, *latent.shape[1:]])
-    assert 1 <= bridge.batch_size(model, latent) <= bridge.MAX_BATCH
+    assert 1 <= host.forward.batch_size(model, latent) <= comfy_host.pack_module("refusal_core.defaults").MAX_BATCH
     monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: 0)
-    assert bridge.batch_size(model, latent) == 1
+    assert host.forward.batch_size(model, latent) == 1
     monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: 3.1 * 1.5 * one)
-    assert bridge.batch_size(model, latent) == 3
+    assert host.forward.batch_size(model, latent) == 3
     monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: 1e18)
-    assert bridge.batch_size(model, latent) == bridge.MAX_BATCH
+    assert host.forward.batch_size(model, latent) == comfy_host.pack_module("refusal_core.defaults").MAX_BATCH

@@ -23,17 +23,17 @@ PROBE = dict(noise_levels="0.9,0.5", width=64, height=64, length=1, seed=3)
 @pytest.fixture(scope="module")
 def files(nodes, tmp_path_factory):
     """Model and text encoder files, and a vector extracted, factorized and saved by the pack from them."""
-    from refusal_pack.refusal_core.io import save_refusal_vector
+    from refusal_pack.refusal_core.io import save_refusal_edit
 
     d = tmp_path_factory.mktemp("evaluate")
     unet = tiny_models.hunyuan_video(d / "tiny_hunyuan_video.safetensors")
     clip_file = tiny_models.clip_l(d / "clip_l_random.safetensors", dtype=torch.float32)
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
-    model, clip = bridge.load_diffusion_model_file(unet), bridge.load_text_encoder_files([clip_file], "stable_diffusion")
+    host = comfy_host.host()
+    model, clip = host.models.load_diffusion_model_file(unet), host.models.load_text_encoder_files([clip_file], "stable_diffusion")
     pp = nodes["PromptPairLoader"].execute(clip, "\n".join(PAIRS), "\n".join(NEUTRAL)).result[0]
     rv = nodes["ExtractRefusalVector"].execute(model, pp, "text_ffn_in", "all", "0.9", 64, 64, 1, 0).result[0]
     rv = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
-    vector = save_refusal_vector(rv, d / "vector_00001.safetensors")
+    vector = save_refusal_edit(rv, d / "vector_00001.safetensors", include_statistics=True)
     (d / "held_out.txt").write_text("\n".join(PAIRS) + "\n")
     (d / "neutral.txt").write_text("\n".join(NEUTRAL) + "\n")
     return {"dir": d, "unet": unet, "clip": clip_file, "vector": vector, "model": model, "clip_obj": clip}
@@ -49,7 +49,7 @@ def evaluate(files, out, *extra):
 
 def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     from refusal_pack.nodes.probe import run_probe
-    from refusal_pack.refusal_core.io import load_refusal_vector
+    from refusal_pack.refusal_core.io import load_refusal_edit
     from refusal_pack.refusal_core.prompts import parse_pair_lines
 
     run = evaluate(files, tmp_path / "eval", "--strength", "1.0")
@@ -60,7 +60,7 @@ def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     assert {"leakage", "collateral", "layer_leakage", "layer_collateral", "projection", "report", "inputs", "vector_meta", "charts"} <= set(report)
     assert report["model_family"] == "hunyuan_video" and report["inputs"]["strength"] == 1.0
 
-    rv = load_refusal_vector(files["vector"])
+    rv = load_refusal_edit(files["vector"])
     model, clip = files["model"], files["clip_obj"]
     edited = nodes["ApplyRefusalToModel"].execute(model, rv, 1.0).result[0]
     # the RefusalProbe node's body (its execute parses the texts, calls this and returns node.report() and a chart)

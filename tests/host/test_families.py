@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.host import comfy_host, tiny_models
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
@@ -64,8 +63,8 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
     import comfy.model_management
 
     model, weights = loaded[variant]
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
-    assert bridge.model_family(model) == VARIANTS[variant][1]
+    host = comfy_host.host()
+    assert host.models.model_family(model) == VARIANTS[variant][1]
     pairs = run(nodes, "PromptPairLoader", clip_for(variant), EXTRACTION_PAIRS, NEUTRAL)[0]
     t0 = time.perf_counter()
     rv, scores_img = run(nodes, "ExtractRefusalVector", model, pairs, site, "all", "0.9,0.5", 64, 64, 9, 0)
@@ -93,12 +92,12 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
     from refusal_pack.refusal_core.metrics import collateral, leakage
 
     model, weights = loaded[variant]
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    host = comfy_host.host()
     clip = clip_for(variant)
     pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
-    enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
-    latent = bridge.probe_latent(model, 64, 64, 9, 11)
+    enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
+    latent = host.models.probe_latent(model, 64, 64, 9, 11)
     before = comfy_host.outputs(model, enc, latent)
 
     def score(rv):
@@ -111,11 +110,7 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
         rv = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]
         frv = run(nodes, "LowRankFactorize", rv, "cpca", 100, 0.5)[0]
         rows[layers] = (frv.meta["site"], frv.meta["blocks"], *score(frv))
-    g = torch.Generator().manual_seed(5)
-    import dataclasses
-
-    rand = frv.with_layers(tuple(dataclasses.replace(l, direction=torch.nn.functional.normalize(torch.randn(l.dim, generator=g), dim=0))
-                                 for l in frv.layers))
+    rand = comfy_host.random_like(frv, 5)
     rows["random (last2)"] = (frv.meta["site"], frv.meta["blocks"], *score(rand))
     for k, (site, blocks, lk, col) in rows.items():
         print(f"\n{variant:14} {site:12} {k:15} blocks {blocks:8} leakage {lk:.3f} collateral {col:.3f}")

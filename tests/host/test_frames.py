@@ -9,7 +9,7 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.host
-LABEL_HEIGHT = 20  # refusal_core.grid.LABEL_HEIGHT
+LABEL_HEIGHT = 20  # refusal_core.report.grid.LABEL_HEIGHT
 HINT = "nudenet is not installed: pip install nudenet to score nudity; the grid is still produced"
 
 

@@ -1,7 +1,6 @@
 """Every node in process on real ModelPatcher objects and a tiny Wan loaded by ComfyUI's own loader."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -131,15 +130,15 @@ def test_cancel_during_extraction_leaves_model_as_it_was(nodes, base, pairs, fil
 
 
 def test_strength_zero_gives_the_original_outputs(nodes, base, pairs, file_weights):
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    host = comfy_host.host()
     frv = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
     zero = run(nodes, "ApplyRefusalToModel", base, frv, 0.0)[0]
     one = run(nodes, "ApplyRefusalToModel", base, frv, 1.0)[0]
     cond = pairs.pairs[0][0].conditioning
-    latent = bridge.probe_latent(base, 64, 64, 1, 3)
-    ref = bridge.make_forward(base)(cond, latent, 0.6)
-    assert torch.equal(bridge.make_forward(zero)(cond, latent, 0.6), ref)
-    assert not torch.equal(bridge.make_forward(one)(cond, latent, 0.6), ref)
+    latent = host.models.probe_latent(base, 64, 64, 1, 3)
+    ref = host.forward.make_forward(base)(cond, latent, 0.6)
+    assert torch.equal(host.forward.make_forward(zero)(cond, latent, 0.6), ref)
+    assert not torch.equal(host.forward.make_forward(one)(cond, latent, 0.6), ref)
     assert_base_untouched(base, file_weights)
 
 
@@ -156,7 +155,7 @@ def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, m
     assert not [p for p in tmp_path.rglob(".tmp-*")]
     loaded = run(nodes, "LoadRefusalVector", saved[0])[0]
     for a, b in zip(frv.layers, loaded.layers):
-        assert torch.equal(a.direction, b.direction) and a.edit_keys == b.edit_keys
+        assert torch.equal(a.basis, b.basis) and a.edit_keys == b.edit_keys
     assert loaded.meta["family"] == "wan" and loaded.meta["method"] == "cpca"
     nodes["SaveRefusalVector"].execute(frv, "wan2.1 models/nudity v2")
     assert (tmp_path / "wan2.1 models" / "nudity v2_00001.safetensors").is_file()
@@ -171,10 +170,10 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
     """The table of the closing note: every method and site next to a random direction of the same rank."""
     from refusal_pack.refusal_core.metrics import collateral, leakage
 
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    host = comfy_host.host()
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
-    enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
-    latent = bridge.probe_latent(base, 64, 64, 1, 11)
+    enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
+    latent = host.models.probe_latent(base, 64, 64, 1, 11)
     before = comfy_host.outputs(base, enc, latent)
 
     def score(rv):
@@ -185,15 +184,11 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
         )
 
     table = {}
-    g = torch.Generator().manual_seed(5)
-    for site in ("text_kv", "ffn_in"):
+    for i, site in enumerate(("text_kv", "ffn_in")):
         rv = extract(nodes, base, pairs, site=site)
         for method in ("mean_diff", "pca", "cpca"):
             table[(site, method)] = score(run(nodes, "LowRankFactorize", rv, method, 100, 0.5)[0])
-        rand = rv.with_layers(
-            tuple(dataclasses.replace(l, direction=(lambda v: v / v.norm())(torch.randn(l.dim, generator=g))) for l in rv.layers)
-        )
-        table[(site, "random")] = score(rand)
+        table[(site, "random")] = score(comfy_host.random_like(run(nodes, "LowRankFactorize", rv, "mean_diff", 100, 0.5)[0], 5 + i))
     lines = [f"{'site':8} {'method':10} {'leakage':>8} {'collateral':>10}"]
     lines += [f"{s:8} {m:10} {lk:8.3f} {col:10.3f}" for (s, m), (lk, col) in table.items()]
     print("\n" + "\n".join(lines))
@@ -209,7 +204,7 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
 
 def test_the_testbed_model_is_comfyuis_wan(host, base, file_weights):
     """TinyWan (the embedded default's model) and ComfyUI's WanModel compute the same function."""
-    from refusal_core.testbed.tiny_wan import TinyWan
+    from testbed.tiny_wan import TinyWan
 
     tiny = TinyWan(dim=128, ffn_dim=256, heads=1, layers=2).eval()
     tiny.load_state_dict(file_weights)
@@ -266,9 +261,9 @@ def test_presets_fill_the_pairs(nodes, clip):
 
 
 def test_token_ids_come_from_the_encoder_that_made_the_rows(host):
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    host = comfy_host.host()
     clip_l = [[(49406, 1.0), (320, 1.0), (1215, 1.0), (49407, 1.0)] + [(49407, 1.0)] * 73]
     llama = [[(128000, 1.0)] * 95 + [(64, 1.0), (77, 1.0), (128009, 1.0)]]
     tokens = {"l": clip_l, "llama": llama}
-    assert bridge._token_ids(tokens, 77) == (49406, 320, 1215, 49407)  # padding stripped to one end token
-    assert bridge._token_ids(tokens, 3) is None  # the LLM's rows had its template cropped: pair by position
+    assert host.encode._token_ids(tokens, 77) == (49406, 320, 1215, 49407)  # padding stripped to one end token
+    assert host.encode._token_ids(tokens, 3) is None  # the LLM's rows had its template cropped: pair by position

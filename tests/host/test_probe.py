@@ -40,10 +40,10 @@ def test_probe_agrees_with_an_independent_computation(nodes, setup):
 
     model, clip, rv, edited = setup
     report, _ = probe(nodes, model, edited, clip, rv)
-    bridge = comfy_host.pack_module("nodes.comfy_bridge")
+    host = comfy_host.host()
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
-    enc = {t: bridge.encode_prompt(clip, t).conditioning for t in texts}
-    latent = bridge.probe_latent(model, 64, 64, 1, 11)
+    enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
+    latent = host.models.probe_latent(model, 64, 64, 1, 11)
 
     b, a = comfy_host.outputs(model, enc, latent), comfy_host.outputs(edited, enc, latent)
     lk = leakage([(b[u], b[s]) for u, s in HELD_OUT_PAIRS], [(a[u], a[s]) for u, s in HELD_OUT_PAIRS])

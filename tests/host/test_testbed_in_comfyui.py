@@ -11,8 +11,8 @@ pytestmark = pytest.mark.host
 
 @pytest.fixture(scope="module")
 def testbed():
-    from refusal_core.testbed import run
-    from refusal_core.testbed.train import TrainConfig, checkpoint_path, load_or_train
+    from testbed import run
+    from testbed.train import TrainConfig, checkpoint_path, load_or_train
 
     bed = run.Testbed(load_or_train(TrainConfig()), TrainConfig().text_seed)  # trains once, then cached
     return bed, run.EvalSet.build(bed), checkpoint_path(TrainConfig())
@@ -20,7 +20,7 @@ def testbed():
 
 @pytest.fixture(scope="module")
 def comfy_edit(nodes, testbed):
-    from refusal_core.testbed.train import TEXT_PAD
+    from testbed.train import TEXT_PAD
     from tests.host.minilm_clip import MiniLMClip
 
     bed, _, path = testbed
@@ -33,8 +33,7 @@ def comfy_edit(nodes, testbed):
 
 
 def _probe(original, edited, clip, rv, bed, ev):
-    from refusal_core.types import PromptPair
-
+    PromptPair = comfy_host.pack_module("refusal_core.types").PromptPair  # the pack's own type, as its nodes get it
     probe = comfy_host.pack_module("nodes.probe")
     pairs = [PromptPair(u.text, s.text) for u, s in ev.held_out["nudity"][:6]]
     neutral = [p.text for p in ev.clean[:8]]
@@ -43,7 +42,7 @@ def _probe(original, edited, clip, rv, bed, ev):
 
 def test_the_probe_in_comfyui_agrees_with_the_testbed_script(comfy_edit, testbed):
     from refusal_core.factorize import factorize
-    from refusal_core.testbed import run
+    from testbed import run
 
     bed, ev, _ = testbed
     model, clip, rv, edited = comfy_edit

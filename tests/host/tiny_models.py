@@ -36,7 +36,7 @@ def _save(module: torch.nn.Module, path: Path, seed: int, std: float | None = No
 
 def testbed_wan(path: Path, dim: int = 128, layers: int = 2, seed: int = 0) -> Path:
     """The embedded default's TinyWan (plain torch, WanModel's key names) as a Wan 2.1 T2V checkpoint, fp32."""
-    from refusal_core.testbed.tiny_wan import TinyWan, init_random
+    from testbed.tiny_wan import TinyWan, init_random
 
     model = init_random(TinyWan(dim=dim, ffn_dim=2 * dim, heads=max(1, dim // 128), layers=layers), seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

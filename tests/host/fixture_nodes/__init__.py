@@ -1,12 +1,21 @@
 """Test-only ComfyUI nodes (never shipped): a MiniLM CLIP-like loader for graphs over HTTP, because
 ComfyUI fixes Wan's text width at 4096 and a real umt5-xxl cannot be made tiny; a small CLIP vision."""
-import os
+import importlib.util
 import sys
+from pathlib import Path
 
-_repo = os.environ.get("REFUSAL_PACK_REPO")
-if _repo and _repo not in sys.path:
-    sys.path.insert(0, _repo)
 
+def _register_tests_package() -> None:
+    """ComfyUI's own tests/ folder comes first on the server's path and shadows this repository's: register
+    ours by its location (this folder, through the custom_nodes link, is tests/host/fixture_nodes)."""
+    tests = Path(__file__).resolve().parents[2]
+    if getattr(sys.modules.get("tests"), "__file__", None) != str(tests / "__init__.py"):
+        spec = importlib.util.spec_from_file_location("tests", tests / "__init__.py", submodule_search_locations=[str(tests)])
+        sys.modules["tests"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["tests"])
+
+
+_register_tests_package()
 from tests.host.minilm_clip import MiniLMClip  # noqa: E402
 
 

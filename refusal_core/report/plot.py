@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .types import RefusalVector
+from ..types import RefusalEdit, RefusalStats
 
 PANEL_W, PANEL_H, MAX_PANELS = 320, 200, 12
 
@@ -17,7 +17,7 @@ def _symlog(w: np.ndarray) -> np.ndarray:
     return np.sign(w) * np.log10(1 + 1e3 * np.abs(w) / scale) / 3.0004
 
 
-def spectrum_image(rv: RefusalVector) -> np.ndarray:
+def spectrum_image(rv: RefusalEdit) -> np.ndarray:
     """[H, W, 3] float32 in [0, 1]: one panel per layer, eigenvalues of C in order, k marked."""
     from PIL import Image, ImageDraw
 
@@ -58,7 +58,7 @@ def spectrum_image(rv: RefusalVector) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def layer_scores_image(rv: RefusalVector, width: int = 640, height: int = 240) -> np.ndarray:
+def layer_scores_image(rv: RefusalStats, width: int = 640, height: int = 240) -> np.ndarray:
     """[H, W, 3] float32 in [0, 1]: a bar per candidate block (separation d'), kept blocks in red."""
     from PIL import Image, ImageDraw
 

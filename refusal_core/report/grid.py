@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from . import nudity
-from .types import RefusalError
+from ..types import RefusalError
 
 GAP_VALUE = 1.0  # white between cells
 LABEL_HEIGHT = 20  # pixels of the caption strip above a grid that has a label

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .types import RefusalError
+from ..types import RefusalError
 
 
 def check_out_dir(out: Path, force: bool = False) -> None:

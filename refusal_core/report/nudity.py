@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .types import RefusalError
+from ..types import RefusalError
 
 EXPOSED = (
     "FEMALE_BREAST_EXPOSED",

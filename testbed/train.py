@@ -1,7 +1,7 @@
 """Train the testbed's small Wan on the synthetic world, deterministically, in a few CPU minutes;
 the checkpoint is built on first use and cached (keyed by every setting that shapes it).
 
-    python -m refusal_core.testbed.train [--force]
+    python -m testbed.train [--force]
 
 Flow matching as Wan is trained: x_sigma = (1 - sigma) x0 + sigma eps, target v = eps - x0,
 timestep = 1000 sigma. The text is MiniLM mapped to 4096 wide and zero-padded, as ComfyUI pads
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from ..io import save_atomic
+from refusal_core.io import save_atomic
 from .text import minilm_text
 from .tiny_wan import TinyWan, init_random
 from .world import WorldPrompt, clean_latent, sample_prompt

@@ -1,6 +1,6 @@
 """The method end to end on the trained concept testbed (the embedded default).
 
-    python -m refusal_core.testbed.run [--out DIR] [--quick]
+    python -m testbed.run [--out DIR] [--quick]
 
 A small Wan (the math and key names of ComfyUI's WanModel), trained on a synthetic world in
 which nudity, graphic violence and a named character each render a known pattern (built on first
@@ -27,15 +27,17 @@ from typing import Callable
 
 import torch
 
-from ..edit import edited_state_dict
-from ..extract import extract_refusal_vector
-from ..factorize import factorize
-from ..outdir import png_bytes
-from ..plot import spectrum_image
-from ..presets import load_preset
-from ..probe import ProbeResult, compare, record
-from ..sites import DEFAULT_SITE, FAMILIES, parse_layers
-from ..types import EncodedPrompt, PromptPair, PromptPairs, RefusalVector
+from refusal_core import defaults
+from refusal_core.edit import edited_state_dict
+from refusal_core.extract import ExtractSettings, extract_refusal_stats
+from refusal_core.factorize import factorize
+from refusal_core.report.outdir import png_bytes
+from refusal_core.report.plot import spectrum_image
+from refusal_core.presets import load_preset
+from refusal_core.probe import ProbeResult, compare, record
+from refusal_core.families import FAMILIES
+from refusal_core.sites import parse_layers
+from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs, RefusalEdit, RefusalStats
 from .picture import before_after_grid
 from .render import contexts, drift, output_change, render_rate, score
 from .text import minilm_text
@@ -43,9 +45,10 @@ from .tiny_wan import TinyWan
 from .train import TEXT_PAD, TrainConfig, load_or_train
 from .world import CHARACTER_NAME, LATENT_SHAPE, WorldPrompt, clean_prompts, held_out_pairs
 
-# The pack's defaults (nodes/extract.py, nodes/factorize.py, nodes/apply.py).
-DEFAULT = {"site": DEFAULT_SITE["wan"], "layers": "all", "method": "cpca", "alpha": 0.5, "k": 100, "strength": 1.0}
-SIGMAS = (0.9, 0.6, 0.3)
+# The pack's defaults, as the nodes take them.
+DEFAULT = {"site": FAMILIES["wan"].default_site, "layers": defaults.LAYERS, "method": defaults.METHOD, "alpha": defaults.ALPHA,
+           "k": defaults.K, "strength": defaults.STRENGTH}
+SIGMAS = defaults.SIGMAS
 CONCEPTS = {"nudity": ("nudity", ""), "violence": ("graphic_violence", ""), "character": ("copyrighted_character", CHARACTER_NAME)}
 SITES = ("text_kv", "cross_out", "ffn_in")
 METHODS = (("mean_diff", 0.0), ("pca", 0.0), ("cpca", 0.5), ("cpca", 2.0))
@@ -86,16 +89,16 @@ def extraction_prompts(bed: Testbed, concept: str) -> PromptPairs:
     return PromptPairs.from_texts(pairs, neutral, bed.encode)
 
 
-def extract(bed: Testbed, concept: str, site: str, layers: str = "all") -> RefusalVector:
+def extract(bed: Testbed, concept: str, site: str, layers: str = defaults.LAYERS) -> RefusalStats:
     model = bed.model
-    blocks = parse_layers(layers, list(range(len(model.blocks))))
-    return extract_refusal_vector(model, denoised_forward(model), extraction_prompts(bed, concept), FAMILIES["wan"][site],
-                                  blocks, bed.probe_latent(SEED), SIGMAS, "wan", seed=SEED)
+    settings = ExtractSettings(FAMILIES["wan"].sites[site], parse_layers(layers, list(range(len(model.blocks)))), SIGMAS, "wan", seed=SEED)
+    return extract_refusal_stats(model, denoised_forward(model), extraction_prompts(bed, concept), bed.probe_latent(SEED), settings)
 
 
-def edited(model: TinyWan, rv: RefusalVector, strength: float) -> TinyWan:
+def edited(model: TinyWan, edit: RefusalEdit, strength: float) -> TinyWan:
+    """A copy of the model with the edit applied as the pack applies it (its low-rank factors, edit.edit_factors)."""
     out = copy.deepcopy(model)
-    out.load_state_dict(edited_state_dict(model.state_dict(), rv.directions(), strength))
+    out.load_state_dict(edited_state_dict(model.state_dict(), edit, strength))
     return out
 
 
@@ -135,7 +138,7 @@ def scores(base: dict, after: dict, ev: EvalSet, concept: str) -> dict[str, floa
     }
 
 
-def probe_default(bed: Testbed, rv: RefusalVector, ev: EvalSet, concept: str) -> ProbeResult:
+def probe_default(bed: Testbed, rv: RefusalEdit, ev: EvalSet, concept: str) -> ProbeResult:
     """The RefusalProbe node's numbers for an edit, on this concept's held-out pairs (first 6) and clean prompts (first 8)."""
     pairs = [PromptPair(u.text, s.text) for u, s in ev.held_out[concept][:6]]
     neutral = [p.text for p in ev.clean[:8]]

@@ -1,0 +1,33 @@
+"""The one home of the pack's defaults: the nodes, the commands, the testbed and the workflow builder
+import them from here (docs/method.md says how each was chosen)."""
+from __future__ import annotations
+
+# Extraction
+SITE = "auto"  # the family's measured default site (families.py)
+LAYERS = "all"
+SIGMAS = (0.9, 0.6, 0.3)
+SIGMAS_TEXT = ",".join(f"{s:g}" for s in SIGMAS)
+SEED = 0  # seed of the shared probe latent of extraction
+MAX_ROWS = 512  # rows of D (and of E) per layer that the factorization keeps; r uses every row
+MAX_BATCH = 8  # prompts per forward at most during extraction
+AUTO_LAYERS = 2  # blocks that layers "auto" keeps
+
+# Probe latent, in pixels and frames (image pairs set their own)
+WIDTH = 256
+HEIGHT = 256
+LENGTH = 1
+
+# Factorization
+METHOD = "cpca"
+K = 100  # the paper's rank of U_k
+ALPHA = 0.5  # relative to tr cov(D) (factorize.py)
+MOMENT = "auto"
+
+# Edit
+STRENGTH = 1.0  # lambda: 1 removes the direction exactly (the paper)
+MAX_STRENGTH = 4.0
+
+# Evaluation (Refusal Probe)
+PROBE_SEED = 1  # another latent than extraction's
+# Prompts: the preset a fresh Prompt Pairs node shows, and whose held-out set the probe shows
+PRESET = "nudity"
