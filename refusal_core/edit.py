@@ -60,8 +60,8 @@ def edit_factors(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Te
     s = torch.as_tensor(s, dtype=torch.float32).reshape(-1)
     if W.ndim != 2 or Q.ndim != 2 or Q.shape[1] != W.shape[1] or s.shape != (Q.shape[0],):
         raise ValueError(f"weight {tuple(W.shape)} does not take directions {tuple(Q.shape)} with strengths {tuple(s.shape)}")
-    Qf = Q.to(device=W.device, dtype=torch.float32)
-    up = -lam * (W.float() @ Qf.T) * s.to(W.device)
+    Qf = Q.detach().to(device=W.device, dtype=torch.float32)
+    up = -lam * (W.detach().float() @ Qf.T) * s.to(W.device)
     dtype = dtype or W.dtype
     return up.to(dtype), Qf.to(dtype, copy=True).contiguous()  # its own copy: layers that share Q get their own factors
 

@@ -83,6 +83,30 @@ def loaded_weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.model.diffusion_model.state_dict().items()}
 
 
+def computed_weights(model, names: list[str]) -> dict[str, torch.Tensor]:
+    """{layer name: its weight as the forward computes with it, float32} after a full load of `model`: an
+    fp8-scaled weight times its scale, a GGUF weight dequantized by ComfyUI-GGUF with its patches applied."""
+    import comfy.model_management
+
+    with torch.inference_mode():  # as ComfyUI runs a prompt (an fp8 patch is rounded without gradients)
+        comfy.model_management.load_models_gpu([model], force_full_load=True)
+        return _computed(model, names)
+
+
+def _computed(model, names: list[str]) -> dict[str, torch.Tensor]:
+    root = model.model.diffusion_model
+    out = {}
+    for name in names:
+        layer = root.get_submodule(name)
+        if getattr(layer.weight, "tensor_type", None) is not None and hasattr(layer, "get_weight"):
+            out[name] = layer.get_weight(layer.weight, torch.float32).as_subclass(torch.Tensor).float().clone()
+        else:
+            scale = getattr(layer, "scale_weight", None)
+            W = layer.weight.detach().float()
+            out[name] = (W * scale.detach().float() if scale is not None else W).clone()
+    return out
+
+
 def base_untouched(model, weights: dict[str, torch.Tensor]) -> bool:
     """After unloading, the shared module holds exactly `weights` and `model` carries no patch."""
     import comfy.model_management

@@ -32,6 +32,9 @@ class ComfyServer:
         (base / "custom_nodes" / comfy_host.PACK).symlink_to(comfy_host.REPO, target_is_directory=True)
         fixture = comfy_host.REPO / "tests" / "host" / "fixture_nodes"
         (base / "custom_nodes" / "refusal_test_fixture_nodes").symlink_to(fixture, target_is_directory=True)
+        gguf = comfy_host.comfy_path() / "custom_nodes" / "ComfyUI-GGUF"  # provisioned beside the host (UnetLoaderGGUF)
+        if gguf.is_dir():
+            (base / "custom_nodes" / "ComfyUI-GGUF").symlink_to(gguf, target_is_directory=True)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180.0) -> "ComfyServer":

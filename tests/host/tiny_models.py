@@ -43,6 +43,71 @@ def testbed_wan(path: Path, dim: int = 128, layers: int = 2, seed: int = 0) -> P
     return path
 
 
+def wan_state_dict(dim: int = 256, layers: int = 2, seed: int = 0, std: float = 0.015) -> dict[str, torch.Tensor]:
+    """A TinyWan state dict whose linear weights have a real model's scale (N(0, std^2): Wan's are about 0.015)."""
+    from testbed.tiny_wan import TinyWan, init_random
+
+    sd = init_random(TinyWan(dim=dim, ffn_dim=2 * dim, heads=max(1, dim // 128), layers=layers), seed).state_dict()
+    g = torch.Generator().manual_seed(seed + 1)
+    return {k: (torch.randn(v.shape, generator=g) * std if v.ndim == 2 else v).contiguous() for k, v in sd.items()}
+
+
+def fp8_scaled(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI's fp8-scaled format, as Comfy-Org's *_fp8_scaled files: every linear weight in float8_e4m3fn
+    divided by its per-layer scale_weight (max |W| / 448, fp8's range), and the scaled_fp8 marker key."""
+    out = {}
+    for k, v in sd.items():
+        if v.ndim == 2 and k.endswith(".weight"):
+            scale = v.abs().max().float() / 448.0
+            out[k] = (v / scale).to(torch.float8_e4m3fn)
+            out[k[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[k] = v
+    out["scaled_fp8"] = torch.tensor([], dtype=torch.float8_e4m3fn)
+    return out
+
+
+def gguf_file(sd: dict[str, torch.Tensor], path: Path, qtype: str) -> Path:
+    """A Wan GGUF file as city96's tools write them (architecture 'wan'): linear weights in `qtype` (F16, Q8_0,
+    Q4_0: what the gguf package's quantizer writes), the other tensors F32 (F16 for F16 files)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path=str(path), arch="wan")
+    target = gguf.GGMLQuantizationType[qtype]
+    for k, v in sd.items():
+        data = v.float().numpy()
+        kind = target if v.ndim == 2 and k.endswith(".weight") else (gguf.GGMLQuantizationType.F16 if qtype == "F16" else gguf.GGMLQuantizationType.F32)
+        if kind == gguf.GGMLQuantizationType.F16:
+            data = data.astype(np.float16)
+        elif kind != gguf.GGMLQuantizationType.F32:
+            data = gguf.quants.quantize(data, kind)
+        writer.add_tensor(k, data, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def random_lora(sd: dict[str, torch.Tensor], path: Path, rank: int = 4, seed: int = 7, size: float = 0.3) -> Path:
+    """A LoRA for every attention and FFN linear of a Wan state dict (as step-distillation LoRAs touch them),
+    changing each weight by about `size` of its own norm."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in sd.items():
+        if v.ndim != 2 or not k.startswith("blocks.") or not k.endswith(".weight"):
+            continue
+        name = "diffusion_model." + k[: -len(".weight")]
+        up, down = torch.randn(v.shape[0], rank, generator=g), torch.randn(rank, v.shape[1], generator=g)
+        delta = up @ down
+        c = (size * v.norm() / delta.norm()).sqrt()
+        out[f"{name}.lora_up.weight"], out[f"{name}.lora_down.weight"] = (up * c).contiguous(), (down * c).contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(out, str(path))
+    return path
+
+
 def sd3(path: Path, seed: int = 0) -> Path:
     """An SD3-architecture image model (hidden 128, 2 blocks): a family the pack does not edit."""
     comfy_host.import_host()

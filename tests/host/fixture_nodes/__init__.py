@@ -52,4 +52,31 @@ class RefusalTestTinyCLIPVisionLoader:
         return (clip_vision(Path(tempfile.mkdtemp(prefix="tiny-clip-vision-"))),)
 
 
-NODE_CLASS_MAPPINGS = {"RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader, "RefusalTestTinyCLIPVisionLoader": RefusalTestTinyCLIPVisionLoader}
+class RefusalTestResidual:
+    """Per edited layer ||W' d|| / ||W d||, on the weights as the forward computes with them: W' of `edited`, W of
+    `reference` (the model before the edit), d each direction of the edit. An output node: its ui text is JSON."""
+
+    RETURN_TYPES = ()
+    FUNCTION = "measure"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"edited": ("MODEL",), "reference": ("MODEL",), "refusal_vector": ("REFUSAL_VECTOR",)}}
+
+    def measure(self, edited, reference, refusal_vector):
+        import json
+
+        from tests.host.comfy_host import computed_weights
+
+        names = list(refusal_vector.bases())
+        after, before = computed_weights(edited, names), computed_weights(reference, names)
+        ratios = {}
+        for name, (Q, _) in refusal_vector.bases().items():
+            ratios[name] = max(float((after[name] @ d).norm() / (before[name] @ d).norm()) for d in Q.float())
+        return {"ui": {"text": [json.dumps(ratios)]}}
+
+
+NODE_CLASS_MAPPINGS = {"RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader, "RefusalTestTinyCLIPVisionLoader": RefusalTestTinyCLIPVisionLoader,
+                       "RefusalTestResidual": RefusalTestResidual}
