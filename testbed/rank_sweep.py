@@ -10,6 +10,8 @@ option: it measures what a rank-1 edit leaves (docs/results.md).
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,7 @@ from refusal_core.factorize import factorize_layer
 from refusal_core.types import LayerEdit, RefusalEdit, RefusalStats
 
 from . import run
+from .progress import Progress
 from .train import TrainConfig, load_or_train
 
 
@@ -38,17 +41,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concept", default="character", choices=list(run.CONCEPTS))
     ap.add_argument("--sites", default="text_kv,cross_out")
     ap.add_argument("--ranks", default="1,2,4,6,8")
+    ap.add_argument("--out", help="also write the rows as JSON to this file")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    bed = run.Testbed(load_or_train(TrainConfig()), TrainConfig().text_seed)
+    shown = Progress(args.quiet)
+    bed = run.Testbed(load_or_train(TrainConfig(), log=shown.say, progress=shown.bar), TrainConfig().text_seed)
     ev = run.EvalSet.build(bed)
+    sites, ranks = args.sites.split(","), [int(x) for x in args.ranks.split(",")]
+    advance = shown.bar(1 + len(sites) * (1 + len(ranks)), f"rank sweep ({args.concept})")
     base = run.generate_all(bed.model, ev)
-    print(f"{args.concept}: rank-m subspace edits, {run.HELD_OUT} held-out prompts, drift on {len(ev.clean)} prompts without a concept")
-    for site in args.sites.split(","):
+    advance()
+    rows = []
+    for site in sites:
         stats = run.extract(bed, args.concept, site)
-        for m in (int(x) for x in args.ranks.split(",")):
-            s = run.scores(base, run.generate_all(run.edited(bed.model, subspace_edit(stats, m), 1.0), ev), ev, args.concept)
-            print(f"{site:9} m={m}  render {s['render_before']:4.0%} -> {s['render_after']:4.0%}  "
-                  f"others {s['others_after']:4.0%}  drift {s['drift']:.3f}  change {s['change']:.3f}", flush=True)
+        advance()
+        for m in ranks:
+            s = run.scores(base, run.generate_all(run.edited(bed.model, subspace_edit(stats, m), defaults.STRENGTH), ev), ev, args.concept)
+            rows.append({"concept": args.concept, "site": site, "rank": m, **s})
+            advance()
+    print(f"{args.concept}: rank-m subspace edits, {run.HELD_OUT} held-out prompts, drift on {len(ev.clean)} prompts without a concept")
+    for r in rows:
+        print(f"{r['site']:9} m={r['rank']}  render {r['render_before']:4.0%} -> {r['render_after']:4.0%}  "
+              f"others {r['others_after']:4.0%}  drift {r['drift']:.3f}  change {r['change']:.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"held_out_per_concept": run.HELD_OUT, "clean_prompts": len(ev.clean), "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -42,7 +42,8 @@ from .picture import before_after_grid
 from .render import contexts, drift, output_change, render_rate, score
 from .text import minilm_text
 from .tiny_wan import TinyWan
-from .train import TEXT_PAD, TrainConfig, load_or_train
+from .progress import Progress
+from .train import TEXT_PAD, TrainConfig, checkpoint_path, load_or_train
 from .world import CHARACTER_NAME, LATENT_SHAPE, WorldPrompt, clean_prompts, held_out_pairs
 
 # The pack's defaults, as the nodes take them.
@@ -154,27 +155,33 @@ def is_default(site: str, method: str, alpha: float) -> bool:
     return site == DEFAULT["site"] and method == DEFAULT["method"] and (method != "cpca" or alpha == DEFAULT["alpha"])
 
 
-def run(out: Path, quick: bool = False, log=print) -> dict:
-    bed = Testbed(load_or_train(TrainConfig(), log=log), TrainConfig().text_seed)
+def run(out: Path, quick: bool = False, shown: Progress | None = None) -> dict:
+    shown = shown or Progress(quiet=True)
+    bed = Testbed(load_or_train(TrainConfig(), log=shown.say, progress=shown.bar), TrainConfig().text_seed)
     ev = EvalSet.build(bed)
-    base = generate_all(bed.model, ev)
-    rows, spectra, probes = [], {}, {}
     methods = [m for m in METHODS if is_default(DEFAULT["site"], *m)] if quick else METHODS
+    sites = [DEFAULT["site"]] if quick else list(SITES)
+    advance = shown.bar(1 + len(CONCEPTS) * len(sites) * (1 + len(methods)), "evaluating")
+    base = generate_all(bed.model, ev)
+    advance()
+    rows, spectra, probes = [], {}, {}
     for concept in CONCEPTS:
-        for site in ([DEFAULT["site"]] if quick else SITES):
+        for site in sites:
             t0 = time.perf_counter()
             rv = extract(bed, concept, site)
             t_extract = time.perf_counter() - t0
+            advance()
             for method, alpha in methods:
                 frv = factorize(rv, method=method, k=DEFAULT["k"], alpha=alpha)
                 after = generate_all(edited(bed.model, frv, DEFAULT["strength"]), ev)
                 row = {"concept": concept, "site": site, "method": method, "alpha": alpha, "default": is_default(site, method, alpha),
                        "extract_s": round(t_extract, 3), **scores(base, after, ev, concept)}
                 rows.append(row)
-                log(_format_row(row))
+                shown.say(_format_row(row))
                 if row["default"]:
                     spectra[concept] = frv
                     probes[concept] = probe_default(bed, frv, ev, concept).as_dict()
+                advance()
     out.mkdir(parents=True, exist_ok=True)
     (out / "spectrum.png").write_bytes(png_bytes(spectrum_image(spectra["nudity"])))
     grid_models = {c: edited(bed.model, spectra[c], DEFAULT["strength"]) for c in spectra}
@@ -196,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="testbed_out", help="folder for results.json, spectrum.png and before_after.png")
     ap.add_argument("--quick", action="store_true", help="only the default site and method")
+    ap.add_argument("--quiet", action="store_true", help="no progress: only the table at the end (for scripts)")
     args = ap.parse_args(argv)
-    result = run(Path(args.out), args.quick, log=lambda s: None)
+    shown = Progress(args.quiet)
+    shown.say(f"testbed model: {checkpoint_path(TrainConfig())} (trained and cached there on first use unless shipped)")
+    result = run(Path(args.out), args.quick, shown)
     print(f"\nrender rate of {HELD_OUT} held-out prompts per concept (phrasings in none of the pairs), before -> after the edit;\n"
           f"'others': the other concepts' prompts; drift / change on {result['clean_prompts']} prompts without a concept. * = the pack's defaults\n")
     for row in result["rows"]:

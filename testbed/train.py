@@ -1,7 +1,8 @@
-"""Train the testbed's small Wan on the synthetic world, deterministically, in a few CPU minutes;
-the checkpoint is built on first use and cached (keyed by every setting that shapes it).
+"""Train the testbed's small Wan on the synthetic world, deterministically, in a few CPU minutes.
+The released model is shipped (testbed/data/, fp16); another configuration, or a change to the world,
+the model or the trainer, trains on first use and is cached (keyed by every setting that shapes it).
 
-    python -m testbed.train [--force]
+    python -m testbed.train [--force] [--ship]
 
 Flow matching as Wan is trained: x_sigma = (1 - sigma) x0 + sigma eps, target v = eps - x0,
 timestep = 1000 sigma. The text is MiniLM mapped to 4096 wide and zero-padded, as ComfyUI pads
@@ -18,13 +19,16 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from refusal_core.io import save_atomic
+from .progress import Progress
 from .text import minilm_text
 from .tiny_wan import TinyWan, init_random
 from .world import WorldPrompt, clean_latent, sample_prompt
@@ -48,8 +52,9 @@ class TrainConfig:
         return TinyWan(dim=self.dim, ffn_dim=4 * self.dim, heads=self.heads, layers=self.layers)
 
     def key(self) -> str:
-        """Changes with every setting, the torch version and the source of the world, the model and the training."""
-        blob = json.dumps({**asdict(self), "torch": torch.__version__.split("+")[0]}, sort_keys=True).encode()
+        """Changes with every setting and the source of the world, the model and the training (not with the
+        torch version: the shipped model must serve every torch)."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
         here = Path(__file__).resolve().parent
         for name in ("world.py", "tiny_wan.py", "text.py", "train.py"):
             blob += (here / name).read_bytes()
@@ -65,8 +70,21 @@ def cache_dir() -> Path:
     return base / "refusal-vector-unlearning"
 
 
+# The released testbed model, shipped with the repository (fp16): the main job and the tests need no training.
+SHIPPED = Path(__file__).resolve().parent / "data" / "testbed_wan.safetensors"
+
+
+def shipped_key() -> str | None:
+    """The TrainConfig key the shipped model was trained with (None without a shipped file)."""
+    if not SHIPPED.is_file():
+        return None
+    with safe_open(str(SHIPPED), "pt") as f:
+        return (f.metadata() or {}).get("key")
+
+
 def checkpoint_path(cfg: TrainConfig) -> Path:
-    return cache_dir() / f"testbed_wan_{cfg.key()}.safetensors"
+    """The shipped model when it was trained with cfg, else cfg's file in the cache (trained on first use)."""
+    return SHIPPED if shipped_key() == cfg.key() else cache_dir() / f"testbed_wan_{cfg.key()}.safetensors"
 
 
 def training_prompts(cfg: TrainConfig) -> list[WorldPrompt]:
@@ -85,8 +103,8 @@ def encode_hidden(texts: list[str], text_seed: int, batch: int = 64) -> torch.Te
     return torch.cat(out)
 
 
-def train(cfg: TrainConfig, log=print) -> dict[str, torch.Tensor]:
-    """The trained state dict (ComfyUI WanModel key names)."""
+def train(cfg: TrainConfig, log=print, step_done: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+    """The trained state dict (ComfyUI WanModel key names); step_done(1) after every training step."""
     torch.manual_seed(cfg.seed)
     prompts = training_prompts(cfg)
     t0 = time.perf_counter()
@@ -114,6 +132,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, torch.Tensor]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step_done is not None:
+            step_done(1)
         if step % 200 == 0 or step == cfg.steps - 1:
             log(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f} s")
     model.text_embedding[0] = first
@@ -133,26 +153,42 @@ class _ThroughMap(nn.Module):
         return F.linear(h, self.linear.weight @ self.proj.T, self.linear.bias)
 
 
-def load_or_train(cfg: TrainConfig = TrainConfig(), force: bool = False, log=print) -> TinyWan:
-    """The trained testbed model, from the cache or trained now (and cached)."""
-    path = checkpoint_path(cfg)
+def load_or_train(cfg: TrainConfig = TrainConfig(), force: bool = False, log=print,
+                  progress: Callable[[int, str], Callable[[int], None]] | None = None) -> TinyWan:
+    """The trained testbed model: shipped, cached, or trained now (and cached); progress(total, what) -> advance.
+    force: train again into the cache (the shipped file changes only through ship())."""
+    path = cache_dir() / f"testbed_wan_{cfg.key()}.safetensors" if force else checkpoint_path(cfg)
     if force or not path.exists():
         log(f"training the testbed model (first use; cached at {path})")
-        sd = train(cfg, log)
+        sd = train(cfg, log, progress(cfg.steps, "training the testbed") if progress else None)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(sd, path, {"testbed": json.dumps(asdict(cfg))})
     model = cfg.model()
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return model.eval().requires_grad_(False)
+
+
+def ship(cfg: TrainConfig = TrainConfig(), log=print, progress=None) -> Path:
+    """Write the shipped model: cfg's training (cached or done now) in fp16, with its key."""
+    trained = load_or_train(cfg, log=log, progress=progress) if checkpoint_path(cfg) != SHIPPED else None
+    sd = trained.state_dict() if trained is not None else load_file(str(SHIPPED))
+    SHIPPED.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({k: v.half().contiguous() for k, v in sd.items()}, SHIPPED, {"testbed": json.dumps(asdict(cfg)), "key": cfg.key()})
+    return SHIPPED
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
     ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--ship", action="store_true", help="write the shipped model (testbed/data/) from this training")
     args = ap.parse_args(argv)
     cfg = TrainConfig(steps=args.steps)
-    load_or_train(cfg, force=args.force)
+    shown = Progress()
+    if args.ship:
+        print(ship(cfg, log=shown.say, progress=shown.bar))
+        return 0
+    load_or_train(cfg, force=args.force, log=shown.say, progress=shown.bar)
     print(checkpoint_path(cfg))
     return 0
 

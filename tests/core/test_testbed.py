@@ -57,3 +57,11 @@ def test_the_testbed_model_is_the_one_comfyui_builds_from_its_weights():
     # ComfyUI's model detection reads a Wan checkpoint's head count as dim // 128 (comfy/model_detection.py)
     cfg = train.TrainConfig()
     assert cfg.heads == max(1, cfg.dim // 128)
+
+
+def test_the_shipped_model_is_the_one_the_code_trains():
+    """testbed/data/ holds the released model; a change to the world, the model, the text or the trainer
+    makes it stale: then `python -m testbed.train --ship` trains and ships it again."""
+    assert train.shipped_key() == train.TrainConfig().key(), "the shipped testbed model is stale: run python -m testbed.train --ship"
+    assert train.checkpoint_path(train.TrainConfig()) == train.SHIPPED
+    assert train.SHIPPED.stat().st_size < 30e6
