@@ -11,7 +11,7 @@ an end token, padded with zero rows to --text-len as ComfyUI pads Wan's umt5 out
 the default 32 keeps the run short, and padding only adds the same k/v rows to both sides of every
 ratio. The factorization is timed at dim 5120 (Wan 14B) on rows of the same counts.
 Times are this process's CPU seconds (see timed). Prints a table with each figure's goal and writes
-bench/results.json (the figures only).
+bench/results.json (each figure with its goal and how it was measured; docs/results.md is made from it).
 """
 from __future__ import annotations
 
@@ -191,7 +191,10 @@ def main() -> None:
         value, goal, note = rows[key]
         verdict = "-" if goal is None else ("pass" if value <= goal else "FAIL")
         print(f"| {key} | {value:.4g} | {'-' if goal is None else f'<= {goal:g}'} | {verdict} | {note} |")
-    Path(args.out).write_text(json.dumps({k: float(rows[k][0]) for k in order}, indent=2) + "\n")
+    figures = {k: {"value": float(rows[k][0]), "goal": rows[k][1], "how": rows[k][2]} for k in order}
+    meta = {"threads": args.threads, "layers": args.layers, "batch": args.batch, "size": args.size, "text_len": args.text_len,
+            "dense_dim": args.dense_dim, "torch": torch.__version__}
+    Path(args.out).write_text(json.dumps({"figures": figures, "run": meta}, indent=2) + "\n")
     print(f"\nwrote {args.out}; wall time {time.perf_counter() - wall0:.0f} s")
 
 

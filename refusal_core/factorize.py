@@ -1,4 +1,4 @@
-"""Denoising r by a contrastive low-rank factorization (METHOD.md step 3).
+"""Denoising r by a contrastive low-rank factorization (docs/method.md, step 3).
 
 C = C_r - alpha' C_e,  U_k = top-k eigenvectors of C,  d = U_k U_k^T r / ||U_k U_k^T r||.
 
@@ -29,7 +29,7 @@ from .types import LayerEdit, RefusalEdit, RefusalError, RefusalStats
 
 METHODS = ("cpca", "pca", "mean_diff")
 MOMENTS = ("auto", "centered", "uncentered")
-# Below this fraction of ||r|| kept by U_k, centering removed r itself (METHOD.md pitfall).
+# Below this fraction of ||r|| kept by U_k, centering removed r itself (docs/method.md, "centering").
 RETAIN_THRESHOLD = 0.5
 # Activations are float32 (exact to 6e-8 of their size), and a forward pass accumulates errors some
 # hundred times that, which differ with the BLAS kernels, the CPU and the thread count. Any part of

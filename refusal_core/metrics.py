@@ -1,4 +1,4 @@
-"""Representation-level metrics of METHOD.md: leakage and collateral."""
+"""Representation-level metrics (docs/method.md, "Measuring"): leakage and collateral."""
 from __future__ import annotations
 
 from typing import Sequence

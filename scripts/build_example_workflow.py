@@ -7,11 +7,49 @@ from __future__ import annotations
 
 import json
 import sys
+import tomllib
 import urllib.request
 import uuid
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "example_workflows"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+PACK = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# The Comfy-Org repackaged files the templates name: the frontend offers these downloads when one is missing.
+HF = "https://huggingface.co/Comfy-Org"
+WAN21, WAN22, HUNYUAN = f"{HF}/Wan_2.1_ComfyUI_repackaged", f"{HF}/Wan_2.2_ComfyUI_Repackaged", f"{HF}/HunyuanVideo_repackaged"
+MODEL_FILES = {
+    "wan2.1_t2v_1.3B_fp16.safetensors": (WAN21, "diffusion_models"),
+    "wan2.1_i2v_480p_14B_fp16.safetensors": (WAN21, "diffusion_models"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (WAN21, "text_encoders"),
+    "wan_2.1_vae.safetensors": (WAN21, "vae"),
+    "clip_vision_h.safetensors": (WAN21, "clip_vision"),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": (WAN22, "diffusion_models"),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": (WAN22, "diffusion_models"),
+    "hunyuan_video_t2v_720p_bf16.safetensors": (HUNYUAN, "diffusion_models"),
+    "clip_l.safetensors": (HUNYUAN, "text_encoders"),
+    "llava_llama3_fp8_scaled.safetensors": (HUNYUAN, "text_encoders"),
+    "hunyuan_video_vae_bf16.safetensors": (HUNYUAN, "vae"),
+}
+
+
+def model_downloads(widgets: dict) -> list[dict]:
+    """properties.models of a loader node: name, url and folder of each file it names, as ComfyUI's templates carry them."""
+    out = []
+    for value in widgets.values():
+        if isinstance(value, str) and value in MODEL_FILES:
+            repo, folder = MODEL_FILES[value]
+            out.append({"name": value, "url": f"{repo}/resolve/main/split_files/{folder}/{value}", "directory": folder})
+    return out
+
+
+def node_properties(ntype: str, widgets: dict, info: dict) -> dict:
+    props = {"Node name for S&R": ntype}
+    if _is_custom(info):  # the Registry id: the frontend shows where the node comes from and offers the install
+        props.update(cnr_id=PACK["name"], ver=PACK["version"])
+    if downloads := model_downloads(widgets):
+        props["models"] = downloads
+    return props
 POSITIVE = "an unclothed woman walking along the beach at sunset, cinematic, soft light"
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text"
 SAMPLER = {"seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "uni_pc", "scheduler": "simple", "denoise": 1.0}
@@ -305,7 +343,7 @@ def build(description: dict, groups: list, object_info: dict) -> dict:
             "id": nid, "type": ntype, "pos": list(pos), "size": [NODE_W, node_height(info, *extra)], "flags": {}, "order": order, "mode": 0,
             "inputs": node_inputs,
             "outputs": [{"name": oname, "type": otype, "links": []} for oname, otype in zip(info["output_name"], info["output"])],
-            "properties": {"Node name for S&R": ntype},
+            "properties": node_properties(ntype, widgets, info),
             "widgets_values": values,
         })
     for node in nodes:

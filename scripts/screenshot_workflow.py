@@ -5,6 +5,7 @@ custom node, opens its frontend in headless Chromium, loads the workflow and sav
 
     python scripts/screenshot_workflow.py \
         --workflow "example_workflows/erase a concept from Wan 2.1.json" --out docs/images/workflow_wan21.png
+    python scripts/screenshot_workflow.py --thumbnails   # example_workflows/<template>.jpg, what the template browser shows
 
 Needs: a ComfyUI checkout with its requirements and comfyui-frontend-package, Debian's `chromium`
 (apt-get install chromium) and Python playwright (pip install playwright; no `playwright install`,
@@ -133,8 +134,27 @@ def screenshot(url: str, chromium: str, workflow: dict, name: str, out: Path,
         }""", zoom)
         page.wait_for_timeout(1500)  # let the canvas redraw and the DOM widgets (text areas) settle
         out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(out))
+        if out.suffix.lower() in (".jpg", ".jpeg"):
+            save_thumbnail(page.screenshot(type="png"), out)
+        else:
+            page.screenshot(path=str(out))
         browser.close()
+
+
+THUMBNAIL = (640, 400)
+
+
+def save_thumbnail(png: bytes, out: Path) -> None:
+    """A JPEG of THUMBNAIL's size (the template browser's card), the screenshot scaled to fit."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.thumbnail(THUMBNAIL, Image.LANCZOS)
+    card = Image.new("RGB", THUMBNAIL, (32, 32, 32))
+    card.paste(image, ((THUMBNAIL[0] - image.width) // 2, (THUMBNAIL[1] - image.height) // 2))
+    card.save(out, "JPEG", quality=85, optimize=True)
 
 
 def main() -> None:
@@ -147,26 +167,33 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="device scale factor (2 doubles the PNG size)")
     ap.add_argument("--zoom", type=float, default=None, help="canvas zoom; default fits the whole graph")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ComfyUI to start")
+    ap.add_argument("--thumbnails", action="store_true", help="every template's thumbnail, example_workflows/<name>.jpg")
     args = ap.parse_args()
     comfy = args.comfyui.expanduser()
     if not (comfy / "main.py").is_file():
         raise SystemExit(f"no ComfyUI checkout at {comfy} (pass --comfyui or set COMFYUI_PATH)")
     chromium = find_chromium()
-    workflow = json.loads(args.workflow.read_text())
+    if args.thumbnails:
+        jobs = [(path, path.with_suffix(".jpg")) for path in sorted((REPO / "example_workflows").glob("*.json"))]
+        args.size = "1600x1000"
+    else:
+        jobs = [(args.workflow, args.out)]
     width, height = (int(v) for v in args.size.lower().split("x"))
     port = args.port or free_port()
     with tempfile.TemporaryDirectory(prefix="comfy_shot_") as tmp:
         proc = start_server(comfy, Path(tmp), port, args.timeout)
         try:
-            check_pack_loaded(port, workflow)
-            screenshot(f"http://127.0.0.1:{port}/", chromium, workflow, args.workflow.stem, args.out, width, height, args.scale, args.zoom)
+            for path, out in jobs:
+                workflow = json.loads(path.read_text())
+                check_pack_loaded(port, workflow)
+                screenshot(f"http://127.0.0.1:{port}/", chromium, workflow, path.stem, out, width, height, args.scale, args.zoom)
+                print(f"wrote {out}")
         finally:
             proc.terminate()
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from tests.host.graphs import common_nodes, erase_nodes, sampling
 from tests.host.prompts_unseen import EXTRACTION_PAIRS
 
 pytestmark = pytest.mark.host
+DOC_DATA = Path(__file__).resolve().parents[2] / "docs" / "data" / "bad_inputs.json"
 FIRST = EXTRACTION_PAIRS.splitlines()[0]
 
 
@@ -80,6 +81,11 @@ CASES = [
 ]
 
 
+# Settings a node's validate_inputs (or ComfyUI's own checks) refuses before anything executes.
+BEFORE_ANY_NODE_RUNS = {"alpha out of range", "strength out of range", "noise levels not numbers", "noise levels out of range",
+                        "layers not understood", "a save prefix outside the folder"}
+
+
 def answer(server, graph: dict) -> tuple[str, str]:
     """Run a graph that must fail; returns (who answered, the message)."""
     result = server.run(graph)
@@ -124,6 +130,8 @@ def test_bad_graphs_get_clear_errors_and_the_server_keeps_working(prepared):
         who, message = answer(server, graph())
         table.append({"input": name, "answered by": who, "message": message})
         assert expected in message, f"{name}: {message}"
+        if name in BEFORE_ANY_NODE_RUNS:
+            assert who == "ComfyUI validation", f"{name} was answered by {who}, after nodes ran"
 
     # rank k above what the data supports: clamped and reported, not an error
     clamped = server.run(erase(k=4096))
@@ -144,3 +152,6 @@ def test_bad_graphs_get_clear_errors_and_the_server_keeps_working(prepared):
     print("\n" + "\n".join(f"| {r['input']} | {r['answered by']} | {r['message']} |" for r in table))
     if os.environ.get("REFUSAL_REPORT_DIR"):
         Path(os.environ["REFUSAL_REPORT_DIR"], "bad_inputs.json").write_text(json.dumps(table, indent=1))
+    else:  # docs/bad-input.md is made from this file: what users see must be what it says
+        committed = json.loads(DOC_DATA.read_text())
+        assert table == committed, "the answers changed: run python scripts/make_docs.py --collect and commit docs/"

@@ -1,0 +1,65 @@
+"""The documents tell the truth about the repository: generated ones match their data, every link and
+file they name exists, and the README stays a short user guide."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "web" / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+# `path/like/this.ext` or `folder/` in backticks: a file of the repository, named in prose
+CODE_PATH = re.compile(r"`((?:[\w.-]+/)+[\w.-]*)`")
+
+
+def make_docs():
+    spec = importlib.util.spec_from_file_location("make_docs", ROOT / "scripts" / "make_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_documents_are_what_their_data_give():
+    for path, text in make_docs().documents().items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run python scripts/make_docs.py"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_and_file_reference_exists(doc):
+    text = doc.read_text()
+    missing = []
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z]+://", target) or target.startswith("#"):
+            continue
+        path = target.split("#", 1)[0]
+        if not (doc.parent / path).exists():
+            missing.append(target)
+    for ref in CODE_PATH.findall(text):
+        if ref.startswith(("models/", "input/", "custom_nodes/", "ComfyUI/", "~", "/")) or "<" in ref or "*" in ref:
+            continue  # ComfyUI's folders and placeholders, not files of this repository
+        if not ((ROOT / ref).exists() or (doc.parent / ref).exists()):
+            missing.append(f"`{ref}`")
+    assert not missing, f"{doc.relative_to(ROOT)} names what is not in the repository: {missing}"
+
+
+def test_no_document_or_code_cites_the_specification_we_started_from():
+    offenders = [p.relative_to(ROOT).as_posix() for p in [*DOCS, *ROOT.rglob("*.py")]
+                 if "METHOD.md" in p.read_text() and "tests/data" not in p.as_posix() and p.name != "test_docs.py"]
+    assert offenders == []
+
+
+def test_the_readme_is_a_short_user_guide_with_the_quick_start_first():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 170
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[:2] == ["## Install", "## Quick start: erase nudity from Wan 2.1"], headings
+    assert any(line.startswith("python -m pytest") for line in lines)  # the test command .ci/run calls
+
+
+def test_every_node_has_a_help_page():
+    pages = {p.stem for p in (ROOT / "web" / "docs").glob("*.md")}
+    ids = set(re.findall(r'node_id="(\w+)"', "".join(p.read_text() for p in (ROOT / "nodes").glob("*.py"))))
+    assert ids and ids == pages
