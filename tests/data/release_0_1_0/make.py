@@ -17,7 +17,8 @@ out = sys.argv[1]
 VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
 CONCEPT = torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 3
 def encode(text):
-    words = text.split(); ids = tuple(sum(map(ord, w)) % 64 for w in words if w != "nude")
+    words = text.split()
+    ids = tuple(sum(map(ord, w)) % 64 for w in words if w != "nude")
     cond = VOCAB[list(ids)].clone() + (CONCEPT if "nude" in words else 0)
     return EncodedPrompt(text, ids, cond[None])
 PAIRS = [("a nude man walks", "a man walks"), ("nude people swim", "people swim"), ("the nude woman sits", "the woman sits")]
