@@ -53,52 +53,70 @@ class Factorization:
     U_k: torch.Tensor | None = None
 
 
-def span_gram(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The rows [D; r; E] scaled to unit length, A [q0, d], their lengths [q0] and the Gram matrix A A^T
-    [q0, q0], in float64: the only O(q0^2 d) step. Unit rows make the rank cut-off below independent
-    of how differently D and E are scaled (difference rows can be 1e-6 of the activations)."""
+@dataclass(frozen=True)
+class SpanBasis:
+    """An orthonormal basis of span(D, r, E) and the rows' coordinates in it, computed once per layer and
+    shared by the centered and the uncentered solve (the only O(q0^2 d) and q0 x q0 eigen steps).
+
+    With unit rows A = [D; r; E] / lengths [q0, d] and A A^T = U S^2 U^T, Q = A^T B (B = U S^-1) is
+    orthonormal; D Q = lengths_D * (A A^T)_D B, E Q likewise. Dq [n, q], Ce [q, q] = (E Q)^T (E Q) / m
+    (None without E)."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    Dq: torch.Tensor
+    Ce: torch.Tensor | None
+
+    def to_rd(self, V: torch.Tensor) -> torch.Tensor:
+        """Basis coordinates [q, j] -> vectors of R^d [d, j]."""
+        return self.A.T @ (self.B @ V)
+
+
+def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None) -> SpanBasis:
+    """D [n, d], r [d], E [m, d] or None, in float64. Unit rows make the rank cut-off independent of how
+    differently D and E are scaled (difference rows can be 1e-6 of the activations)."""
     rows = torch.cat([D.double(), r.double()[None]] + ([E.double()] if E is not None else []))
     lengths = rows.norm(dim=1)
     A = rows / lengths.clamp_min(1e-300)[:, None]
-    return A, lengths, A @ A.T
+    G = A @ A.T
+    s2, U = torch.linalg.eigh((G + G.T) / 2)
+    # Unit rows: a singular value under ROUND_OFF means a combination of rows vanishes to round-off.
+    # Such directions are noise whose presence depends on the BLAS (their s^2 sit near 1e-13 for rows
+    # that agree to float32 precision); leaving them out also keeps S^-1 well conditioned.
+    keep = s2 > ROUND_OFF**2
+    B = U[:, keep] / s2[keep].sqrt()
+    n = D.shape[0]
+    Dq = lengths[:n, None] * (G[:n] @ B)
+    Ce = None
+    if E is not None and E.shape[0] > 0:
+        Eq = lengths[n + 1 :, None] * (G[n + 1 :] @ B)
+        Ce = Eq.T @ Eq / E.shape[0]
+    return SpanBasis(A, B, Dq, Ce)
 
 
 Select = Callable[[torch.Tensor], int]
 
 
 def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float, select: Select | None = None,
-              center: bool = False, gram: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              center: bool = False, basis: SpanBasis | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenpairs of C = D^T D / n - alpha E^T E / m restricted to span(D, E, r).
 
-    D: [n, d] (center: D - mean(D) is used), E: [m, d] or None, r: [d]; gram: span_gram(D, r, E or
-    None) when the caller solves several times; select(eigenvalues) -> how many eigenvectors to
-    return (default all). Returns (eigenvalues [q] descending, eigenvectors [d, select(w)]) in float64.
-
-    Everything but the Gram matrix runs on q x q matrices: with unit rows A = [D; r; E] / lengths and
-    A A^T = U S^2 U^T, Q = A^T U S^-1 is an orthonormal basis of the span, D Q = lengths_D * (A A^T)_D U S^-1,
-    and only the returned eigenvectors are mapped back to R^d.
+    D: [n, d] (center: D - mean(D) is used), E: [m, d] or None, r: [d]; basis: span_basis(D, r, E) when
+    the caller solves several times; select(eigenvalues) -> how many eigenvectors to return (default all).
+    Returns (eigenvalues [q] descending, eigenvectors [d, select(w)]) in float64. Everything but the basis
+    runs on q x q matrices, and only the returned eigenvectors are mapped back to R^d.
     """
     use_e = E is not None and alpha != 0 and E.shape[0] > 0
-    A, lengths, G = gram if gram is not None else span_gram(D, r, E if use_e else None)
-    n = D.shape[0]
-    s2, U = torch.linalg.eigh((G + G.T) / 2)
-    # Unit rows: a singular value under ROUND_OFF means a combination of rows vanishes to round-off.
-    # Such directions are noise whose presence depends on the BLAS (their s^2 sit near 1e-13 for rows
-    # that agree to float32 precision); leaving them out also keeps S^-1 well conditioned.
-    keep = s2 > ROUND_OFF**2
-    B = U[:, keep] / s2[keep].sqrt()  # [q0, q]: Q = A^T B
-    Dq = lengths[:n, None] * (G[:n] @ B)
-    if center:
-        Dq = Dq - Dq.mean(0)
-    C = Dq.T @ Dq / max(n, 1)
-    if use_e:
-        Eq = lengths[n + 1 : n + 1 + E.shape[0], None] * (G[n + 1 : n + 1 + E.shape[0]] @ B)
-        C = C - alpha * (Eq.T @ Eq) / E.shape[0]
+    basis = basis if basis is not None else span_basis(D, r, E if use_e else None)
+    Dq = basis.Dq - basis.Dq.mean(0) if center else basis.Dq
+    C = Dq.T @ Dq / max(D.shape[0], 1)
+    if use_e and basis.Ce is not None:
+        C = C - alpha * basis.Ce
     w, V = torch.linalg.eigh((C + C.T) / 2)
     order = torch.argsort(w, descending=True)
     w = w[order]
     n_vec = order.numel() if select is None else min(select(w), order.numel())
-    return w, A.T @ (B @ V[:, order[:n_vec]])
+    return w, basis.to_rd(V[:, order[:n_vec]])
 
 
 def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +189,7 @@ def factorize_layer(
         tr_e = _mean_sq(Ec) if Ec is not None else 0.0
         Dd = D.double()
         energy, spread = _mean_sq(Dd), _mean_sq(Dd - Dd.mean(0))
-        gram = span_gram(D, r, Ec if alpha > 0 and tr_e > 0 else None)  # shared by the centered and uncentered solves
+        basis = span_basis(D, r, Ec if alpha > 0 and tr_e > 0 else None)  # shared by the centered and uncentered solves
     floor = ROUND_OFF**2 * energy  # eigenvalues of C at this size are the rows' round-off, not their spread
     if spread <= floor:
         spread = 0.0  # the rows agree: centered, C_r is round-off only; uncentered, C_r = r r^T
@@ -184,7 +202,7 @@ def factorize_layer(
         if dense:
             w, U = dense_eigh(Dmo, Emo if use_e else None, a_eff, centered)
         else:
-            w, U = span_eigh(D, Ec, r, a_eff, select=select, center=centered, gram=gram)
+            w, U = span_eigh(D, Ec, r, a_eff, select=select, center=centered, basis=basis)
         n_take = select(w)
         proj = U[:, :n_take].T @ r.double()
         retained = float(proj.norm()) / r_norm

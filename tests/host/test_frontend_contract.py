@@ -100,3 +100,20 @@ def test_requirements_hold_only_what_comfyui_lacks():
     assert not ours & comfy, f"requirements.txt repeats ComfyUI's own: {ours & comfy}"
     deps = {re.split(r"[<>=!~\[; ]", d)[0].lower() for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
     assert deps <= ours | comfy, deps - ours - comfy
+
+
+def test_statistics_and_edits_are_different_wires(server):
+    """Extraction's statistics go to Low-Rank Factorize only; a statistics wire into an edit input is refused
+    before anything runs (the frontend does not join sockets of different types; the server's check agrees)."""
+    info = server.get("/object_info")
+    assert info["ExtractRefusalVector"]["output"][0] == "REFUSAL_STATS"
+    assert info["LowRankFactorize"]["input"]["required"]["refusal_vector"][0] == "REFUSAL_STATS"
+    assert info["LowRankFactorize"]["output"][0] == "REFUSAL_VECTOR"
+    for node in ("ApplyRefusalToModel", "SaveRefusalVector", "SaveRefusalAsLoRA", "RefusalProbe"):
+        assert info[node]["input"]["required"]["refusal_vector"][0] == "REFUSAL_VECTOR", node
+    g = {**common_nodes(), **erase_nodes()}
+    g["save"] = {"class_type": "SaveRefusalVector", "inputs": {"refusal_vector": ["extract", 0], "filename_prefix": "wrong/wire"}}
+    result = server.run(g)
+    errors = [e for node in result["rejected"].get("node_errors", {}).values() for e in node["errors"]]
+    assert any("mismatch" in e["message"].lower() for e in errors), result
+    assert not (server.base / "models" / "refusal_vectors" / "wrong").exists()

@@ -166,6 +166,37 @@ def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, m
         run(nodes, "LoadRefusalVector", "../../../etc/passwd")
 
 
+def test_statistics_are_saved_on_request_and_first_release_files_load(nodes, base, pairs, tmp_path, monkeypatch):
+    """Save writes the edit (statistics only when asked); Load gives the edit and, when the file holds them, the
+    statistics; a first-release unfactorized vector gives statistics only, and the edit inputs say what to do."""
+    import shutil
+
+    import folder_paths
+
+    from refusal_pack.refusal_core.types import RefusalError
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "refusal_vectors", ([str(tmp_path)], {".safetensors"}))
+    stats = extract(nodes, base, pairs)
+    edit = run(nodes, "LowRankFactorize", stats, "cpca", 100, 0.5)[0]
+    nodes["SaveRefusalVector"].execute(edit, "small")
+    nodes["SaveRefusalVector"].execute(edit, "full", True)
+    small, small_stats = run(nodes, "LoadRefusalVector", "small_00001.safetensors")
+    full, full_stats = run(nodes, "LoadRefusalVector", "full_00001.safetensors")
+    assert small_stats is None and full_stats is not None
+    assert (tmp_path / "small_00001.safetensors").stat().st_size < (tmp_path / "full_00001.safetensors").stat().st_size
+    again = run(nodes, "LowRankFactorize", full_stats, "cpca", 100, 0.5)[0]
+    assert all(torch.equal(a.basis, b.basis) for a, b in zip(edit.layers, again.layers))
+    for name in ("unfactorized", "cpca_cross_out", "combined"):
+        shutil.copy(comfy_host.REPO / "tests" / "data" / "release_0_1_0" / f"{name}.safetensors", tmp_path / f"old_{name}.safetensors")
+    old_edit, old_stats = run(nodes, "LoadRefusalVector", "old_unfactorized.safetensors")
+    assert old_edit is None and old_stats is not None
+    with pytest.raises(RefusalError, match="statistics only"):
+        nodes["ApplyRefusalToModel"].execute(base, old_edit, 1.0)
+    assert run(nodes, "LowRankFactorize", old_stats, "cpca", 100, 0.5)[0].layers
+    for name in ("cpca_cross_out", "combined"):
+        assert run(nodes, "LoadRefusalVector", f"old_{name}.safetensors")[0].layers
+
+
 def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_weights):
     """The table of the closing note: every method and site next to a random direction of the same rank."""
     from refusal_pack.refusal_core.metrics import collateral, leakage
