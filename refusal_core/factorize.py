@@ -37,6 +37,9 @@ RETAIN_THRESHOLD = 0.5
 ROUND_OFF = 1e-5
 # Eigenvalues of C closer than this (relative to the largest) are one eigenspace: U_k takes all or none.
 TIE = 1e-6
+# What an edit keeps of its statistics' metadata: which model, site, layers and prompts it was made from.
+PROVENANCE = ("family", "site", "blocks", "dims", "layer_choice", "layer_scores", "sigmas", "latent_shape", "seed",
+              "n_pairs", "n_neutral", "pairs_sha256")
 
 
 @dataclass(frozen=True)
@@ -259,8 +262,3 @@ def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defau
         "version": __version__,
     }
     return RefusalEdit(tuple(layers), meta, source=stats)
-
-
-# What an edit keeps of its statistics' metadata: which model, site, layers and prompts it was made from.
-PROVENANCE = ("family", "site", "blocks", "dims", "layer_choice", "layer_scores", "sigmas", "latent_shape", "seed",
-              "n_pairs", "n_neutral", "pairs_sha256", "concept")

@@ -10,7 +10,7 @@ and noise levels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 
@@ -81,16 +81,6 @@ def n_rows(X: Rows) -> int:
 def row_mean(X: Rows) -> torch.Tensor:
     """[d] float32 mean row, as X.mean(0) of the rows would give it."""
     return X.mean().float() if isinstance(X, Moments) else X.mean(0)
-
-
-def stack(parts: Sequence[Rows]) -> Rows:
-    """All rows of several parts: concatenated when every part is rows (their order kept), else summed moments."""
-    if all(isinstance(p, torch.Tensor) for p in parts):
-        return torch.cat(list(parts))
-    out = as_moments(parts[0])
-    for p in parts[1:]:
-        out = out + as_moments(p)
-    return out
 
 
 class RowAccumulator:
