@@ -10,6 +10,7 @@ it was factorized or combined, its edit, which applies exactly as that release a
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -214,7 +215,7 @@ def _check_edit(layer: LayerEdit, name: str) -> None:
         problems.append("strengths do not match the basis")
     if layer.spectrum is not None and layer.spectrum.ndim != 1:
         problems.append("spectrum is not a vector")
-    if not _finite_floats(Q, layer.spectrum) or not all(map(_finite, layer.strengths)):
+    if not _finite_floats(Q, layer.spectrum) or not all(map(math.isfinite, layer.strengths)):
         problems.append("it holds non-float or non-finite values")
     elif Q.ndim == 2 and Q.shape[0] >= 1 and (Q.double() @ Q.double().T - torch.eye(Q.shape[0], dtype=torch.float64)).abs().max() > 1e-3:
         problems.append("its basis is not orthonormal")
@@ -222,7 +223,3 @@ def _check_edit(layer: LayerEdit, name: str) -> None:
         problems.append("it names no layer to edit")
     if problems:
         raise RefusalError(f"'{name}' is damaged at {layer.point}: {'; '.join(problems)}")
-
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")

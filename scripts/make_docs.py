@@ -25,7 +25,6 @@ HOST_REPORTS = {"bad_inputs.json": "bad_inputs.json", "host_leakage.json": "host
                 "families.jsonl": "families.json", "families_leakage.jsonl": "families_leakage.json", "quantized.json": "quantized.json"}
 HOST_TESTS = ["tests/host/test_bad_input_http.py", "tests/host/test_families.py", "tests/host/test_quantized.py",
               "tests/host/test_nodes_in_process.py::test_held_out_leakage_beats_a_random_edit"]
-METHOD_NAMES = {"mean_diff": "mean_diff", "pca": "pca", "cpca": "cpca"}
 
 
 def pct(x: float) -> str:
