@@ -5,7 +5,12 @@ C = C_r - alpha' C_e,  U_k = top-k eigenvectors of C,  d = U_k U_k^T r / ||U_k U
 The eigenvectors with non-zero eigenvalue lie in the span of the rows of D, E and r,
 so C is solved in an orthonormal basis Q of that span (q <= n + m + 1 columns) and
 never formed as a dense d x d matrix: exact, and O((n+m)^2 d) instead of O(d^3).
-When a layer holds more rows than its width (n + m + 1 > d), or holds them as Moments
+The basis comes from a Cholesky factor of the rows' Gram matrix where that is certain to
+keep the same span, and auto decides "centering removes r" from eigenvalues alone where a
+bound proves it, so a layer costs one q x q eigendecomposition where it can.
+The solver is chosen by size: the span one whenever the rows fit (n + m + 1 <= d), since its
+cost (q^2 d + q^3) is then below the dense one's (n d^2 + d^3; bench/run.py measures both at
+Wan's widths). When a layer holds more rows than its width, or holds them as Moments
 (stats.py: streamed extraction), the span is all of R^d and C is formed from the moments
 and solved densely (the "dense fallback"): the same C, so the same directions.
 alpha is relative: C_e is rescaled to the trace of cov(D), the spread of the differences, so
@@ -53,17 +58,18 @@ class Factorization:
     retained: float
     moment: str
     solver: str = "span"
-    U_k: torch.Tensor | None = None
+    U_k: torch.Tensor | None = None  # only with_U_k
 
 
 @dataclass(frozen=True)
 class SpanBasis:
     """An orthonormal basis of span(D, r, E) and the rows' coordinates in it, computed once per layer and
-    shared by the centered and the uncentered solve (the only O(q0^2 d) and q0 x q0 eigen steps).
+    shared by the centered and the uncentered solve.
 
-    With unit rows A = [D; r; E] / lengths [q0, d] and A A^T = U S^2 U^T, Q = A^T B (B = U S^-1) is
-    orthonormal; D Q = lengths_D * (A A^T)_D B, E Q likewise. Dq [n, q], Ce [q, q] = (E Q)^T (E Q) / m
-    (None without E)."""
+    With unit rows A = [D; E; r] / lengths [q0, d] and their Gram matrix G = A A^T, the basis is Q = A^T B
+    for a B [q0, q] with B^T G B = I; D Q = lengths_D * (G B)_D, E Q likewise. Dq [n, q], Ce [q, q] = (E Q)^T (E Q) / m
+    (None without E). B is L^-T (G = L L^T, Cholesky) when G is certified well conditioned, else U S^-1 from
+    G's eigendecomposition without the directions at round-off (span_basis)."""
 
     A: torch.Tensor
     B: torch.Tensor
@@ -75,26 +81,68 @@ class SpanBasis:
         return self.A.T @ (self.B @ V)
 
 
-def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None) -> SpanBasis:
-    """D [n, d], r [d], E [m, d] or None, in float64. Unit rows make the rank cut-off independent of how
-    differently D and E are scaled (difference rows can be 1e-6 of the activations)."""
-    rows = torch.cat([D.double(), r.double()[None]] + ([E.double()] if E is not None else []))
+def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None, center_e: bool = False) -> SpanBasis:
+    """D [n, d], r [d], E [m, d] or None, in float64; center_e: Ce of E - mean(E), centered in the basis
+    (centered rows sum to zero, a dependency the Cholesky path would have to hand to eigh). Unit rows make the rank cut-off independent of how
+    differently D and E are scaled (difference rows can be 1e-6 of the activations).
+
+    Unit rows: a singular value under ROUND_OFF means a combination of rows vanishes to round-off. Such
+    directions are noise whose presence depends on the BLAS (their s^2 sit near 1e-13 for rows that agree
+    to float32 precision) and are left out. Where that is certain to leave out nothing but r's part outside
+    the other rows' span (r is their mean when no row was dropped), a Cholesky factor gives the same span
+    for a fraction of an eigendecomposition's cost (_cholesky_basis)."""
+    rows = torch.cat([D.double()] + ([E.double()] if E is not None else []) + [r.double()[None]])
     lengths = rows.norm(dim=1)
     A = rows / lengths.clamp_min(1e-300)[:, None]
     G = A @ A.T
-    s2, U = torch.linalg.eigh((G + G.T) / 2)
-    # Unit rows: a singular value under ROUND_OFF means a combination of rows vanishes to round-off.
-    # Such directions are noise whose presence depends on the BLAS (their s^2 sit near 1e-13 for rows
-    # that agree to float32 precision); leaving them out also keeps S^-1 well conditioned.
-    keep = s2 > ROUND_OFF**2
-    B = U[:, keep] / s2[keep].sqrt()
+    G = (G + G.T) / 2
+    found = _cholesky_basis(G, ROUND_OFF**2)
+    if found is not None:
+        coords, B = found
+    else:
+        s2, U = torch.linalg.eigh(G)
+        keep = s2 > ROUND_OFF**2
+        B = U[:, keep] / s2[keep].sqrt()
+        coords = G @ B
     n = D.shape[0]
-    Dq = lengths[:n, None] * (G[:n] @ B)
+    Dq = lengths[:n, None] * coords[:n]
     Ce = None
     if E is not None and E.shape[0] > 0:
-        Eq = lengths[n + 1 :, None] * (G[n + 1 :] @ B)
+        Eq = lengths[n:-1, None] * coords[n:-1]
+        Eq = Eq - Eq.mean(0) if center_e else Eq
         Ce = Eq.T @ Eq / E.shape[0]
     return SpanBasis(A, B, Dq, Ce)
+
+
+def _cholesky_basis(G: torch.Tensor, cut: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(coordinates of the rows [q0, q], B [q0, q]) from G = L L^T, when the eigendecomposition's cut is
+    certain to drop at most r's part outside the other rows' span; None when it is not (then eigh decides).
+
+    The rows but the last (r) must have Gram eigenvalues certainly above 2 cut: lambda_min = 1 / ||L1^-1||_2^2
+    >= 1 / ||L1^-1||_F^2 (the margin of 2 covers the bound's own round-off). r's squared distance p to their
+    span then decides: p <= cut / 2, r lies in the span (B = L1^-T, r's row is left out of the basis);
+    p >= 2 cut and the whole G certified, r adds a direction (B = L^-T); in between, None."""
+    q0 = G.shape[0]
+    L1, info = torch.linalg.cholesky_ex(G[:-1, :-1])
+    if int(info) != 0:
+        return None
+    L1_inv = torch.linalg.solve_triangular(L1, torch.eye(q0 - 1, dtype=G.dtype), upper=False)
+    f1 = float(L1_inv.square().sum())
+    if not (math.isfinite(f1) and 0 < f1 < 1 / (2 * cut)):
+        return None
+    l = L1_inv @ G[:-1, -1]  # L1 l = g: r's coordinates in the other rows' basis
+    p = float(G[-1, -1] - l @ l)
+    zero = torch.zeros(1, q0 - 1, dtype=G.dtype)
+    if p <= cut / 2:
+        return torch.cat([L1, l[None]]), torch.cat([L1_inv.T, zero])
+    if p < 2 * cut:
+        return None
+    last = -(l @ L1_inv) / math.sqrt(p)  # the last row of L^-1 for L = [[L1, 0], [l^T, sqrt p]]
+    if not f1 + float(last @ last) + 1 / p < 1 / (2 * cut):
+        return None
+    L = torch.cat([torch.cat([L1, zero.T], 1), torch.cat([l, torch.tensor([math.sqrt(p)], dtype=G.dtype)])[None]])
+    L_inv = torch.cat([torch.cat([L1_inv, zero.T], 1), torch.cat([last, torch.tensor([1 / math.sqrt(p)], dtype=G.dtype)])[None]])
+    return L, L_inv.T
 
 
 Select = Callable[[torch.Tensor], int]
@@ -111,15 +159,44 @@ def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: f
     """
     use_e = E is not None and alpha != 0 and E.shape[0] > 0
     basis = basis if basis is not None else span_basis(D, r, E if use_e else None)
+    w, V = _span_solve(basis, alpha if use_e else 0.0, center)
+    n_vec = V.shape[1] if select is None else min(select(w), V.shape[1])
+    return w, basis.to_rd(V[:, :n_vec])
+
+
+def _span_matrix(basis: SpanBasis, alpha: float, center: bool) -> torch.Tensor:
+    """C [q, q] in basis coordinates (symmetric)."""
     Dq = basis.Dq - basis.Dq.mean(0) if center else basis.Dq
-    C = Dq.T @ Dq / max(D.shape[0], 1)
-    if use_e and basis.Ce is not None:
+    C = Dq.T @ Dq / max(Dq.shape[0], 1)
+    if alpha != 0 and basis.Ce is not None:
         C = C - alpha * basis.Ce
-    w, V = torch.linalg.eigh((C + C.T) / 2)
-    order = torch.argsort(w, descending=True)
-    w = w[order]
-    n_vec = order.numel() if select is None else min(select(w), order.numel())
-    return w, basis.to_rd(V[:, order[:n_vec]])
+    return (C + C.T) / 2
+
+
+def _span_solve(basis: SpanBasis, alpha: float, center: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues [q] descending and eigenvectors [q, q] (basis coordinates) of C in the basis."""
+    w, V = torch.linalg.eigh(_span_matrix(basis, alpha, center))
+    return w.flip(0), V.flip(1)
+
+
+def _cannot_keep(C: torch.Tensor, x: torch.Tensor, select: Select, share: float) -> bool:
+    """Whether the top eigenvectors of C (select(eigenvalues) of them) certainly keep less than `share` of
+    x's length, decided from the eigenvalues alone (a third of an eigendecomposition's cost).
+
+    With C's eigenvalues w_i and c_i = (u_i . x)^2, R = sum over the taken i of c_i, and w_k the smallest
+    taken eigenvalue: ||(C - t) x||^2 = sum_i c_i (w_i - t)^2 >= R (w_k - t)^2 for every t < w_k. The best t
+    gives R <= c - a1^2 / (4 a0), with c = |x|^2, a0 = ||(C - w_k) x||^2, a1 = 2 (x.Cx - w_k c) < 0."""
+    w = torch.linalg.eigvalsh(C).flip(0)
+    n_take = select(w)
+    if n_take == 0:
+        return True
+    wk = float(w[n_take - 1])
+    Cx = C @ x
+    c = float(x @ x)
+    a0, a1 = float((Cx - wk * x).square().sum()), 2 * (float(x @ Cx) - wk * c)
+    if a1 >= 0 or a0 <= 0:
+        return False
+    return c - a1 * a1 / (4 * a0) < 0.98 * share * share  # the margin covers the bound's round-off
 
 
 def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,9 +232,10 @@ def select_k(w: torch.Tensor, k: int, floor: float) -> int:
 
 
 def factorize_layer(
-    D: Rows, E: Rows, r: torch.Tensor, method: str, k: int, alpha: float, moment: str = "auto"
+    D: Rows, E: Rows, r: torch.Tensor, method: str, k: int, alpha: float, moment: str = "auto", with_U_k: bool = False
 ) -> Factorization:
-    """Unit direction d [d_in] for one layer from D [n, d_in], E [m, d_in] (rows or Moments), r [d_in].
+    """Unit direction d [d_in] for one layer from D [n, d_in], E [m, d_in] (rows or Moments), r [d_in];
+    with_U_k: also the eigenvectors d was projected on, in R^d (the span solver otherwise maps only d back).
 
     Rows with n + m + 1 <= d_in go to the span solver; otherwise (or given Moments) C is formed
     densely from the moments (dense_eigh), an exact equivalent.
@@ -192,7 +270,8 @@ def factorize_layer(
         tr_e = _mean_sq(Ec) if Ec is not None else 0.0
         Dd = D.double()
         energy, spread = _mean_sq(Dd), _mean_sq(Dd - Dd.mean(0))
-        basis = span_basis(D, r, Ec if alpha > 0 and tr_e > 0 else None)  # shared by the centered and uncentered solves
+        # shared by the centered and uncentered solves; E - mean(E) is taken in the basis
+        basis = span_basis(D, r, E if alpha > 0 and tr_e > 0 else None, center_e=True)
     floor = ROUND_OFF**2 * energy  # eigenvalues of C at this size are the rows' round-off, not their spread
     if spread <= floor:
         spread = 0.0  # the rows agree: centered, C_r is round-off only; uncentered, C_r = r r^T
@@ -201,23 +280,34 @@ def factorize_layer(
     def select(w: torch.Tensor) -> int:
         return select_k(w, k, floor)
 
+    if not dense:
+        r_q = basis.B.T @ (basis.A @ r.double())  # r in basis coordinates: U^T r = V^T r_q for U = Q V
+
     def solve(centered: bool) -> Factorization:
         if dense:
-            w, U = dense_eigh(Dmo, Emo if use_e else None, a_eff, centered)
+            w, V = dense_eigh(Dmo, Emo if use_e else None, a_eff, centered)
+            n_take = select(w)
+            proj = V[:, :n_take].T @ r.double()
+            to_rd = lambda X: X  # noqa: E731
         else:
-            w, U = span_eigh(D, Ec, r, a_eff, select=select, center=centered, basis=basis)
-        n_take = select(w)
-        proj = U[:, :n_take].T @ r.double()
+            w, V = _span_solve(basis, a_eff, centered)
+            n_take = select(w)
+            proj = V[:, :n_take].T @ r_q
+            to_rd = basis.to_rd
         retained = float(proj.norm()) / r_norm
         spectrum = _trim(w) if dense else w
         kind, solver = "centered" if centered else "uncentered", "dense" if dense else "span"
-        U_k = U[:, :n_take].float()
+        U_k = to_rd(V[:, :n_take]).float() if with_U_k else None
         if n_take == 0 or retained < 1e-8:
             return Factorization((r / r_norm).float(), spectrum.float(), n_take, retained, kind, solver, U_k)
-        dvec = U[:, :n_take] @ proj
+        dvec = to_rd(V[:, :n_take] @ proj[:, None])[:, 0]
         return Factorization((dvec / dvec.norm()).float(), spectrum.float(), n_take, retained, kind, solver, U_k)
 
     if moment == "uncentered":
+        return solve(False)
+    # auto: where centering certainly removes r, its eigenvectors are not needed to know it (the span
+    # solver's second solve would otherwise double its cost)
+    if moment == "auto" and not dense and _cannot_keep(_span_matrix(basis, a_eff, True), r_q / r_norm, select, RETAIN_THRESHOLD):
         return solve(False)
     first = solve(True)
     if moment == "auto" and first.retained < RETAIN_THRESHOLD:

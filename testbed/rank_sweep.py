@@ -29,7 +29,8 @@ def subspace_edit(stats: RefusalStats, m: int) -> RefusalEdit:
     """Per layer Q [<= m, d_in]: d, then the top m - 1 eigenvectors of factorize's C (default settings)."""
     layers = []
     for layer in stats.layers:
-        f = factorize_layer(layer.diffs, layer.neutral, layer.r, defaults.METHOD, defaults.K, defaults.ALPHA, defaults.MOMENT)
+        f = factorize_layer(layer.diffs, layer.neutral, layer.r, defaults.METHOD, defaults.K, defaults.ALPHA, defaults.MOMENT,
+                            with_U_k=True)
         rows = [f.direction[None]] + ([f.U_k[:, : m - 1].T] if f.U_k is not None and m > 1 else [])
         Q, _ = orthonormal_rows(torch.cat(rows))
         layers.append(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * Q.shape[0]))

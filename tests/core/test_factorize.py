@@ -103,3 +103,66 @@ def test_zero_refusal_vector_is_refused():
     D = torch.zeros(5, 8)
     with pytest.raises(RefusalError, match="pairs do not differ"):
         factorize_layer(D, torch.randn(5, 8), D.mean(0), "cpca", 3, 0.5)
+
+
+def _subsampled(n, m, d, seed, offset):
+    """D keeps half of the rows its r was averaged from (as extraction's row budget does): r is outside span(D)."""
+    D_all, E, _ = problem(2 * n, m, d, seed, offset=offset)
+    return D_all[::2].contiguous(), E, D_all.mean(0)
+
+
+CASES = [("r is D's mean", lambda s, o: problem(30, 20, 96, s, offset=o)), ("D subsampled", lambda s, o: _subsampled(30, 20, 96, s, o))]
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("moment", ["auto", "centered", "uncentered"])
+def test_the_cholesky_basis_gives_the_eigendecomposition_basis_result(name, make, moment, monkeypatch):
+    """The fast basis (Cholesky, certified well conditioned) and G's eigendecomposition span the same space:
+    the same direction, k and retained share, whichever is taken."""
+    from refusal_core import factorize as F
+
+    for seed, offset in [(1, 0.0), (2, 0.5), (3, 2.0), (4, 8.0)]:
+        D, E, r = make(seed, offset)
+        fast = factorize_layer(D, E, r, "cpca", 10, 0.5, moment)
+        with monkeypatch.context() as m:
+            m.setattr(F, "_cholesky_basis", lambda G, cut: None)
+            slow = factorize_layer(D, E, r, "cpca", 10, 0.5, moment)
+        assert (fast.k_used, fast.moment) == (slow.k_used, slow.moment)
+        assert abs(fast.retained - slow.retained) < 1e-9
+        assert min(float((fast.direction - s * slow.direction).abs().max()) for s in (1, -1)) < 1e-6
+
+
+def test_the_cholesky_basis_is_taken_where_it_is_certain():
+    from refusal_core import factorize as F
+
+    D, E, r = problem(30, 20, 96, seed=7)
+    rows = torch.cat([D.double(), E.double(), r.double()[None]])
+    A = rows / rows.norm(dim=1, keepdim=True)
+    coords, B = F._cholesky_basis(A @ A.T, F.ROUND_OFF**2)
+    assert B.shape == (51, 50)  # r = mean(D) adds no direction
+    Q = A.T @ B
+    assert torch.allclose(Q.T @ Q, torch.eye(50, dtype=Q.dtype), atol=1e-10)
+    planted = torch.randn(96, dtype=torch.float64).repeat(5, 1) * (1 + 1e-7 * torch.randn(5, 1, dtype=torch.float64))
+    assert F._cholesky_basis(planted @ planted.T / planted.norm(dim=1).square().max(), F.ROUND_OFF**2) is None
+
+
+def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_removes_r():
+    """The eigenvalue bound that lets auto go straight to the uncentered solve never fires where centering
+    keeps half of |r|: on problems from 'r is all offset' to 'r is all spread' it agrees with the full solve."""
+    from refusal_core import factorize as F
+
+    fired = 0
+    for seed in range(40):
+        offset = [0.0, 0.3, 0.6, 1.0, 1.5, 3.0][seed % 6]
+        D, E, r = problem(25, 30, 90, seed=100 + seed, offset=offset)
+        centered = factorize_layer(D, E, r, "cpca", 8, 0.5, moment="centered")
+        Dd, Ec = D.double(), E.double() - E.double().mean(0)
+        a_eff = 0.5 * F._mean_sq(Dd - Dd.mean(0)) / F._mean_sq(Ec)
+        basis = F.span_basis(D, r, E, center_e=True)
+        x = basis.B.T @ (basis.A @ r.double()) / float(r.norm())
+        floor = F.ROUND_OFF**2 * F._mean_sq(Dd)
+        if F._cannot_keep(F._span_matrix(basis, a_eff, True), x, lambda w: F.select_k(w, 8, floor), F.RETAIN_THRESHOLD):
+            fired += 1
+            assert centered.retained < F.RETAIN_THRESHOLD
+            assert factorize_layer(D, E, r, "cpca", 8, 0.5, moment="auto").moment == "uncentered"
+    assert fired >= 5  # the shortcut is exercised, not only never wrong
