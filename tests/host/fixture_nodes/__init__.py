@@ -26,10 +26,11 @@ class RefusalTestMiniLMCLIPLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"optional": {"width": ("INT", {"default": 4096, "min": 64, "max": 8192})}}
+        return {"optional": {"width": ("INT", {"default": 4096, "min": 64, "max": 8192}),
+                             "pad_to": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "zero rows up to this length (umt5: 512); 0: none"})}}
 
-    def load(self, width=4096):
-        return (MiniLMClip(width=width),)
+    def load(self, width=4096, pad_to=0):
+        return (MiniLMClip(width=width, pad_to=pad_to or None),)
 
 
 class RefusalTestTinyCLIPVisionLoader:
