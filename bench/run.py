@@ -9,7 +9,8 @@ weights, video-token rows). Prompts: the pack's 5 default pairs + 10 neutral pro
 at one sigma; the node reads three, which triples both sides of the extraction ratio). Conditioning: one random 4096-wide row per word plus
 an end token, padded with zero rows to --text-len as ComfyUI pads Wan's umt5 output (to 512);
 the default 32 keeps the run short, and padding only adds the same k/v rows to both sides of every
-ratio. The factorization is timed at dim 5120 (Wan 14B) on rows of the same counts.
+ratio. The factorization is timed at dims 1536, 3072 and 5120 (Wan 1.3B, 5B, 14B) on rows of the same counts, and at
+1536 on the row budget a template run fills.
 Times are this process's CPU seconds (see timed). Prints a table with each figure's goal and writes
 bench/results.json (each figure with its goal and how it was measured; docs/results.md is made from it).
 """
@@ -32,11 +33,14 @@ from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
 from refusal_core.lora import LORA_PREFIX, lora_state_dict
 from refusal_core.presets import load_preset
+from refusal_core.stats import as_moments
 from refusal_core.types import EncodedPrompt, LayerStats, PromptPairs, RefusalStats
 from testbed.tiny_wan import TinyWan
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Wan 1.3B, 5B and 14B widths, with the goal of each: never slower than a dense eigendecomposition, and at 14B a small fraction
+FACTORIZE_WIDTHS = ((1536, 1.0), (3072, 1.0), (5120, 0.05))
 POOL = 4_194_319  # prime, so that weights filled from one random pool do not repeat row by row
 
 
@@ -122,7 +126,6 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="prompts per forward in extraction (1: the ExtractRefusalVector node's way)")
     ap.add_argument("--reps", type=int, default=9, help="interleaved repetitions of each sampling step")
     ap.add_argument("--layers", type=int, default=30, help="blocks (30 is the real shape; fewer only for a quick check)")
-    ap.add_argument("--dense-dim", type=int, default=5120, help="width of the factorization timing (5120 is Wan 14B's)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -167,7 +170,13 @@ def main() -> None:
     frv, t_fact = timed(factorize, rv)
     layer = rv.layers[0]
     print(f"factorize, dim 1536, {len(rv.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s")
-    rows["factorize_vs_dense_d5120"] = factorize_vs_dense(args.dense_dim, layer.diffs.shape[0], layer.neutral.shape[0])
+    n, m = layer.diffs.shape[0], layer.neutral.shape[0]
+    for d, goal in FACTORIZE_WIDTHS:
+        ratio, how = factorize_vs_dense(d, n, m, exact_dense=d <= 3072)
+        rows[f"factorize_vs_dense_d{d}"] = (ratio, goal, f"one layer: {how}")
+    # the row budget a template run fills (extraction keeps at most MAX_ROWS rows of D and of E per layer)
+    ratio, how = factorize_vs_dense(1536, defaults.MAX_ROWS, defaults.MAX_ROWS, exact_dense=True)
+    rows["factorize_vs_dense_d1536_row_budget"] = (ratio, None, f"one layer: {how}")
 
     # apply: the rank-1 factors of every edited weight (what ApplyRefusalToModel hands to ComfyUI)
     state = {n[: -len(".weight")]: p for n, p in model.named_parameters() if n.endswith(".weight")}
@@ -184,7 +193,7 @@ def main() -> None:
                                       f"{ratios['spread']:.0%}; base vs itself {ratios['control']:.3f}); edit folded in {t_fold:.2f} s (dense, as a full load does)")
     rows["sampling_overhead_runtime_hooks"] = (ratios["hooks"], None, f"x - (x.d) d in a pre-hook on each of the {len(base_w)} edited layers")
 
-    order = ["extraction_overhead", "factorize_vs_dense_d5120", "sampling_overhead_edit", "sampling_overhead_runtime_hooks",
+    order = ["extraction_overhead", *(f"factorize_vs_dense_d{d}" for d, _ in FACTORIZE_WIDTHS), "factorize_vs_dense_d1536_row_budget", "sampling_overhead_edit", "sampling_overhead_runtime_hooks",
              "patch_bytes_ratio", "apply_seconds", "extraction_peak_memory_ratio"]
     print("\n| figure | value | goal | pass | measured |\n|---|---|---|---|---|")
     for key in order:
@@ -193,15 +202,16 @@ def main() -> None:
         print(f"| {key} | {value:.4g} | {'-' if goal is None else f'<= {goal:g}'} | {verdict} | {note} |")
     figures = {k: {"value": float(rows[k][0]), "goal": rows[k][1], "how": rows[k][2]} for k in order}
     meta = {"threads": args.threads, "layers": args.layers, "batch": args.batch, "size": args.size, "text_len": args.text_len,
-            "dense_dim": args.dense_dim, "torch": torch.__version__}
+            "factorize_widths": [d for d, _ in FACTORIZE_WIDTHS], "torch": torch.__version__}
     Path(args.out).write_text(json.dumps({"figures": figures, "run": meta}, indent=2) + "\n")
     print(f"\nwrote {args.out}; wall time {time.perf_counter() - wall0:.0f} s")
 
 
-def factorize_vs_dense(d: int, n: int, m: int) -> tuple[float, float, str]:
-    """One layer at width d with n difference rows and m neutral rows (the counts extraction kept):
-    the pack's factorization (cpca, k 100, alpha 0.5, auto moment) against one dense eigendecomposition
-    of the same C as a d x d float32 matrix (torch.linalg.eigh; the pack's own dense fallback is float64, slower)."""
+def factorize_vs_dense(d: int, n: int, m: int, exact_dense: bool) -> tuple[float, str]:
+    """One layer at width d with n difference rows and m neutral rows: the pack's factorization (cpca, k 100,
+    alpha 0.5, auto moment; the solver it chooses) against one dense eigendecomposition of the same C as a d x d
+    float32 matrix (torch.linalg.eigh). exact_dense: also against the pack's own dense solver (float64, from the
+    moments), the exact alternative the size decides against. Returns (ratio to float32 eigh, how)."""
     g = torch.Generator().manual_seed(1)
     D = torch.randn(n, d, generator=g) + 2 * torch.randn(d, generator=g)
     E = 3 * torch.randn(m, d, generator=g)
@@ -210,8 +220,13 @@ def factorize_vs_dense(d: int, n: int, m: int) -> tuple[float, float, str]:
     ours = statistics.median(timed(factorize, rv)[1] for _ in range(5))
     Dc, Ec = D - D.mean(0), E - E.mean(0)
     C = Dc.T @ Dc / n - 0.5 * (Ec.T @ Ec) / m
-    _, dense = timed(torch.linalg.eigh, C)
-    return ours / dense, 0.05, f"one layer: {ours * 1e3:.0f} ms (span of {n}+{m} rows) / {dense:.1f} s dense eigh"
+    dense = statistics.median(timed(torch.linalg.eigh, C)[1] for _ in range(3 if d <= 3072 else 1))
+    how = f"{ours * 1e3:.0f} ms (span of {n}+{m} rows) / {dense:.2f} s float32 dense eigh"
+    if exact_dense:
+        mo = RefusalStats((LayerStats("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), as_moments(D), as_moments(E), D.mean(0)),), {})
+        exact = timed(factorize, mo)[1]
+        how += f"; the pack's exact dense solver (float64) {exact:.2f} s, {ours / exact:.2f} of it"
+    return ours / dense, how
 
 
 def sampling_ratios(model, forward, cond, latent, frv, base_w, folded, reps) -> dict[str, float]:

@@ -83,8 +83,9 @@ class SpanBasis:
 
 def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None, center_e: bool = False) -> SpanBasis:
     """D [n, d], r [d], E [m, d] or None, in float64; center_e: Ce of E - mean(E), centered in the basis
-    (centered rows sum to zero, a dependency the Cholesky path would have to hand to eigh). Unit rows make the rank cut-off independent of how
-    differently D and E are scaled (difference rows can be 1e-6 of the activations).
+    (centered rows sum to zero, a dependency the Cholesky path would have to hand to eigh). Unit rows make
+    the rank cut-off independent of how differently D and E are scaled (difference rows can be 1e-6 of
+    the activations).
 
     Unit rows: a singular value under ROUND_OFF means a combination of rows vanishes to round-off. Such
     directions are noise whose presence depends on the BLAS (their s^2 sit near 1e-13 for rows that agree

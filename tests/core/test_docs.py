@@ -3,6 +3,7 @@ file they name exists, and the README stays a short user guide."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -63,3 +64,11 @@ def test_every_node_has_a_help_page():
     pages = {p.stem for p in (ROOT / "web" / "docs").glob("*.md")}
     ids = set(re.findall(r'node_id="(\w+)"', "".join(p.read_text() for p in (ROOT / "nodes").glob("*.py"))))
     assert ids and ids == pages
+
+
+def test_the_readme_cost_section_is_generated_from_the_full_size_bench():
+    module = make_docs()
+    text = (ROOT / "README.md").read_text()
+    assert module.COST_BEGIN in text and module.COST_END in text
+    assert (ROOT / "bench" / "full_size.json").exists()
+    assert not json.loads((ROOT / "bench" / "full_size.json").read_text())["run"]["tiny"]

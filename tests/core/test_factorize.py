@@ -138,7 +138,7 @@ def test_the_cholesky_basis_is_taken_where_it_is_certain():
     D, E, r = problem(30, 20, 96, seed=7)
     rows = torch.cat([D.double(), E.double(), r.double()[None]])
     A = rows / rows.norm(dim=1, keepdim=True)
-    coords, B = F._cholesky_basis(A @ A.T, F.ROUND_OFF**2)
+    _, B = F._cholesky_basis(A @ A.T, F.ROUND_OFF**2)
     assert B.shape == (51, 50)  # r = mean(D) adds no direction
     Q = A.T @ B
     assert torch.allclose(Q.T @ Q, torch.eye(50, dtype=Q.dtype), atol=1e-10)
@@ -161,7 +161,7 @@ def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_rem
         basis = F.span_basis(D, r, E, center_e=True)
         x = basis.B.T @ (basis.A @ r.double()) / float(r.norm())
         floor = F.ROUND_OFF**2 * F._mean_sq(Dd)
-        if F._cannot_keep(F._span_matrix(basis, a_eff, True), x, lambda w: F.select_k(w, 8, floor), F.RETAIN_THRESHOLD):
+        if F._cannot_keep(F._span_matrix(basis, a_eff, True), x, lambda w, floor=floor: F.select_k(w, 8, floor), F.RETAIN_THRESHOLD):
             fired += 1
             assert centered.retained < F.RETAIN_THRESHOLD
             assert factorize_layer(D, E, r, "cpca", 8, 0.5, moment="auto").moment == "uncentered"
