@@ -225,7 +225,8 @@ def written_files(base: Path, since: float) -> list[dict]:
     return out
 
 
-def run_model(monitor: Monitor, base: Path, unet: str, tag: str, tiny: bool, timeout: float, progress: Progress) -> dict:
+def run_model(monitor: Monitor, base: Path, unet: str, tag: str, tiny: bool, timeout: float, progress: Progress) -> tuple[dict, dict]:
+    """(what the erasure graph cost and wrote, the graph)."""
     object_info = monitor.server.get("/object_info")
     graph = erasure_graph(unet, tag, tiny, object_info)
     progress.say(f"[full_size] {tag}: the template's erasure part ({len(graph) - 1} nodes)")
@@ -235,7 +236,7 @@ def run_model(monitor: Monitor, base: Path, unet: str, tag: str, tiny: bool, tim
     residual = json.loads(result["outputs"]["residual"]["text"][0])
     check = [r for r in rows if r["node"] == "residual"]
     return {"unet": unet, "nodes": [r for r in rows if r["node"] != "residual"], "residual_check_seconds": check[0]["seconds"] if check else None,
-            "residual_max": max(residual.values()), "edited_weights": len(residual), "files": written_files(base, since), "graph": graph}
+            "residual_max": max(residual.values()), "edited_weights": len(residual), "files": written_files(base, since)}, graph
 
 
 def sampling(monitor: Monitor, graph: dict, rounds: int, steps: int, size: int, timeout: float, progress: Progress) -> dict:
@@ -275,14 +276,13 @@ def main() -> None:
     report = {"run": machine(args)}
     # each model in a server of its own, so that every node's peak memory holds that model only
     with host(files["wan21_1.3B"], progress) as (monitor, base):
-        small = run_model(monitor, base, files["wan21_1.3B"].name, "wan21_1.3B", args.tiny, timeout, progress)
-        report["wan21_1.3B"] = {**{k: v for k, v in small.items() if k != "graph"}, "shape": shapes["wan21_1.3B"]}
-        report["wan21_1.3B"]["sampling"] = sampling(monitor, small["graph"], args.rounds, args.steps, 64 if args.tiny else 256, timeout, progress)
+        small, graph = run_model(monitor, base, files["wan21_1.3B"].name, "wan21_1.3B", args.tiny, timeout, progress)
+        report["wan21_1.3B"] = {**small, "shape": shapes["wan21_1.3B"]}
+        report["wan21_1.3B"]["sampling"] = sampling(monitor, graph, args.rounds, args.steps, 64 if args.tiny else 256, timeout, progress)
     wide = {}
     for n in BLOCKS_14B:
         with host(files[f"wan_14B_width_{n}"], progress) as (monitor, base):
-            res = run_model(monitor, base, files[f"wan_14B_width_{n}"].name, f"wan_14B_width_{n}", args.tiny, timeout, progress)
-        wide[str(n)] = {k: v for k, v in res.items() if k != "graph"}
+            wide[str(n)], _ = run_model(monitor, base, files[f"wan_14B_width_{n}"].name, f"wan_14B_width_{n}", args.tiny, timeout, progress)
     report["wan_14B_width"] = {"shape": shapes["wan_14B_width"], "blocks": wide, "per_block": per_block(wide)}
     report["run"]["wall_seconds"] = round(time.monotonic() - wall0, 1)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

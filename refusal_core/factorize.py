@@ -160,7 +160,7 @@ def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: f
     """
     use_e = E is not None and alpha != 0 and E.shape[0] > 0
     basis = basis if basis is not None else span_basis(D, r, E if use_e else None)
-    w, V = _span_solve(basis, alpha if use_e else 0.0, center)
+    w, V = _eigh_desc(_span_matrix(basis, alpha if use_e else 0.0, center))
     n_vec = V.shape[1] if select is None else min(select(w), V.shape[1])
     return w, basis.to_rd(V[:, :n_vec])
 
@@ -174,9 +174,9 @@ def _span_matrix(basis: SpanBasis, alpha: float, center: bool) -> torch.Tensor:
     return (C + C.T) / 2
 
 
-def _span_solve(basis: SpanBasis, alpha: float, center: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues [q] descending and eigenvectors [q, q] (basis coordinates) of C in the basis."""
-    w, V = torch.linalg.eigh(_span_matrix(basis, alpha, center))
+def _eigh_desc(C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues [q] descending and their eigenvectors [q, q] of a symmetric C."""
+    w, V = torch.linalg.eigh(C)
     return w.flip(0), V.flip(1)
 
 
@@ -209,9 +209,7 @@ def dense_eigh(D: Moments, E: Moments | None, alpha: float, centered: bool) -> t
     C = D.second_moment(centered)
     if E is not None and alpha != 0 and E.count > 0:
         C = C - alpha * E.second_moment(True)
-    w, V = torch.linalg.eigh((C + C.T) / 2)
-    order = torch.argsort(w, descending=True)
-    return w[order], V[:, order]
+    return _eigh_desc((C + C.T) / 2)
 
 
 def select_k(w: torch.Tensor, k: int, floor: float) -> int:
@@ -283,6 +281,8 @@ def factorize_layer(
 
     if not dense:
         r_q = basis.B.T @ (basis.A @ r.double())  # r in basis coordinates: U^T r = V^T r_q for U = Q V
+        # the centered C, built once: auto's bound and the centered solve both read it
+        C_centered = _span_matrix(basis, a_eff, True) if moment != "uncentered" else None
 
     def solve(centered: bool) -> Factorization:
         if dense:
@@ -291,7 +291,7 @@ def factorize_layer(
             proj = V[:, :n_take].T @ r.double()
             to_rd = lambda X: X  # noqa: E731
         else:
-            w, V = _span_solve(basis, a_eff, centered)
+            w, V = _eigh_desc(C_centered if centered else _span_matrix(basis, a_eff, False))
             n_take = select(w)
             proj = V[:, :n_take].T @ r_q
             to_rd = basis.to_rd
@@ -308,7 +308,7 @@ def factorize_layer(
         return solve(False)
     # auto: where centering certainly removes r, its eigenvectors are not needed to know it (the span
     # solver's second solve would otherwise double its cost)
-    if moment == "auto" and not dense and _cannot_keep(_span_matrix(basis, a_eff, True), r_q / r_norm, select, RETAIN_THRESHOLD):
+    if moment == "auto" and not dense and _cannot_keep(C_centered, r_q / r_norm, select, RETAIN_THRESHOLD):
         return solve(False)
     first = solve(True)
     if moment == "auto" and first.retained < RETAIN_THRESHOLD:
