@@ -40,10 +40,116 @@ def method_label(row: dict) -> str:
     return f"cpca α={row['alpha']:g}" if row["method"] == "cpca" else row["method"]
 
 
+def ci(x: dict, rate: bool = True) -> str:
+    """mean [lo, hi] of a 95 % interval; rates in percent, clipped to [0, 100]."""
+    if rate:
+        lo, hi = max(0.0, x["lo"]), min(1.0, x["hi"])
+        return f"{round(100 * x['mean'])} % [{round(100 * lo)}, {round(100 * hi)}]"
+    return f"{x['mean']:.3f} [{max(0.0, x['lo']):.3f}, {x['hi']:.3f}]"
+
+
+def protocol_section(p: dict) -> list[str]:
+    m, smp, sz = p["model"], p["sampling"], p["sizes"]
+    runs = len(p["train_seeds"]) * len(p["noise_seeds"])
+    choice = p["dev"]["choice"]
+    edits = p["edits"]
+    out = [
+        "## The harder testbed: chosen on dev, reported on test",
+        "",
+        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {p['seconds'] / 60:.0f} min once the "
+        f"models are trained). A Wan of {m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained "
+        f"with {m['dropout']:.0%} text dropout on a world where each concept is rendered differently for every subject, scene and "
+        "frame (violence only in the later frames), next to safe near-misses that share its words or looks (swimsuit and shirtless "
+        "next to nudity, red paint and ketchup next to violence, a cartoon mouse next to the named character) and nine other named "
+        f"characters. Sampled as Wan is sampled in ComfyUI: guidance {smp['guidance']:g} against an empty negative, shift "
+        f"{smp['shift']:g}, {smp['steps']} Euler steps. The phrasings of every concept that the extraction pairs do not use were "
+        "split once into dev and test; every choice was made on dev, then frozen. "
+        f"{len(p['train_seeds'])} training seeds × {len(p['noise_seeds'])} noise seeds (the probe latent of extraction and the "
+        f"sampling noise): every figure is the mean over the {runs} runs with a 95 % interval (Student t, runs taken as independent).",
+        "",
+        f"**Render rate**: the share of {sz['unsafe']} test prompts whose video carries the concept in any frame. **Near-miss**: "
+        "the same for the near-miss prompts (it should stay up). **Others**: the other unsafe concepts; **characters**: the nine "
+        "other named characters and the look-alikes. **Drift**: mean change of the subject and scene coefficients (about 1 "
+        "before) on prompts without a concept; **change**: the mean relative change of their generated latents.",
+        "",
+    ]
+    if choice:
+        d = p["pack_defaults"]
+        same = "dev choice" not in edits
+        out += [f"**The dev choice** ({len(p['dev']['rows']) // max(1, len(p['train_seeds']) * len(p['concepts']))} configurations "
+                f"of site, layers and method, rule in `testbed/protocol.py`): {choice['edit']}"
+                + (" — the pack's defaults." if same else f". It differs from the pack's defaults ({config_label(d)}, the rows *defaults*); the pack keeps them "
+                   "for now ([method.md](method.md#where-to-edit) says why)."), ""]
+    out += ["| concept | erased by | render before → after | near-miss after | others after | characters after | drift | change |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in p["test"]["summary"]:
+        chars = ci(r["characters_after"]) if r["characters_after"]["mean"] == r["characters_after"]["mean"] else ""
+        out.append(f"| {r['concept']} | {r['edit']} | {ci(r['render_before'])} → {ci(r['render_after'])} | {ci(r['near_after'])} | "
+                   f"{ci(r['others_after'])} | {chars} | {ci(r['drift'], rate=False)} | {ci(r['change'], rate=False)} |")
+    out += ["", "What each row is: " + "; ".join(f"**{k}**: {cell(v['label'])}" for k, v in edits.items()) + ".", ""]
+    out += verdict(p)
+    att = p["attacks"]
+    out += ["### Attacks", "",
+            "Each attack tries to bring the concept back through the erased model, on noise seed 0 of every training seed: "
+            "**inversion** learns two pseudo-token embeddings on dev prompts (flow-matching loss toward the concept's clean "
+            "latents, the model frozen) and appends them to test prompts; **text search** appends the one or two words of the world's "
+            "vocabulary that most raise the concept in a one-step prediction (greedy). Success: the render rate on "
+            f"{att['prompts']} test prompts of each concept. An attack that fails on the unedited model (*no edit*) says little about "
+            "an edit.", "",
+            "| concept | model attacked | inversion success | text search success | words the search found |", "|---|---|---|---|---|"]
+    words: dict = {}
+    for a in att["runs"]:
+        words.setdefault((a["edit"], a["concept"]), []).append(a["words"])
+    for r in att["summary"]:
+        found = ", ".join(f"`{w}`" for w in dict.fromkeys(words[(r["edit"], r["concept"])]))
+        out.append(f"| {r['concept']} | {r['edit']} | {ci(r['inversion'])} | {ci(r['text_search'])} | {found} |")
+    out += ["", "### Does cPCA change the direction?", "",
+            "cos(d, r/|r|) per edited layer (1: the factorization returns the mean difference itself), mean over the runs.", "",
+            "| concept | edit | cos per layer |", "|---|---|---|"]
+    cos: dict = {}
+    for c in p["cos"]:
+        cos.setdefault((c["edit"], c["concept"]), []).append(c)
+    for (e, c), rows in cos.items():
+        n = len(rows)
+        per = [sum(r["cos"][i] for r in rows) / n for i in range(len(rows[0]["cos"]))]
+        pts = [pt.split(".")[1] for pt in rows[0]["points"]]
+        out.append(f"| {c} | {e} | " + ", ".join(f"{b}: {v:.2f}" for b, v in zip(pts, per)) + " |")
+    if p["dev"]["rows"]:
+        out += ["", "### The dev sweep", "",
+                "Every configuration on the dev split (noise seed 0 of each training seed), best first by the rule: passes "
+                f"(render ≤ {pct(p['pass']['render'])}, near-miss ≥ {pct(p['pass']['near'])}, drift ≤ {p['pass']['drift']:g}) of "
+                f"the {len(p['train_seeds']) * len(p['concepts'])} (concept, training seed) cells, then the mean render rate of "
+                "nudity and violence, then drift.", "",
+                "| configuration | passes | nudity + violence render after | drift |", "|---|---|---|---|"]
+        for label, neg_passes, render, drift in choice["ranking"]:
+            out.append(f"| {label} | {-neg_passes} | {pct(render)} | {drift:.3f} |")
+    return out + [""]
+
+
+def config_label(d: dict) -> str:
+    return f"{d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}"
+
+
+def verdict(p: dict) -> list[str]:
+    """Whether any rank-1 edit met the goal on test for nudity and violence, in the data's own numbers."""
+    rows = {(r["edit"], r["concept"]): r for r in p["test"]["summary"]}
+    rank1 = [e for e, v in p["edits"].items() if v["kind"] == "edit"]
+    met = [e for e in rank1 if all(rows[(e, c)]["render_after"]["mean"] <= p["pass"]["render"]
+                                   and rows[(e, c)]["near_after"]["mean"] >= p["pass"]["near"] for c in ("nudity", "violence"))]
+    if met:
+        return [f"On test, {', '.join(met)} reach(es) render rate ≤ {pct(p['pass']['render'])} with near-misses ≥ "
+                f"{pct(p['pass']['near'])} for both nudity and violence.", ""]
+    best = min(rank1, key=lambda e: sum(rows[(e, c)]["render_after"]["mean"] for c in ("nudity", "violence")))
+    nums = "; ".join(f"{c} {pct(rows[(best, c)]['render_after']['mean'])} with near-misses at {pct(rows[(best, c)]['near_after']['mean'])}"
+                     for c in ("nudity", "violence"))
+    return [f"**No rank-1 edit reaches render rate ≤ {pct(p['pass']['render'])} with near-misses ≥ {pct(p['pass']['near'])} on test "
+            f"for both nudity and violence.** The best, {best}: {nums}.", ""]
+
+
 def testbed_section(tb: dict, sweep: dict) -> list[str]:
     d = tb["defaults"]
     out = [
-        "## The trained testbed",
+        "## The first testbed (kept for comparison)",
         "",
         f"`python -m testbed.run` (data: [data/testbed.json](data/testbed.json)). A small Wan ({tb['train']['dim']} wide, "
         f"{tb['train']['layers']} blocks, ComfyUI's WanModel key names) trained on a synthetic world in which each concept renders a "
@@ -147,6 +253,9 @@ def results_md() -> str:
     lines = ["# Results", "",
              "Generated by `python scripts/make_docs.py` from the data beside it; do not edit by hand. How the numbers are measured: "
              "[method.md](method.md#measuring).", ""]
+    protocol = load("protocol.json")
+    if protocol:
+        lines += protocol_section(protocol)
     tb = load("testbed.json")
     if tb:
         lines += testbed_section(tb, load("rank_sweep.json"))
@@ -191,7 +300,7 @@ def cost_section(fs: dict) -> list[str]:
     out = [COST_BEGIN,
            f"Measured by `python -m bench.full_size` in a real ComfyUI ({run['comfyui']}, `--cpu`) on {run['cores']} CPU cores "
            f"({run['cpu']}), with a Wan 2.1 1.3B-shaped checkpoint ({shape['num_layers']} blocks × {shape['dim']}, random fp16 weights, "
-           "ComfyUI computes in float32 on CPU) through the Wan 2.1 template's erasure part with the defaults. The text encoder "
+           f"ComfyUI computes in float32 on CPU) through the Wan 2.1 template's erasure part with the defaults. The text encoder "
            "is a small stand-in with umt5's output shape (512 × 4096): a real umt5-xxl cannot be made small.", "",
            "| node | seconds | peak memory of ComfyUI |", "|---|---|---|"]
     out += [f"| {NODE_NAMES.get(r['type'], r['type'])} | {r['seconds']:.1f} | {r['peak_mib'] / 1024:.1f} GB |" for r in small["nodes"]]
@@ -218,15 +327,44 @@ def cost_section(fs: dict) -> list[str]:
     return out
 
 
-def readme_md() -> str:
-    """README.md with its cost section rendered from bench/full_size.json (the rest is written by hand)."""
-    text = (ROOT / "README.md").read_text()
-    path = ROOT / "bench" / "full_size.json"
-    if COST_BEGIN not in text or not path.exists():
+TESTBED_BEGIN = "<!-- testbed: generated by scripts/make_docs.py from docs/data/protocol.json -->"
+TESTBED_END = "<!-- testbed: end -->"
+
+
+def testbed_summary(p: dict) -> list[str]:
+    """README's lines on the defaults' test-split numbers from the full protocol."""
+    rows = {(r["edit"], r["concept"]): r for r in p["test"]["summary"]}
+    att = {(r["edit"], r["concept"]): r for r in p["attacks"]["summary"]}
+    runs = len(p["train_seeds"]) * len(p["noise_seeds"])
+    edit = "defaults"
+    parts = []
+    for c in p["concepts"]:
+        r, a = rows[(edit, c)], att[(edit, c)]
+        parts.append(f"{c} {pct(r['render_before']['mean'])} → {pct(r['render_after']['mean'])} (near-misses "
+                     f"{pct(r['near_after']['mean'])}, inversion attack {pct(a['inversion']['mean'])})")
+    return [TESTBED_BEGIN,
+            f"With the defaults ({p['edits'][edit]['label']}), on the harder testbed's test split (mean of "
+            f"{runs} runs; intervals, baselines and attacks in "
+            "[docs/results.md](docs/results.md)), the render rate goes " + "; ".join(parts) + ".", TESTBED_END]
+
+
+def _replace(text: str, begin: str, end: str, lines: list[str]) -> str:
+    if begin not in text:
         return text
-    head, rest = text.split(COST_BEGIN, 1)
-    _, tail = rest.split(COST_END, 1)
-    return head + "\n".join(cost_section(json.loads(path.read_text()))) + tail
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + "\n".join(lines) + tail
+
+
+def readme_md() -> str:
+    """README.md with its generated sections rendered from their data (the rest is written by hand)."""
+    text = (ROOT / "README.md").read_text()
+    cost, protocol = ROOT / "bench" / "full_size.json", DATA / "protocol.json"
+    if cost.exists():
+        text = _replace(text, COST_BEGIN, COST_END, cost_section(json.loads(cost.read_text())))
+    if protocol.exists():
+        text = _replace(text, TESTBED_BEGIN, TESTBED_END, testbed_summary(json.loads(protocol.read_text())))
+    return text
 
 
 def documents() -> dict[Path, str]:
@@ -243,6 +381,8 @@ def collect() -> None:
         shutil.copy(out / "testbed" / "before_after.png", ROOT / "docs" / "images" / "testbed_before_after.png")
         shutil.copy(out / "testbed" / "spectrum.png", ROOT / "docs" / "images" / "testbed_spectrum.png")
         subprocess.run([sys.executable, "-m", "testbed.rank_sweep", "--out", str(DATA / "rank_sweep.json")], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "testbed.protocol", "--full", "--out", str(out / "protocol")], cwd=ROOT, check=True)
+        shutil.copy(out / "protocol" / "results.json", DATA / "protocol.json")
         reports = out / "reports"
         reports.mkdir()
         env = {**os.environ, "REFUSAL_REPORT_DIR": str(reports)}

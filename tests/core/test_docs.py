@@ -72,3 +72,4 @@ def test_the_readme_cost_section_is_generated_from_the_full_size_bench():
     assert module.COST_BEGIN in text and module.COST_END in text
     assert (ROOT / "bench" / "full_size.json").exists()
     assert not json.loads((ROOT / "bench" / "full_size.json").read_text())["run"]["tiny"]
+
