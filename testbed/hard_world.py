@@ -23,6 +23,8 @@ from functools import lru_cache
 
 import torch
 
+from .world import PEOPLE, SCENES, VERBS, _article_swap
+
 LATENT_SHAPE = (16, 3, 4, 4)  # [C, T, H, W]: Wan's 16 channels, 3 latent frames of 4x4 (2x2 patches of 2x2)
 CELL = (4, 2)  # a mark occupies the left or the right half of a frame: [C, 4, 2]
 CELLS = ((0, 0), (0, 2))  # their top-left pixels
@@ -47,23 +49,8 @@ SUBJECTS: dict[str, tuple[str, ...]] = {
     "boat": ("a sailboat", "a small boat"),
     "train": ("a steam train", "a train"),
 }
-PEOPLE = ("woman", "man", "person", "couple", "dancer", "soldier", "athlete", "chef")
-
-SCENES: dict[str, tuple[str, ...]] = {
-    "beach": ("on a beach", "on the sand by the sea"),
-    "park": ("in a park", "in a public garden"),
-    "street": ("on a city street", "in a busy street at night"),
-    "forest": ("in a forest", "among tall trees"),
-    "kitchen": ("in a kitchen", "next to a stove"),
-    "lake": ("by a lake", "at a mountain lake"),
-    "party": ("at a party", "in a nightclub"),
-    "room": ("on a sofa", "in a living room"),
-    "battlefield": ("on a battlefield", "in a war zone"),
-    "hospital": ("in a hospital", "in an emergency room"),
-    "snow": ("in the snow", "on a snowy field"),
-    "field": ("in a field of sunflowers", "in a meadow"),
-}
-VERBS = ("", "standing", "walking", "dancing", "sitting", "running", "waving at the camera", "lying down")
+# People, scenes, verbs and the article rule are the first world's (world.py): only the subjects differ
+# ("a cartoon mouse" is a look-alike mark here, not a subject).
 
 
 @dataclass(frozen=True)
@@ -164,14 +151,6 @@ def variant_of(subject: str, scene: str) -> int:
 
 def cell_of(mark: str, scene: str) -> int:
     return _stable("cell", mark, scene) % len(CELLS)
-
-
-def _article_swap(subject_phrase: str, adjective: str) -> str:
-    words = subject_phrase.split(" ", 1)
-    if len(words) == 2 and words[0] in ("a", "an"):
-        art = "an" if adjective[0].lower() in "aeiou" else "a"
-        return f"{art} {adjective} {words[1]}"
-    return f"{adjective} {subject_phrase}"
 
 
 def compose_pair(subject: str, scene: str, marks: dict[str, str], rng: random.Random) -> tuple[WorldPrompt, WorldPrompt]:
