@@ -28,15 +28,23 @@ def _strip_padding(ids: list[int]) -> tuple[int, ...]:
     return tuple(ids[:end])
 
 
-def _token_ids(tokens: Any, n_rows: int) -> tuple[int, ...] | None:
-    """The ids of the encoder whose tokens are the conditioning's rows (same count), without padding.
+def _zero_tail(rows: Any) -> int:
+    """How many trailing rows of a context [L, d] are exactly zero: the padding of an encoder that zeroes
+    its masked rows (Wan's umt5), whose pad id follows an end token of another id."""
+    nonzero = rows.ne(0).any(-1).nonzero()
+    return int(rows.shape[0]) - (int(nonzero[-1]) + 1 if len(nonzero) else 0)
+
+
+def _token_ids(tokens: Any, n_rows: int, zero_tail: int = 0) -> tuple[int, ...] | None:
+    """The ids of the encoder whose tokens are the conditioning's rows (same count), without padding:
+    neither the repeated pad id nor rows the encoder zeroed (zero_tail of them at the end).
 
     Models with two encoders (HunyuanVideo: CLIP-L for the pooled vector, an LLM for the rows, its
     template cropped) may have none that lines up; rows are then paired by position.
     """
     for ids in _id_lists(tokens):
         if len(ids) == n_rows:
-            return _strip_padding(ids)
+            return _strip_padding(ids)[: max(1, n_rows - zero_tail)]
     return None
 
 
@@ -52,5 +60,6 @@ def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
     lengths = [len(_strip_padding(ids)) for ids in _id_lists(tokens) if ids]
     check_prompt_length(text, max(lengths) if lengths else None)
     cond = clip.encode_from_tokens_scheduled(tokens)
-    rows = int(cond[0][0].shape[1])
-    return EncodedPrompt(text=text, token_ids=_token_ids(tokens, rows), conditioning=cond, text_len=rows)
+    context = cond[0][0][0]
+    rows = int(context.shape[0])
+    return EncodedPrompt(text=text, token_ids=_token_ids(tokens, rows, _zero_tail(context)), conditioning=cond, text_len=rows)

@@ -298,3 +298,15 @@ def test_token_ids_come_from_the_encoder_that_made_the_rows(host):
     tokens = {"l": clip_l, "llama": llama}
     assert host.encode._token_ids(tokens, 77) == (49406, 320, 1215, 49407)  # padding stripped to one end token
     assert host.encode._token_ids(tokens, 3) is None  # the LLM's rows had its template cropped: pair by position
+
+
+def test_wan_text_rows_leave_out_the_pad_rows_umt5_zeroes(host):
+    """umt5 pads its ids with 0 after the end token 1 and zeroes those rows: the pair's rows are the real tokens only."""
+    import torch
+
+    host = comfy_host.host()
+    tokens = {"umt5xxl": [[(37, 1.0), (5, 1.0), (1, 1.0)] + [(0, 1.0)] * 509]}
+    context = torch.zeros(512, 8)
+    context[:3] = 1.0
+    assert host.encode._token_ids(tokens, 512, host.encode._zero_tail(context)) == (37, 5, 1)
+    assert host.encode._token_ids(tokens, 512) == (37, 5, 1, 0)  # without the zero rows, one pad id would stay
