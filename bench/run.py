@@ -4,8 +4,8 @@
 
 Model: TinyWan (testbed/tiny_wan.py: the math and key names of ComfyUI's WanModel) at
 the Wan 2.1 1.3B shape (dim 1536, 30 blocks, ffn 8960, 12 heads, text_dim 4096), random weights,
-fp32, CPU. Site: Wan's default (cross_out: blocks.N.cross_attn.o, all 30 blocks = 30 edited
-weights, video-token rows). Prompts: the pack's 5 default pairs + 10 neutral prompts (20 forwards
+fp32, CPU. Site: Wan's default (text_kv: blocks.N.cross_attn.k and .v, all 30 blocks = 60 edited
+weights, text-token rows; every block reads the same text context, so its rows are taken once). Prompts: the pack's 5 default pairs + 10 neutral prompts (20 forwards
 at one sigma; the node reads three, which triples both sides of the extraction ratio). Conditioning: one random 4096-wide row per word plus
 an end token, padded with zero rows to --text-len as ComfyUI pads Wan's umt5 output (to 512);
 the default 32 keeps the run short, and padding only adds the same k/v rows to both sides of every

@@ -53,7 +53,7 @@ class ExtractRefusalVector(io.ComfyNode):
                     "site",
                     options=ALL_SITES,
                     default=defaults.SITE,
-                    tooltip="auto: the measured default of the model family (Wan: cross_out; LTX-Video, Mochi: text_kv; HunyuanVideo: joint_in). "
+                    tooltip="auto: the measured default of the model family (Wan, LTX-Video, Mochi: text_kv; HunyuanVideo: joint_in). "
                     "text_kv: where text enters (cross-attention key/value). cross_out (Wan): the cross-attention output projection, "
                     "what the text wrote into the video tokens. ffn_in: first feed-forward linear on video tokens "
                     "(the paper's site; erases nothing on Wan). text_ffn_in / text_qkv / text_refiner / joint_in: HunyuanVideo and Mochi "

@@ -22,7 +22,7 @@ from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
 from refusal_core.presets import load_preset
 from refusal_core.sites import parse_layers
-from refusal_core.types import EncodedPrompt, LayerEdit, PromptPairs, RefusalEdit, RefusalStats
+from refusal_core.types import EncodedPrompt, LayerEdit, PromptPair, PromptPairs, RefusalEdit, RefusalStats
 from . import guided
 from .hard_train import HardConfig, contexts, encode_hidden, load_or_train
 from .run import denoised_forward
@@ -66,6 +66,7 @@ class EditConfig:
 
 DEFAULTS = EditConfig()
 PAPER = EditConfig(site="ffn_in", layers="last2")  # the paper's site: the FFN input of the last two blocks, cPCA, k 100
+PREVIOUS = EditConfig(site="cross_out")  # the pack's Wan default up to 0.2.0, chosen on the first testbed
 
 
 class Bed:
@@ -83,8 +84,15 @@ class Bed:
 
     def extract(self, concept: str, site: str, sigmas: tuple[float, ...], noise_seed: int) -> RefusalStats:
         """The pack's extraction on the concept's preset pairs, every block, probe latent seeded by noise_seed."""
-        preset, name = PRESETS[concept]
-        pairs, neutral = load_preset(preset, name)
+        return self.extract_preset(*PRESETS[concept], site, sigmas, noise_seed)
+
+    def extract_preset(self, preset: str, name: str, site: str, sigmas: tuple[float, ...], noise_seed: int) -> RefusalStats:
+        """The same on any preset of the pack, with `name` for its {name} placeholder."""
+        return self.extract_pairs(*load_preset(preset, name), site, sigmas, noise_seed)
+
+    def extract_pairs(self, pairs: list[PromptPair], neutral: list[str], site: str, sigmas: tuple[float, ...],
+                      noise_seed: int) -> RefusalStats:
+        """The same on any prompt pairs and neutral prompts."""
         prompts = PromptPairs.from_texts(pairs, neutral, self.encode)
         blocks = parse_layers("all", list(range(len(self.model.blocks))))
         settings = ExtractSettings(FAMILIES["wan"].sites[site], blocks, sigmas, "wan", seed=noise_seed)

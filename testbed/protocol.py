@@ -4,7 +4,8 @@
                                         training seed, one noise seed, the pack's defaults and every baseline
                                         on the test split, with the attacks
     python -m testbed.protocol --full   3 training seeds x 3 noise seeds: every choice made on the dev split
-                                        by the rule below, then frozen and reported on test with 95 % intervals
+                                        by the rule below, then frozen and reported on test with 95 % intervals,
+                                        beside the baselines and the pack's previous default site (cross_out)
                                         (trains seeds 1 and 2 on first use, about 13 minutes each, cached)
 
 The world (hard_world.py): concepts rendered differently for every subject, scene and frame, near-miss
@@ -27,7 +28,7 @@ from pathlib import Path
 from refusal_core import defaults
 from . import guided
 from .attack import inversion, text_search
-from .hard_eval import (DEFAULTS, NEGATIVE_TEXT, PAPER, Bed, EditConfig, Groups, Sizes, concept_pairs, cos_d_r, edited_model,
+from .hard_eval import (DEFAULTS, NEGATIVE_TEXT, PAPER, PREVIOUS, Bed, EditConfig, Groups, Sizes, concept_pairs, cos_d_r, edited_model,
                         generate, interval, make_edit, scores)
 from .hard_train import HardConfig
 from .hard_world import CONCEPTS, MARKS, split
@@ -165,6 +166,7 @@ def run(out: Path, full: bool = False, shown: Progress | None = None, sizes: Siz
              "negative prompt": EditConfig(kind="negative")}
     dev_rows, choice = [], None
     if full:
+        edits["previous defaults"] = PREVIOUS
         dev_rows, choice = dev_sweep(beds, dev_sizes, shown, cache)
         if choice["config"] != asdict(DEFAULTS):
             edits["dev choice"] = EditConfig(**{**choice["config"], "sigmas": tuple(choice["config"]["sigmas"])})

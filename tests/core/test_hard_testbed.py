@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,6 +99,15 @@ def test_the_shipped_model_is_the_one_the_code_trains():
     assert cfg.heads == max(1, cfg.dim // 128) and cfg.dim >= 256 and cfg.layers >= 8
 
 
+def test_the_pack_ships_the_defaults_the_committed_protocol_chose_on_dev():
+    """docs/data/protocol.json is a full run of the protocol with the pack's present defaults, and its dev sweep chose
+    them: changing a default, or the protocol's choice, needs `python -m testbed.protocol --full` again."""
+    p = json.loads((Path(__file__).resolve().parents[2] / "docs" / "data" / "protocol.json").read_text())
+    ours = json.loads(json.dumps(asdict(hard_eval.DEFAULTS)))
+    assert p["mode"] == "full" and p["pack_defaults"] == ours
+    assert p["dev"]["choice"]["config"] == ours
+
+
 def test_the_protocol_runs_end_to_end_and_its_document_renders(tmp_path, monkeypatch):
     monkeypatch.setattr(attack, "vocabulary", lambda: ["naked", "blood", "mouse", "red", "sofa"])
     monkeypatch.setattr(protocol, "GRID", protocol.GRID[:2] + (hard_eval.DEFAULTS,))
@@ -105,7 +116,7 @@ def test_the_protocol_runs_end_to_end_and_its_document_renders(tmp_path, monkeyp
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["test"]["summary"] == json.loads(json.dumps(result["test"]["summary"]))
     cells = {(r["edit"], r["concept"]) for r in saved["test"]["summary"]}
-    assert cells >= {(e, c) for e in ("defaults", "paper", "random direction", "negative prompt") for c in w.CONCEPTS}
+    assert cells >= {(e, c) for e in ("defaults", "paper", "random direction", "negative prompt", "previous defaults") for c in w.CONCEPTS}
     for r in saved["test"]["summary"]:
         assert r["render_after"]["n"] == 2 and 0.0 <= r["render_after"]["mean"] <= 1.0
     assert {a["edit"] for a in saved["attacks"]["runs"]} >= {"no edit", "defaults", "paper", "negative prompt"}

@@ -93,7 +93,8 @@ def test_a_first_release_unfactorized_file_has_statistics_only():
 
 
 def test_an_edit_at_wan_1_3b_dims_saves_under_5_mb(tmp_path):
-    """30 blocks x 1536 wide at the default site (cross_out), with the spectrum of a 1025-row span per layer."""
+    """30 blocks x 1536 wide, one direction per block (every Wan site), with the spectrum of a 1025-row span per layer: the
+    largest a template run saves (a video site filling its row budget)."""
     from refusal_core.types import LayerEdit, RefusalEdit
 
     layers = tuple(LayerEdit(f"blocks.{i}.cross_attn.o", (f"blocks.{i}.cross_attn.o",), torch.nn.functional.normalize(torch.randn(1, 1536)),

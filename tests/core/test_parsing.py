@@ -96,7 +96,7 @@ def test_sites_and_their_blocks():
     assert site.blocks(names) == [3, 11]
     assert get_site("wan", "image_kv").blocks(names) == [2]
     assert site.edit_keys(3) == ("blocks.3.cross_attn.k", "blocks.3.cross_attn.v")
-    assert get_site("wan", "auto").name == "cross_out"
+    assert get_site("wan", "auto").name == "text_kv"
     assert get_site("hunyuan_video", "auto").name == "joint_in"
     with pytest.raises(RefusalError, match="HunyuanVideo"):
         get_site("flux", "text_kv")

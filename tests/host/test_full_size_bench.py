@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_full_size_bench_reports_every_erasure_node_and_file(tmp_path):
+    from refusal_core.families import FAMILIES
     from tests.host import comfy_host
 
     if comfy_host.missing_reason():
@@ -31,7 +32,9 @@ def test_the_full_size_bench_reports_every_erasure_node_and_file(tmp_path):
     assert all(r["seconds"] >= 0 and r["peak_mib"] > 0 for r in small["nodes"])
     kinds = {f["file"].split("/")[1] for f in small["files"] if f["file"].startswith("models/")}
     assert kinds == {"refusal_vectors", "loras"} and all(f["bytes"] > 0 for f in small["files"])
-    assert small["residual_max"] < 1e-3 and small["edited_weights"] == small["shape"]["num_layers"]
+    wan = FAMILIES["wan"]
+    per_block = len(wan.sites[wan.default_site].edit_keys(0))  # text_kv: the key and the value of each block
+    assert small["residual_max"] < 1e-3 and small["edited_weights"] == small["shape"]["num_layers"] * per_block
     assert len(small["sampling"]["step_seconds"]["edited"]) == 2 and small["sampling"]["edited_over_original"] > 0
     per = report["wan_14B_width"]["per_block"]
     assert "ExtractRefusalVector" in per["seconds"] and set(per["file_bytes"]) == {"refusal_vectors", "loras"}
