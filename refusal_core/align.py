@@ -30,24 +30,31 @@ def token_pairs(ids_u: Sequence[int], ids_s: Sequence[int]) -> list[tuple[int, i
     return pairs
 
 
-def aligned_text_diffs(
+def aligned_text_rows(
     a_u: torch.Tensor, a_s: torch.Tensor, ids_u: Sequence[int] | None, ids_s: Sequence[int] | None
-) -> torch.Tensor:
-    """Per-token differences a(u)_i - a(s)_j for aligned tokens.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows a(u)_i and a(s)_j [n, d] of aligned tokens (token_pairs), in pair order.
 
     a_u: [L_u, d], a_s: [L_s, d] (context rows; padding beyond the ids is ignored).
     Without token ids, rows pair by position up to the shorter prompt.
-    Returns [n, d].
     """
     if ids_u is None or ids_s is None:
         n = min(a_u.shape[0], a_s.shape[0])
-        return a_u[:n] - a_s[:n]
+        return a_u[:n], a_s[:n]
     pairs = [(i, j) for i, j in token_pairs(ids_u, ids_s) if i < a_u.shape[0] and j < a_s.shape[0]]
     if not pairs:
-        return a_u.new_zeros((0, a_u.shape[1]))
+        return a_u.new_zeros((0, a_u.shape[1])), a_s.new_zeros((0, a_s.shape[1]))
     iu = torch.tensor([p[0] for p in pairs])
     js = torch.tensor([p[1] for p in pairs])
-    return a_u[iu] - a_s[js]
+    return a_u[iu], a_s[js]
+
+
+def aligned_text_diffs(
+    a_u: torch.Tensor, a_s: torch.Tensor, ids_u: Sequence[int] | None, ids_s: Sequence[int] | None
+) -> torch.Tensor:
+    """Per-token differences a(u)_i - a(s)_j [n, d] for aligned tokens (aligned_text_rows)."""
+    u, s = aligned_text_rows(a_u, a_s, ids_u, ids_s)
+    return u - s
 
 
 def text_rows(a: torch.Tensor, ids: Sequence[int] | None) -> torch.Tensor:

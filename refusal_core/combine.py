@@ -1,8 +1,11 @@
 """Several concepts at once: stack their directions per layer, each with its own strength.
 
-The edit then removes the whole subspace, W (I - Q^T diag(s) Q) with Q orthonormal rows spanning
-the stacked directions (edit.orthonormal_rows, in the order given); a concept at strength 0 is left
-out before orthonormalizing, so it changes nothing.
+Projections: the edit then removes the whole subspace, W (I - Q^T diag(s) Q) with Q orthonormal rows
+spanning the stacked directions (edit.orthonormal_rows, in the order given); a concept at strength 0
+is left out before orthonormalizing, so it changes nothing. Where a layer also has a map
+(closed_form.py), the layer's input maps are composed in the order given, W M_1 M_2 ..., each
+M = I - P^T diag(strength * s) Q (neighbouring projections merged into one, as above), which is what
+applying the edits one after another does; the product is stored by its SVD again.
 """
 from __future__ import annotations
 
@@ -12,8 +15,41 @@ from typing import Sequence
 import torch
 
 from . import __version__
+from .closed_form import svd_factors
 from .edit import check_strength, orthonormal_rows
 from .types import LayerEdit, RefusalEdit, RefusalError
+
+def _composed(point: str, edit_keys: tuple[str, ...], parts: list[tuple[LayerEdit, torch.Tensor, list[float]]]) -> LayerEdit:
+    """I - A^T B = M_1 M_2 ... for the layer's parts in order (neighbouring projections merged into one)."""
+    terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (A_i, B_i) with Delta_i = A_i^T B_i, in order
+    run: list[tuple[torch.Tensor, list[float]]] = []
+
+    def close_run() -> None:
+        rows = torch.cat([Q for Q, _ in run]) if run else None
+        s = torch.tensor([x for _, ss in run for x in ss])
+        run.clear()
+        if rows is not None and bool((s != 0).any()):
+            Q, kept = orthonormal_rows(rows[s != 0])
+            terms.append((s[s != 0][kept, None].double() * Q.double(), Q.double()))
+
+    for layer, Q, s in parts:
+        if layer.projection:
+            run.append((Q, s))
+            continue
+        close_run()
+        if any(x != 0 for x in s):
+            terms.append((torch.tensor(s, dtype=torch.float64)[:, None] * layer.left.double(), Q.double()))
+    close_run()
+    if not terms:  # every part at strength 0: an exact no-op
+        return LayerEdit(point, edit_keys, parts[0][1][:1], (0.0,))
+    A, B = terms[0]
+    for Ai, Bi in terms[1:]:  # (I - A^T B)(I - Ai^T Bi) = I - [A; Ai - (Ai B^T) A]^T [B; Bi]
+        A, B = torch.cat([A, Ai - (Ai @ B.T) @ A]), torch.cat([B, Bi])
+    P, s, Q = svd_factors(A, B)
+    if s.numel() == 0:
+        return LayerEdit(point, edit_keys, parts[0][1][:1], (0.0,))
+    return LayerEdit(point, edit_keys, Q.float(), tuple(float(x) for x in s), left=P.float(), k_used=int(s.numel()))
+
 
 def combine(edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
     """One RefusalEdit from (edit, strength) pairs; layers at the same input point are stacked."""
@@ -36,6 +72,9 @@ def combine(edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
         first = parts[0][0]
         if any(p[0].edit_keys != first.edit_keys or p[0].dim != first.dim for p in parts):
             raise RefusalError(f"the vectors disagree on the layer at {point} (other edit keys or width): extract them from the same model")
+        if not all(p[0].projection for p in parts):
+            layers.append(_composed(point, first.edit_keys, parts))
+            continue
         rows = torch.cat([p[1] for p in parts])
         s = torch.tensor([x for p in parts for x in p[2]])
         keep = s != 0

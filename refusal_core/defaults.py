@@ -22,6 +22,9 @@ METHOD = "cpca"
 K = 100  # the paper's rank of U_k
 ALPHA = 0.5  # relative to tr cov(D) (factorize.py)
 MOMENT = "auto"
+# The closed-form map (closed_form.py): weight of a preserved row against a pair row, and the ridge
+PRESERVE = 3.0
+RIDGE = 0.1
 
 # Edit
 STRENGTH = 1.0  # lambda: 1 removes the direction exactly (the paper)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import __version__, defaults
-from .align import aligned_text_diffs, text_rows
+from .align import aligned_text_diffs, aligned_text_rows, text_rows
 from .capture import capture_inputs
 from .sites import JOINT, TEXT, Site
 from .stats import Moments, RowAccumulator, Rows, n_rows, row_mean
@@ -61,11 +61,15 @@ class _RowBudget:
         self.per_chunk = max(1, per_chunk)
         self.gen = torch.Generator().manual_seed(seed)
 
+    def pick(self, n: int) -> torch.Tensor | None:
+        """The indices of the rows to keep of n (sorted), or None for all of them."""
+        if n <= self.per_chunk:
+            return None
+        return torch.randperm(n, generator=self.gen)[: self.per_chunk].sort().values
+
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        if rows.shape[0] <= self.per_chunk:
-            return rows
-        idx = torch.randperm(rows.shape[0], generator=self.gen)[: self.per_chunk]
-        return rows[idx.sort().values]
+        idx = self.pick(rows.shape[0])
+        return rows if idx is None else rows[idx]
 
 
 def _check_finite(t: torch.Tensor, point: str, text: str) -> None:
@@ -92,7 +96,8 @@ def _split_joint(a: torch.Tensor, enc: EncodedPrompt) -> tuple[torch.Tensor, tor
 def pair_rows(site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt) -> torch.Tensor:
     """Difference rows a(u) - a(s) [n, d] at one layer, tokens paired as the site's token space requires."""
     if site.tokens == TEXT:
-        return aligned_text_diffs(a_u, a_s, enc_u.token_ids, enc_s.token_ids)
+        u, s = aligned_text_rows(a_u, a_s, enc_u.token_ids, enc_s.token_ids)
+        return u - s
     if site.tokens == JOINT:
         (v_u, t_u), (v_s, t_s) = _split_joint(a_u, enc_u), _split_joint(a_s, enc_s)
         if v_u.shape != v_s.shape:
@@ -295,6 +300,8 @@ class Reducer:
         # r is the mean of EVERY difference row; only the factorization's statistics use the row budget.
         self.sum_d = {p: torch.zeros((), dtype=torch.float64) for p in self.points}
         self.count_d = dict.fromkeys(self.points, 0)
+        self.rows_u: dict[str, list[torch.Tensor]] = {p: [] for p in self.points}
+        self.rows_s: dict[str, list[torch.Tensor]] = {p: [] for p in self.points}
         self.pending: dict[int, dict[str, torch.Tensor]] = {}  # job -> {point: [L, d]} until its unit is reduced
         self.next_unit = 0
 
@@ -314,12 +321,23 @@ class Reducer:
         for p in self.points:
             key = (_same(a_u[p]), _same(a_s[p]))
             if key not in memo:
-                rows = pair_rows(self.site, a_u[p], a_s[p], enc_u, enc_s)
-                memo[key] = (rows, rows.double().sum(0))
-            rows, total = memo[key]
-            self.acc_d[p].add(self.keep_d(rows))
+                if self.site.tokens == TEXT:  # the closed-form map needs the aligned rows themselves
+                    u, s = aligned_text_rows(a_u[p], a_s[p], enc_u.token_ids, enc_s.token_ids)
+                    rows = u - s
+                else:
+                    u = s = None
+                    rows = pair_rows(self.site, a_u[p], a_s[p], enc_u, enc_s)
+                idx = self.keep_d.pick(rows.shape[0])
+                kept = [x if x is None or idx is None else x[idx] for x in (rows, u, s)]
+                # u and s may be views of the whole batch's activations, which must not stay alive
+                memo[key] = (rows.double().sum(0), rows.shape[0], kept[0], *[None if x is None else x.clone() for x in kept[1:]])
+            total, count, rows, u, s = memo[key]
+            self.acc_d[p].add(rows)
+            if u is not None:
+                self.rows_u[p].append(u)
+                self.rows_s[p].append(s)
             self.sum_d[p] = self.sum_d[p] + total
-            self.count_d[p] += rows.shape[0]
+            self.count_d[p] += count
 
     def _neutral(self, j: int) -> None:
         enc, a = self.jobs[j][0], self.pending[j]
@@ -333,6 +351,16 @@ class Reducer:
     def layers(self) -> list[tuple[int, LayerStats]]:
         """(block, LayerStats) per block read; identical sides are refused."""
         out = []
+        joined: dict[tuple[int, ...], torch.Tensor] = {}  # blocks that read the same rows share one tensor of them
+
+        def join(parts: list[torch.Tensor]) -> torch.Tensor | None:
+            if not parts:
+                return None
+            key = tuple(id(t) for t in parts)
+            if key not in joined:
+                joined[key] = torch.cat(parts).float()
+            return joined[key]
+
         for b, p in zip(self.blocks, self.points):
             D = self.acc_d[p].result()
             E = self.acc_e[p].result(dim=D.shape[1])
@@ -342,7 +370,8 @@ class Reducer:
                     f"unsafe and safe prompts give identical activations at {p}: "
                     "each pair's two sides must differ by the concept (e.g. 'a nude woman | a woman')"
                 )
-            out.append((b, LayerStats(point=p, edit_keys=self.site.edit_keys(b), diffs=D, neutral=E, r=r)))
+            out.append((b, LayerStats(point=p, edit_keys=self.site.edit_keys(b), diffs=D, neutral=E, r=r,
+                                      unsafe=join(self.rows_u[p]), safe=join(self.rows_s[p]))))
         return out
 
 

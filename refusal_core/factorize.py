@@ -32,7 +32,9 @@ from .stats import Moments, Rows, as_moments, n_rows
 from . import __version__, defaults
 from .types import LayerEdit, RefusalEdit, RefusalError, RefusalStats
 
-METHODS = ("cpca", "pca", "mean_diff")
+METHODS = ("cpca", "pca", "mean_diff")  # the solvers of one direction per layer (factorize_layer)
+CLOSED_FORM = "closed_form"  # a map, not a direction (closed_form.py)
+SOLVERS = METHODS + (CLOSED_FORM,)
 MOMENTS = ("auto", "centered", "uncentered")
 # Below this fraction of ||r|| kept by U_k, centering removed r itself (docs/method.md, "centering").
 RETAIN_THRESHOLD = 0.5
@@ -329,8 +331,12 @@ def _mean_sq(X: torch.Tensor) -> float:
 
 
 def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defaults.K, alpha: float = defaults.ALPHA,
-              moment: str = defaults.MOMENT) -> RefusalEdit:
-    """The edit of one concept: per layer the unit direction d [1, d_in] at strength 1."""
+              moment: str = defaults.MOMENT, preserve: float = defaults.PRESERVE, ridge: float = defaults.RIDGE) -> RefusalEdit:
+    """The edit of one concept: per layer the unit direction d [1, d_in] at strength 1, or with method
+    "closed_form" the map of closed_form.py (preserve and ridge are its settings; k, alpha, moment unused)."""
+    if method == CLOSED_FORM:
+        from .closed_form import closed_form  # it imports this module's PROVENANCE
+        return closed_form(stats, preserve, ridge)
     layers: list[LayerEdit] = []
     report = []
     for layer in stats.layers:

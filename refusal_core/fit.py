@@ -14,6 +14,12 @@ def made_for(edit: RefusalEdit) -> str:
     return f"a {display_name(fam)} model (blocks {edit.meta.get('blocks', '?')}, widths {edit.meta.get('dims', '?')})"
 
 
+def orthonormal(Q: torch.Tensor, tol: float = 1e-3) -> bool:
+    """Whether Q [m, d] holds finite orthonormal rows."""
+    eye = torch.eye(Q.shape[0], dtype=torch.float64)
+    return bool(torch.isfinite(Q).all()) and float((Q.double() @ Q.double().T - eye).abs().max()) <= tol
+
+
 def check_edit_fits(edit: RefusalEdit, family: str, weight_shapes: Mapping[str, Sequence[int]]) -> None:
     """Raise a RefusalError unless every edited layer exists in the model with the right input width.
 
@@ -25,9 +31,8 @@ def check_edit_fits(edit: RefusalEdit, family: str, weight_shapes: Mapping[str, 
             f"this refusal vector was made for {made_for(edit)}, not for this {display_name(family)} model: "
             "extract one from this model"
         )
-    for name, (Q, s) in edit.bases().items():
-        eye = torch.eye(Q.shape[0])
-        if not torch.isfinite(Q).all() or not torch.isfinite(s).all() or (Q.double() @ Q.double().T - eye).abs().max() > 1e-3:
+    for name, (P, s, Q) in edit.maps().items():
+        if not torch.isfinite(s).all() or not (orthonormal(Q) and orthonormal(P)):
             raise RefusalError(f"the directions for '{name}' are not finite orthonormal vectors: extract and factorize again")
         shape = weight_shapes.get(name)
         if shape is None:

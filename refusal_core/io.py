@@ -1,9 +1,11 @@
 """Edits (and, on request, their statistics) as .safetensors files with metadata (never pickle).
 
-Format "refusal_edit/1": per layer i the basis "{i}.basis" [m, d] and its spectrum; the layer table
+Format "refusal_edit/1": per layer i the basis "{i}.basis" [m, d], its spectrum and, for a map (not a
+projection), its left basis "{i}.left" [m, d] (a file without it is a projection); the layer table
 (points, edit keys, strengths, k, retained) and the edit's metadata as JSON strings. With statistics,
 "stats.{i}.r", "stats.{i}.diffs" / ".neutral" (rows [n, d] float32, or moments ".total" / ".gram"
-float64) and their own table and metadata. A file of the first release ("refusal_vector/1": one
+float64), at text sites ".unsafe" / ".safe" (the aligned rows; a layer that shares another's names it
+in its table as "unsafe_of" / "safe_of") and their own table and metadata. A file of the first release ("refusal_vector/1": one
 layer table holding r, D, E and, once factorized, the direction) loads as its statistics and, when
 it was factorized or combined, its edit, which applies exactly as that release applied it.
 """
@@ -20,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .edit import orthonormal_rows
+from .fit import orthonormal
 from .stats import Moments, Rows
 from .types import LayerEdit, LayerStats, RefusalEdit, RefusalError, RefusalStats
 
@@ -56,6 +59,8 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
         tensors[f"{i}.basis"] = layer.basis.float().contiguous()
         if layer.spectrum is not None:
             tensors[f"{i}.spectrum"] = layer.spectrum.float().contiguous()
+        if layer.left is not None:
+            tensors[f"{i}.left"] = layer.left.float().contiguous()
         table.append({"point": layer.point, "edit_keys": list(layer.edit_keys), "strengths": list(layer.strengths),
                       "k_used": layer.k_used, "retained": layer.retained})
     meta = {str(k): str(v) for k, v in edit.meta.items()}
@@ -63,11 +68,21 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
     meta["layers"] = json.dumps(table)
     if include_statistics:
         stats_table = []
+        written: dict[tuple[str, int], int] = {}
         for i, layer in enumerate(edit.source.layers):
             tensors[f"stats.{i}.r"] = layer.r.float().contiguous()
             counts = {name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name)) for name in ("diffs", "neutral")}
-            stats_table.append({"point": layer.point, "edit_keys": list(layer.edit_keys),
-                                **{f"{name}_count": n for name, n in counts.items() if n is not None}})
+            row = {"point": layer.point, "edit_keys": list(layer.edit_keys),
+                   **{f"{name}_count": n for name, n in counts.items() if n is not None}}
+            for name in ("unsafe", "safe"):  # the closed-form map's rows, at text sites; blocks that read one input share them
+                t = getattr(layer, name)
+                if t is not None:
+                    first = written.setdefault((name, id(t)), i)
+                    if first == i:
+                        tensors[f"stats.{i}.{name}"] = t.float().contiguous()
+                    else:
+                        row[f"{name}_of"] = first
+            stats_table.append(row)
         meta["stats_layers"] = json.dumps(stats_table)
         meta["stats_meta"] = json.dumps({str(k): str(v) for k, v in edit.source.meta.items()})
     return save_atomic(tensors, path, meta)
@@ -116,7 +131,8 @@ def _read_edit(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[
     stats_meta = json.loads(meta.pop("stats_meta")) if "stats_meta" in meta else {}
     layers = tuple(
         LayerEdit(str(t["point"]), tuple(str(k) for k in t["edit_keys"]), tensors[f"{i}.basis"],
-                  tuple(float(x) for x in t["strengths"]), tensors.get(f"{i}.spectrum"), int(t["k_used"]), float(t["retained"]))
+                  tuple(float(x) for x in t["strengths"]), tensors.get(f"{i}.spectrum"), int(t["k_used"]), float(t["retained"]),
+                  tensors.get(f"{i}.left"))
         for i, t in enumerate(table)
     )
     stats = None
@@ -155,7 +171,14 @@ def _read_legacy(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tupl
 def _stats_layer(tensors: dict[str, torch.Tensor], key: str, t: dict) -> LayerStats:
     return LayerStats(str(t["point"]), tuple(str(k) for k in t["edit_keys"]),
                       _get_rows(tensors, f"{key}.diffs", t.get("diffs_count")), _get_rows(tensors, f"{key}.neutral", t.get("neutral_count")),
-                      tensors[f"{key}.r"])
+                      tensors[f"{key}.r"], *(tensors.get(_shared_key(key, t, name)) for name in ("unsafe", "safe")))
+
+
+def _shared_key(key: str, t: dict, name: str) -> str:
+    """The tensor name of a layer's aligned rows: its own, or those of the first layer that shares them."""
+    if f"{name}_of" not in t:
+        return f"{key}.{name}"
+    return f"{key.rsplit('.', 1)[0]}.{int(t[f'{name}_of'])}.{name}"
 
 
 def _put_rows(tensors: dict[str, torch.Tensor], key: str, X: Rows) -> int | None:
@@ -198,6 +221,12 @@ def _check_stats(layer: LayerStats, name: str) -> None:
             problems.append(f"{field} is not [rows, {d}]")
         else:
             stats.append(t)
+    if (layer.unsafe is None) != (layer.safe is None) or any(
+            t is not None and (t.ndim != 2 or t.shape[1] != d) for t in (layer.unsafe, layer.safe)) or (
+            layer.unsafe is not None and layer.unsafe.shape != layer.safe.shape):
+        problems.append(f"its unsafe and safe rows are not two [rows, {d}] of one shape")
+    else:
+        stats += [t for t in (layer.unsafe, layer.safe) if t is not None]
     if not _finite_floats(layer.r, *stats):
         problems.append("it holds non-float or non-finite values")
     if not layer.edit_keys:
@@ -217,7 +246,11 @@ def _check_edit(layer: LayerEdit, name: str) -> None:
         problems.append("spectrum is not a vector")
     if not _finite_floats(Q, layer.spectrum) or not all(map(math.isfinite, layer.strengths)):
         problems.append("it holds non-float or non-finite values")
-    elif Q.ndim == 2 and Q.shape[0] >= 1 and (Q.double() @ Q.double().T - torch.eye(Q.shape[0], dtype=torch.float64)).abs().max() > 1e-3:
+    elif layer.left is not None and layer.left.shape != Q.shape:
+        problems.append("its left basis does not match its basis")
+    elif not _finite_floats(layer.left):
+        problems.append("its left basis holds non-float or non-finite values")
+    elif Q.ndim == 2 and Q.shape[0] >= 1 and not all(orthonormal(B) for B in (Q, layer.left) if B is not None):
         problems.append("its basis is not orthonormal")
     if not layer.edit_keys:
         problems.append("it names no layer to edit")

@@ -1,7 +1,8 @@
-"""The edit as a standard LoRA file: W (I - lambda Q^T diag(s) Q) = W + up @ down, per edited layer.
+"""The edit as a standard LoRA file: W (I - lambda P^T diag(s) Q) = W + up @ down, per edited layer.
 
 Keys follow the format ComfyUI's LoRA loader maps for every diffusion model:
 "diffusion_model.<layer>.lora_up.weight" [d_out, r], ".lora_down.weight" [r, d_in], ".alpha" = r
+(up = -strength W P^T diag(s), down = Q; see edit.py)
 (so alpha / rank = 1 and the stock LoraLoaderModelOnly at strength 1 applies the edit exactly).
 """
 from __future__ import annotations
@@ -26,9 +27,9 @@ def lora_state_dict(
     with it (dequantized, earlier patches included); stored_dtype_of(layer name) -> the dtype the model
     stores that weight in (default W's), which decides the factors' dtype (lora_dtype)."""
     out: dict[str, torch.Tensor] = {}
-    for name, (Q, s) in edit.bases().items():
+    for name, (P, s, Q) in edit.maps().items():
         W = weight_of(name)
-        up, down = edit_factors(W, Q, s, strength, lora_dtype(stored_dtype_of(name) if stored_dtype_of else W.dtype))
+        up, down = edit_factors(W, Q, s, strength, lora_dtype(stored_dtype_of(name) if stored_dtype_of else W.dtype), P)
         key = LORA_PREFIX + name
         out[f"{key}.lora_up.weight"] = up.cpu().contiguous()
         out[f"{key}.lora_down.weight"] = down.cpu().contiguous()
@@ -56,7 +57,7 @@ def lora_metadata(edit: RefusalEdit, strength: float, concept: str = "") -> dict
         "refusal_vector.strength": f"{strength:g}",
         "refusal_vector.pairs_sha256": edit.meta.get("pairs_sha256", ""),
         "refusal_vector.version": __version__,
-        "refusal_vector.edit": "W' = W + up @ down = W (I - strength Q diag(s) Q^T)",
+        "refusal_vector.edit": "W' = W + up @ down = W (I - strength P^T diag(s) Q)",
     }
     if "concepts" in edit.meta:
         meta["refusal_vector.concepts"] = edit.meta["concepts"]

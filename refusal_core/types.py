@@ -72,6 +72,9 @@ class LayerStats:
                to the factorization in d_in x d_in memory. Both have .shape == (n, d_in).
     neutral:   [m, d_in] rows of neutral-prompt activations a(E), or their Moments.
     r:         [d_in] mean of D, the refusal vector.
+    unsafe, safe: at text sites, [n', d_in] rows a(u)_i and a(s)_j of the aligned tokens (the rows of D
+               before the row budget turns them into moments, at most max_rows); None elsewhere. The
+               closed-form map (closed_form.py) is solved from them.
     """
 
     point: str
@@ -79,6 +82,8 @@ class LayerStats:
     diffs: Rows
     neutral: Rows
     r: torch.Tensor
+    unsafe: torch.Tensor | None = None
+    safe: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -103,7 +108,7 @@ class RefusalStats:
 
 @dataclass(frozen=True)
 class LayerEdit:
-    """The edit of one layer's input: W' = W (I - lambda Q^T diag(s) Q) for each linear in edit_keys.
+    """The edit of one layer's input: W' = W (I - lambda P^T diag(s) Q) for each linear in edit_keys.
 
     point:     module whose input the edit changes (as LayerStats.point).
     edit_keys: linear layers (module names) that read this input.
@@ -111,6 +116,8 @@ class LayerEdit:
     strengths: s, one per row of Q (a concept at strength 0 is never stored).
     spectrum:  [q] eigenvalues of the solver's C in descending order (None for mean_diff / combined).
     k_used, retained: the rank of U_k and the fraction of |r| it kept (factorize.py).
+    left:      P [m, d_in] orthonormal rows, or None for P = Q (a projection, the paper's edit). A map
+               (closed_form.py) is its SVD P^T diag(s) Q: it sends each row of Q to s times a row of P.
     """
 
     point: str
@@ -120,10 +127,15 @@ class LayerEdit:
     spectrum: torch.Tensor | None = None
     k_used: int = 0
     retained: float = 1.0
+    left: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
         return int(self.basis.shape[1])
+
+    @property
+    def projection(self) -> bool:
+        return self.left is None
 
     @property
     def rank(self) -> int:
@@ -146,6 +158,11 @@ class RefusalEdit:
     def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{edited linear layer name: (Q [m, d_in], strengths [m] float32)}."""
         return {key: (layer.basis, torch.tensor(layer.strengths, dtype=torch.float32)) for layer in self.layers for key in layer.edit_keys}
+
+    def maps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """{edited linear layer name: (P [m, d_in], strengths [m] float32, Q [m, d_in])}: W' = W (I - P^T diag(s) Q)."""
+        return {key: (layer.basis if layer.left is None else layer.left, torch.tensor(layer.strengths, dtype=torch.float32), layer.basis)
+                for layer in self.layers for key in layer.edit_keys}
 
     def directions(self) -> dict[str, torch.Tensor]:
         """{edited linear layer name: d [d_in]} for a single concept ([m, d_in] rows for m concepts)."""

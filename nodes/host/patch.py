@@ -87,7 +87,7 @@ def refusal_lora(model: Any, edit: RefusalEdit, strength: float) -> dict[str, to
 
 
 def apply_refusal(model: Any, edit: RefusalEdit, strength: float) -> Any:
-    """A clone of `model` whose edit-site weights become W (I - strength Q^T diag(s) Q).
+    """A clone of `model` whose edit-site weights become W (I - strength P^T diag(s) Q) (P = Q for a projection).
 
     The edit goes in as ComfyUI LoRA adapters (rank = number of concepts per layer), never as a
     dense copy, and the input model is never modified.

@@ -26,7 +26,10 @@ def spectrum_image(rv: RefusalEdit) -> np.ndarray:
     rows = max(1, math.ceil(len(layers) / cols))
     img = Image.new("RGB", (cols * PANEL_W, rows * PANEL_H + 24), "white")
     draw = ImageDraw.Draw(img)
-    title = f"spectrum of C = C_r - alpha C_e   method={rv.meta.get('method')} k={rv.meta.get('k')} alpha={rv.meta.get('alpha')}"
+    if rv.meta.get("method") == "closed_form":
+        title = f"singular values of the map Delta   preserve={rv.meta.get('preserve')} ridge={rv.meta.get('ridge')} rank={rv.meta.get('rank')}"
+    else:
+        title = f"spectrum of C = C_r - alpha C_e   method={rv.meta.get('method')} k={rv.meta.get('k')} alpha={rv.meta.get('alpha')}"
     if len(rv.layers) > MAX_PANELS:
         title += f"   (first {MAX_PANELS} of {len(rv.layers)} layers)"
     draw.text((6, 6), title, fill="black")
@@ -34,7 +37,8 @@ def spectrum_image(rv: RefusalEdit) -> np.ndarray:
         x0, y0 = (i % cols) * PANEL_W, 24 + (i // cols) * PANEL_H
         left, right, top, bottom = x0 + 34, x0 + PANEL_W - 8, y0 + 18, y0 + PANEL_H - 22
         draw.rectangle([left, top, right, bottom], outline="gray")
-        draw.text((x0 + 6, y0 + 2), f"{layer.point}  k={layer.k_used}  kept {layer.retained:.2f} of |r|", fill="black")
+        caption = f"rank {layer.rank}" if not layer.projection else f"k={layer.k_used}  kept {layer.retained:.2f} of |r|"
+        draw.text((x0 + 6, y0 + 2), f"{layer.point}  {caption}", fill="black")
         if layer.spectrum is None or layer.spectrum.numel() == 0:
             draw.text((left + 8, (top + bottom) // 2), "mean_diff: no factorization", fill="gray")
             continue
