@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import __version__
+from . import __version__, defaults
 from .factorize import PROVENANCE
 from .stats import Moments
 from .types import LayerEdit, LayerStats, RefusalEdit, RefusalError, RefusalStats
@@ -95,7 +95,7 @@ def solve_map(layer: LayerStats, preserve: float, ridge: float) -> tuple[torch.T
     return D, B, MapFit(0, residual, moved)
 
 
-def closed_form(stats: RefusalStats, preserve: float = 1.0, ridge: float = 1e-3) -> RefusalEdit:
+def closed_form(stats: RefusalStats, preserve: float = defaults.PRESERVE, ridge: float = defaults.RIDGE) -> RefusalEdit:
     """One map per layer from the pairs' unsafe and safe token rows (see the module docstring).
 
     Layers that read the very same rows (Wan's text context reaches every block unchanged) are solved once.

@@ -255,6 +255,62 @@ def quantized_section(q: dict) -> list[str]:
     return out + [""]
 
 
+# The character goals (issue: named characters): each erased one at most this, the kept ones at least this, drift at most this
+CHARACTER_GOALS = {"erased": 0.10, "kept": 0.90, "drift": 0.03}
+
+
+def character_cells(r: dict, lookalikes: list[str]) -> dict:
+    kept = r["kept_after"]
+    chars = [v for k, v in kept.items() if k not in lookalikes]
+    return {"erased": max(r["erased_after"].values()), "characters": min(chars) if chars else float("nan"),
+            "lookalikes": min(v for k, v in kept.items() if k in lookalikes), "kept": min(kept.values()), "drift": r["drift"],
+            "margin": sum(kept.values()) / len(kept) - sum(r["erased_after"].values()) / len(r["erased_after"])}
+
+
+def character_choice(rows: list[dict], lookalikes: list[str]) -> dict:
+    """The dev rule: among the rows meeting every goal the least drift; else the best of the worse of erasure and keeping
+    (1 - the worst erased, the worst kept), then of the mean kept minus the mean erased, then the least drift."""
+    g = CHARACTER_GOALS
+    cells = [(r, character_cells(r, lookalikes)) for r in rows]
+    passing = [(r, c) for r, c in cells if c["erased"] <= g["erased"] and c["kept"] >= g["kept"] and c["drift"] <= g["drift"]]
+    if passing:
+        return min(passing, key=lambda rc: rc[1]["drift"])[0]
+    return max(cells, key=lambda rc: (min(1 - rc[1]["erased"], rc[1]["kept"]), rc[1]["margin"], -rc[1]["drift"]))[0]
+
+
+def characters_section(ch: dict) -> list[str]:
+    test, dev = ch["test"], ch["dev"]
+    looks = test["lookalikes"]
+    g = CHARACTER_GOALS
+    counts = [n for res in (test, dev) for n in res["phrasings"].values()]
+    phrasings = f"{min(counts)} to {max(counts)}" if min(counts) != max(counts) else str(min(counts))
+    out = ["## Named characters, one or many at once", "",
+           f"`python -m testbed.characters` (data: [data/characters.json](data/characters.json)): the harder testbed's shipped model "
+           f"(training seed {test['train_seed']}), one noise seed, site `{test['site']}`, {test['prompts_per_mark']} prompts per character "
+           f"or look-alike in phrasings held out from every extraction pair ({phrasings} such phrasings per character or look-alike and "
+           f"split: thin), drift on {test['clean_prompts']} prompts without a mark. "
+           f"One: {', '.join(test['one'])}; {len(test['eight'])} at once: {', '.join(test['eight'])}, joined as Combine Refusal Vectors joins them. "
+           f"Kept: the other characters and the look-alikes ({', '.join(looks)}). Goals: each erased character ≤ {pct(g['erased'])}, "
+           f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. One training and one noise seed: no intervals yet.", "",
+           "| split | method | erased | rank per layer | erased after (worst) | kept characters after (worst) | look-alikes after (worst) | drift |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, res in (("test", test), ("dev", dev)):
+        for r in res["rows"]:
+            c = character_cells(r, looks)
+            out.append(f"| {name} | {r['method']} | {r['targets']} | {r['rank']} | {pct(c['erased'])} | {pct(c['characters'])} | "
+                       f"{pct(c['lookalikes'])} | {c['drift']:.3f} |")
+    out.append("")
+    for targets, what in ((1, "one character"), (len(test["eight"]), f"{len(test['eight'])} characters at once")):
+        pick = character_choice([r for r in dev["rows"] if r["targets"] == targets], looks)
+        on_test = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"])
+        c = character_cells(on_test, looks)
+        met = c["erased"] <= g["erased"] and c["kept"] >= g["kept"] and c["drift"] <= g["drift"]
+        out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}; on test it leaves the erased at {pct(c['erased'])} at worst, the kept at "
+                   f"{pct(c['kept'])} at worst, drift {c['drift']:.3f}: " + ("every goal met." if met else "**goals missed.**")
+                   + f" Look-alikes after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in looks)}.")
+    return out + [""]
+
+
 def bench_section(bench: dict) -> list[str]:
     run = bench["run"]
     out = ["## Cost at Wan 2.1 1.3B's shape", "",
@@ -275,6 +331,9 @@ def results_md() -> str:
     protocol = load("protocol.json")
     if protocol:
         lines += protocol_section(protocol)
+    characters = load("characters.json")
+    if characters:
+        lines += characters_section(characters)
     tb = load("testbed.json")
     if tb:
         lines += testbed_section(tb, load("rank_sweep.json"))
@@ -391,7 +450,8 @@ def documents() -> dict[Path, str]:
 
 
 def collect() -> None:
-    """Run what produces the data (minutes): the testbed with its pictures, the rank sweep, the host report tests."""
+    """Run what produces the data (minutes): the testbed with its pictures, the rank sweep, the protocol, the named
+    characters, the host report tests."""
     DATA.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -401,6 +461,7 @@ def collect() -> None:
         shutil.copy(out / "testbed" / "spectrum.png", ROOT / "docs" / "images" / "testbed_spectrum.png")
         subprocess.run([sys.executable, "-m", "testbed.rank_sweep", "--out", str(DATA / "rank_sweep.json")], cwd=ROOT, check=True)
         subprocess.run([sys.executable, "-m", "testbed.protocol", "--full", "--out", str(out / "protocol")], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "testbed.characters", "--out", str(DATA / "characters.json")], cwd=ROOT, check=True)
         shutil.copy(out / "protocol" / "results.json", DATA / "protocol.json")
         reports = out / "reports"
         reports.mkdir()

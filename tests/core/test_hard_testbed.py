@@ -125,3 +125,33 @@ def test_the_protocol_runs_end_to_end_and_its_document_renders(tmp_path, monkeyp
     from tests.core.test_docs import make_docs
     text = "\n".join(make_docs().protocol_section(saved))
     assert "## The harder testbed" in text and "| nudity | defaults |" in text
+
+
+def test_every_character_keeps_held_out_phrasings_on_both_splits():
+    from testbed import characters
+
+    for split_name in ("dev", "test"):
+        held = characters.held_out(split_name)
+        assert set(held) == set(w.CHARACTERS + w.LOOKALIKES) and all(held.values())
+        for mark in characters.EIGHT:  # never a phrasing the extraction pairs use, on either side
+            texts = " ".join(t for twin in (False, True) for p in characters.pairs_of(mark, twin)[0] for t in (p.unsafe, p.safe)).lower()
+            assert not any(ph.lower() in texts for ph in held[mark])
+
+
+def test_the_character_run_scores_every_method_and_its_section_renders(monkeypatch):
+    from testbed import characters
+
+    monkeypatch.setattr(characters, "EIGHT", ("mickey", "donald"))
+    monkeypatch.setattr(characters, "PROMPTS", 1)
+    monkeypatch.setattr(characters, "CLEAN", 2)
+    test = characters.run("test", m=2, steps=2)
+    result = {"dev": test, "test": test}  # the section reads both splits; one run keeps the test short
+    rows = result["test"]["rows"]
+    assert {(r["method"], r["targets"]) for r in rows} == {(m, n) for m in ("rank-1", "rank-2", "closed_form", "rank-1, look-alike twin")
+                                                           for n in (1, 2)}
+    for r in rows:
+        assert set(r["erased_after"]) | set(r["kept_after"]) == set(w.CHARACTERS + w.LOOKALIKES)
+        assert r["rank"] >= r["targets"] and r["drift"] >= 0
+    from tests.core.test_docs import make_docs
+    text = "\n".join(make_docs().characters_section(json.loads(json.dumps(result))))
+    assert "| test | rank-1 | 2 |" in text and "**2 characters at once**" in text

@@ -1,0 +1,168 @@
+"""Named characters on the harder testbed: erase one, or eight at once, with each edit the pack can make.
+
+    python -m testbed.characters [--split both] [--seed 0] [--ranks 4] [--out FILE] [--quiet]
+
+Per method and per target set (Mickey Mouse alone; eight characters together, three of them sharing
+"Mouse" and two "Duck"), on the split's held-out phrasings: each erased character's render rate
+before and after, the kept characters' and the look-alikes' (a cartoon mouse, duck, rabbit) after,
+and drift on prompts without a mark. The methods: the pack's rank-1 cPCA direction per layer, a
+rank-m subspace per layer (rank_sweep.py), the closed-form map (refusal_core/closed_form.py), and the
+rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse" in place of "a
+cartoon character"). Every character's pairs are the copyrighted_character preset's with its name,
+read at site text_kv, and the eight edits are joined as CombineRefusalVectors joins them. Shipped
+training seed 0, one noise seed: the measurement that chooses the character presets' edit (on dev)
+and reports it (on test); docs/results.md renders docs/data/characters.json, which this writes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from refusal_core import defaults
+from refusal_core.combine import combine
+from refusal_core.factorize import factorize
+from refusal_core.presets import load_preset
+from refusal_core.types import PromptPair, RefusalEdit, RefusalStats
+
+from .hard_eval import Bed, edited_model, interval
+from .hard_world import (CHARACTERS, LATENT_SHAPE, LOOKALIKES, MARKS, WorldPrompt, clean_prompts, drift, mark_prompts, render_rate,
+                         split, used_phrasings)
+from . import guided
+from .hard_train import contexts
+from .progress import Progress
+from .rank_sweep import subspace_edit
+
+ONE = ("mickey",)
+EIGHT = ("mickey", "minnie", "mighty", "donald", "daffy", "bugs", "pikachu", "sonic")
+PROMPTS = 12  # per character or look-alike
+CLEAN = 24
+SITE = "text_kv"
+PRESET = "copyrighted_character"
+# The generic look-alike of a character, as the safe side of its pairs in place of "a cartoon character"
+# (the "rank-1, look-alike twin" edit): the pair's difference then holds the name, not the animal.
+LOOKALIKE_TWIN = {"mickey": "a cartoon mouse", "minnie": "a cartoon mouse", "mighty": "a cartoon mouse", "donald": "a cartoon duck",
+                  "daffy": "a cartoon duck", "bugs": "a cartoon rabbit"}
+
+
+def name_of(mark: str) -> str:
+    """What a user types into the preset: the character's first phrasing ("Mickey Mouse")."""
+    return MARKS[mark].phrasings[0]
+
+
+def pairs_of(mark: str, twin: bool) -> tuple[list[PromptPair], list[str]]:
+    """The preset's pairs and neutral prompts for the character; with twin, its look-alike as the safe side."""
+    pairs, neutral = load_preset(PRESET, name_of(mark))
+    if twin and mark in LOOKALIKE_TWIN:
+        pairs = [PromptPair(p.unsafe, p.safe.replace("a cartoon character", LOOKALIKE_TWIN[mark])) for p in pairs]
+    return pairs, neutral
+
+
+def held_out(split_name: str) -> dict[str, list[str]]:
+    """Per character and look-alike, its phrasings in the split that no character's extraction pairs use (either side)."""
+    texts = [t for m in EIGHT for twin in (False, True) for p in pairs_of(m, twin)[0] for t in (p.unsafe, p.safe)]
+    out = {mark: split(mark, used_phrasings((mark,), texts))[split_name] for mark in CHARACTERS + LOOKALIKES}
+    empty = [m for m, ps in out.items() if not ps]
+    if empty:
+        raise ValueError(f"no held-out {split_name} phrasing left for {', '.join(empty)}: give them more phrasings in hard_world.py")
+    return out
+
+
+def eval_prompts(split_name: str) -> dict[str, list[WorldPrompt]]:
+    """PROMPTS prompts per character and look-alike in its held-out phrasings; and clean prompts."""
+    out = {mark: [u for u, _ in mark_prompts(mark, phrasings, PROMPTS, split_name)] for mark, phrasings in held_out(split_name).items()}
+    out["clean"] = clean_prompts(CLEAN, f"characters/{split_name}")
+    return out
+
+
+def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
+    if method in ("rank-1", "rank-1, look-alike twin"):
+        return factorize(stats)
+    if method == "rank-m":
+        return subspace_edit(stats, m)
+    return factorize(stats, method="closed_form")
+
+
+def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4, shown: Progress | None = None,
+        steps: int = guided.STEPS) -> dict:
+    shown = shown or Progress(quiet=True)
+    t0 = time.perf_counter()
+    bed = Bed(seed, log=shown.say, progress=shown.bar)
+    groups = eval_prompts(split_name)
+    names = list(groups)
+    flat = [p for n in names for p in groups[n]]
+    ctx, empty = contexts([p.text for p in flat]), contexts([""])
+    noise = torch.randn(len(flat), *LATENT_SHAPE, generator=torch.Generator().manual_seed(3_000 + noise_seed))
+    spans, i = {}, 0
+    for n in names:
+        spans[n] = slice(i, i + len(groups[n]))
+        i += len(groups[n])
+    methods = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin")
+    advance = shown.bar(2 * len(EIGHT) + 1 + 2 * len(methods), f"characters ({split_name}, seed {seed})")
+    stats = {}
+    for twin in (False, True):
+        for mark in EIGHT:
+            stats[mark, twin] = bed.extract_pairs(*pairs_of(mark, twin), SITE, defaults.SIGMAS, noise_seed)
+            advance()
+    base = guided.generate(bed.model, ctx, empty, noise, steps)
+    advance()
+
+    def rates(latents: torch.Tensor) -> dict[str, float]:
+        return {n: render_rate(latents[spans[n]], groups[n], (n,)) for n in names if n != "clean"}
+
+    before = rates(base)
+    rows = []
+    for method in methods:
+        for targets in (ONE, EIGHT):
+            edits = [edit_of(method, stats[t, "twin" in method], m) for t in targets]
+            # eight: the strengths go into the joined edit, which then applies at 1
+            edit, strength = (edits[0], defaults.STRENGTH) if len(edits) == 1 else (combine([(e, defaults.STRENGTH) for e in edits]), 1.0)
+            after_latents = guided.generate(edited_model(bed.model, edit, strength), ctx, empty, noise, steps)
+            after = rates(after_latents)
+            rank = max(layer.basis.shape[0] for layer in edit.layers)
+            kept = [n for n in names if n != "clean" and n not in targets]
+            rows.append({
+                "method": method if method != "rank-m" else f"rank-{m}", "targets": len(targets), "rank": rank,
+                "erased_before": {t: before[t] for t in targets}, "erased_after": {t: after[t] for t in targets},
+                "kept_after": {n: after[n] for n in kept}, "kept_before": {n: before[n] for n in kept},
+                "drift": drift(base[spans["clean"]], after_latents[spans["clean"]], groups["clean"]),
+            })
+            advance()
+    return {"split": split_name, "train_seed": seed, "noise_seed": noise_seed, "site": SITE, "prompts_per_mark": PROMPTS,
+            "clean_prompts": CLEAN, "phrasings": {mark: len(ps) for mark, ps in held_out(split_name).items()},
+            "one": list(ONE), "eight": list(EIGHT), "lookalikes": list(LOOKALIKES), "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def table(result: dict) -> str:
+    lines = [f"{'method':24} {'erased':6} {'rank':>4}  {'erased after (max)':18} {'kept after (min, mean)':22} drift"]
+    for r in result["rows"]:
+        er, kept = list(r["erased_after"].values()), list(r["kept_after"].values())
+        lines.append(f"{r['method']:24} {r['targets']:6d} {r['rank']:4d}  {max(er):18.0%} "
+                     f"{min(kept):6.0%}, {interval(kept)['mean']:<14.0%} {r['drift']:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", default="both", choices=("dev", "test", "both"))
+    ap.add_argument("--seed", type=int, default=0, help="training seed (0 ships with the pack; 1 and 2 train on first use)")
+    ap.add_argument("--ranks", type=int, default=4, help="m of the rank-m subspace edit")
+    ap.add_argument("--out", help="also write the results as JSON to this file ({split: result})")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    splits = ("dev", "test") if args.split == "both" else (args.split,)
+    results = {name: run(name, args.seed, m=args.ranks, shown=Progress(args.quiet)) for name in splits}
+    for result in results.values():
+        print(f"named characters, {result['split']} split, training seed {result['train_seed']}, {PROMPTS} prompts per mark")
+        print(table(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
