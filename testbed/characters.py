@@ -8,7 +8,8 @@ before and after, the kept characters' and the look-alikes' (a cartoon mouse, du
 and drift on prompts without a mark. The methods: the pack's rank-1 cPCA direction per layer, a
 rank-m subspace per layer (rank_sweep.py), the closed-form map (refusal_core/closed_form.py), and the
 rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse" in place of "a
-cartoon character"). Every character's pairs are the copyrighted_character preset's with its name,
+cartoon character"), and the rank-1 direction kept off the rows of a few generic look-alike prompts
+(KEEP). Every character's pairs are the copyrighted_character preset's with its name,
 read at site text_kv, and the eight edits are joined as CombineRefusalVectors joins them. Shipped
 training seed 0, one noise seed: the measurement that chooses the character presets' edit (on dev)
 and reports it (on test); docs/results.md renders docs/data/characters.json, which this writes.
@@ -16,6 +17,7 @@ and reports it (on test); docs/results.md renders docs/data/characters.json, whi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,6 +48,13 @@ PRESET = "copyrighted_character"
 # (the "rank-1, look-alike twin" edit): the pair's difference then holds the name, not the animal.
 LOOKALIKE_TWIN = {"mickey": "a cartoon mouse", "minnie": "a cartoon mouse", "mighty": "a cartoon mouse", "donald": "a cartoon duck",
                   "daffy": "a cartoon duck", "bugs": "a cartoon rabbit"}
+
+# The "rank-1, look-alikes kept" edit: each direction is taken orthogonal to the top KEEP_RANK directions of
+# these prompts' rows at the site (what a user would list as "keep"), so that the joined edit leaves them
+# alone; KEEP_RANK chosen on dev (3, 8, 16 tried).
+KEEP = ("a cartoon mouse walking through a city street", "a cartoon duck waving at the camera",
+        "a cartoon rabbit riding a bicycle in a park")
+KEEP_RANK = 8
 
 
 def name_of(mark: str) -> str:
@@ -78,7 +87,20 @@ def eval_prompts(split_name: str) -> dict[str, list[WorldPrompt]]:
     return out
 
 
-def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
+def kept_off(edit: RefusalEdit, keep: dict[str, torch.Tensor], rank: int) -> RefusalEdit:
+    """Each layer's direction d minus its part in the top `rank` left singular vectors of keep[point] [n, d_in], renormalized."""
+    layers = []
+    for layer in edit.layers:
+        U = torch.linalg.svd(keep[layer.point].double().T, full_matrices=False)[0][:, :rank]
+        d = layer.basis.double()[0]
+        d = d - U @ (U.T @ d)
+        layers.append(dataclasses.replace(layer, basis=(d / d.norm())[None].to(layer.basis.dtype)))
+    return RefusalEdit(tuple(layers), edit.meta)
+
+
+def edit_of(method: str, stats: RefusalStats, m: int, keep: dict[str, torch.Tensor]) -> RefusalEdit:
+    if method == "rank-1, look-alikes kept":
+        return kept_off(factorize(stats), keep, KEEP_RANK)
     if method in ("rank-1", "rank-1, look-alike twin"):
         return factorize(stats)
     if method == "rank-m":
@@ -100,8 +122,12 @@ def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4,
     for n in names:
         spans[n] = slice(i, i + len(groups[n]))
         i += len(groups[n])
-    methods = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin")
-    advance = shown.bar(2 * len(EIGHT) + 1 + 2 * len(methods), f"characters ({split_name}, seed {seed})")
+    methods = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", "rank-1, look-alikes kept")
+    advance = shown.bar(2 * len(EIGHT) + 2 + 2 * len(methods), f"characters ({split_name}, seed {seed})")
+    # the keep prompts' rows at the site: the neutral rows of an extraction whose neutral prompts they are
+    keep = {layer.point: layer.neutral for layer in bed.extract_pairs(pairs_of(ONE[0], False)[0], list(KEEP), SITE, defaults.SIGMAS,
+                                                                         noise_seed).layers}
+    advance()
     stats = {}
     for twin in (False, True):
         for mark in EIGHT:
@@ -117,7 +143,7 @@ def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4,
     rows = []
     for method in methods:
         for targets in (ONE, EIGHT):
-            edits = [edit_of(method, stats[t, "twin" in method], m) for t in targets]
+            edits = [edit_of(method, stats[t, "twin" in method], m, keep) for t in targets]
             # eight: the strengths go into the joined edit, which then applies at 1
             edit, strength = (edits[0], defaults.STRENGTH) if len(edits) == 1 else (combine([(e, defaults.STRENGTH) for e in edits]), 1.0)
             after_latents = guided.generate(edited_model(bed.model, edit, strength), ctx, empty, noise, steps)

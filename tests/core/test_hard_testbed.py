@@ -147,7 +147,8 @@ def test_the_character_run_scores_every_method_and_its_section_renders(monkeypat
     test = characters.run("test", m=2, steps=2)
     result = {"dev": test, "test": test}  # the section reads both splits; one run keeps the test short
     rows = result["test"]["rows"]
-    assert {(r["method"], r["targets"]) for r in rows} == {(m, n) for m in ("rank-1", "rank-2", "closed_form", "rank-1, look-alike twin")
+    assert {(r["method"], r["targets"]) for r in rows} == {(m, n) for m in ("rank-1", "rank-2", "closed_form", "rank-1, look-alike twin",
+                                                                                  "rank-1, look-alikes kept")
                                                            for n in (1, 2)}
     for r in rows:
         assert set(r["erased_after"]) | set(r["kept_after"]) == set(w.CHARACTERS + w.LOOKALIKES)
