@@ -30,7 +30,7 @@ from refusal_core.factorize import factorize
 from refusal_core.presets import load_preset
 from refusal_core.types import PromptPair, RefusalEdit, RefusalStats
 
-from .hard_eval import Bed, edited_model, interval
+from .hard_eval import Bed, Groups, edited_model, interval
 from .hard_world import (CHARACTERS, LATENT_SHAPE, LOOKALIKES, MARKS, WorldPrompt, clean_prompts, drift, mark_prompts, render_rate,
                          split, used_phrasings)
 from . import guided
@@ -113,15 +113,10 @@ def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4,
     shown = shown or Progress(quiet=True)
     t0 = time.perf_counter()
     bed = Bed(seed, log=shown.say, progress=shown.bar)
-    groups = eval_prompts(split_name)
-    names = list(groups)
-    flat = [p for n in names for p in groups[n]]
-    ctx, empty = contexts([p.text for p in flat]), contexts([""])
-    noise = torch.randn(len(flat), *LATENT_SHAPE, generator=torch.Generator().manual_seed(3_000 + noise_seed))
-    spans, i = {}, 0
-    for n in names:
-        spans[n] = slice(i, i + len(groups[n]))
-        i += len(groups[n])
+    evaluated = Groups(split_name, eval_prompts(split_name))
+    groups, spans, names = evaluated.prompts, evaluated.slices(), list(evaluated.prompts)
+    ctx, empty = evaluated.ctx, contexts([""])
+    noise = torch.randn(len(evaluated.flat), *LATENT_SHAPE, generator=torch.Generator().manual_seed(3_000 + noise_seed))
     methods = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", "rank-1, look-alikes kept")
     advance = shown.bar(2 * len(EIGHT) + 2 + 2 * len(methods), f"characters ({split_name}, seed {seed})")
     # the keep prompts' rows at the site: the neutral rows of an extraction whose neutral prompts they are
