@@ -83,9 +83,9 @@ def choose(rows: list[dict]) -> dict:
 def dev_sweep(beds: list[Bed], sizes: Sizes, shown: Progress, cache: dict) -> tuple[list[dict], dict]:
     advance = shown.bar(len(beds) * len(CONCEPTS) * (1 + len(GRID)), "dev: every configuration")
     rows = []
+    dev_groups = {concept: Groups.build("dev", sizes, (concept,)) for concept in CONCEPTS}  # encoded once for every bed
     for bed in beds:
-        for concept in CONCEPTS:
-            groups = Groups.build("dev", sizes, (concept,))
+        for concept, groups in dev_groups.items():
             base = generate(bed.model, groups, 0, "", sizes.steps)
             advance()
             for cfg in GRID:

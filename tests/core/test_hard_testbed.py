@@ -83,6 +83,21 @@ def test_guidance_one_is_the_conditional_flow_and_the_schedule_is_shifted():
     assert torch.allclose(guided.generate(model, ctx, neg, noise, steps=4, guidance=1.0), plain, atol=1e-5)
 
 
+def test_sampling_with_the_text_computed_once_is_bit_for_bit_recomputing_it_every_step():
+    """generate() computes the text embedding and each block's cross-attention keys and values once per
+    batch; the samples (and so every committed testbed number) must be those of the plain per-step loop."""
+    torch.manual_seed(0)
+    model = hard_train.HardConfig(dim=32, heads=1, layers=2).model().eval()
+    modules = [model.text_embedding] + [m for b in model.blocks for m in (b.cross_attn.k, b.cross_attn.v)]
+    ctx, neg, noise = torch.randn(3, 5, 4096), torch.randn(1, 5, 4096), torch.randn(3, *w.LATENT_SHAPE)
+    s = guided.shifted_sigmas(4)
+    plain = noise.clone()
+    with torch.no_grad():
+        for a, b in zip(s[:-1].tolist(), s[1:].tolist()):
+            plain = plain + (b - a) * guided.guided_velocity(model, plain, a, ctx, neg.expand(3, -1, -1))
+    assert torch.equal(guided.generate(model, ctx, neg, noise, steps=4), plain)
+    assert [model.text_embedding] + [m for b in model.blocks for m in (b.cross_attn.k, b.cross_attn.v)] == modules
+
 def test_intervals_are_student_t_over_the_runs():
     ci = hard_eval.interval([0.0, 0.5, 1.0])
     assert ci["mean"] == pytest.approx(0.5) and ci["hi"] - ci["mean"] == pytest.approx(4.303 * 0.5 / 3**0.5, rel=1e-4)
