@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 class LowRankFactorize(io.ComfyNode):
     """Denoises the refusal vector: projects r onto the top-k eigenvectors of C = C_r - alpha * C_e
-    (differences against neutral prompts), giving one unit direction per layer: the edit."""
+    (differences against neutral prompts), giving one unit direction per layer: the edit. With keep prompts
+    (Prompt Pairs), each direction is then taken orthogonal to their activations, so they stay as they were."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:

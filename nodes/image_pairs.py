@@ -60,4 +60,5 @@ class AddImagesToPromptPairs(io.ComfyNode):
             (with_image(u, _pick(unsafe_images, i, "unsafe_images", n)), with_image(s, _pick(safe_images, i, "safe_images", n)))
             for i, (u, s) in enumerate(prompt_pairs.pairs)
         )
-        return io.NodeOutput(PromptPairs(pairs, tuple(with_image(p, neutral) for p in prompt_pairs.neutral)))
+        return io.NodeOutput(PromptPairs(pairs, tuple(with_image(p, neutral) for p in prompt_pairs.neutral),
+                                         tuple(with_image(p, neutral) for p in prompt_pairs.keep)))

@@ -1,4 +1,4 @@
-"""PromptPairLoader: texts of unsafe / safe pairs and neutral prompts -> PROMPT_PAIRS."""
+"""PromptPairLoader: texts of unsafe / safe pairs, neutral prompts and keep prompts -> PROMPT_PAIRS."""
 from __future__ import annotations
 
 import hashlib
@@ -80,6 +80,15 @@ class PromptPairLoader(io.ComfyNode):
                     optional=True,
                     tooltip="For the character, trademark and public-figure presets: the name to erase (e.g. the character's name).",
                 ),
+                io.String.Input(
+                    "keep_prompts",
+                    multiline=True,
+                    default="",
+                    optional=True,
+                    tooltip="Optional look-alikes the edit must leave alone, one per line (e.g. 'a cartoon mouse' while erasing a "
+                    "named mouse character): each layer's direction is taken orthogonal to them. Matters most when several "
+                    "characters that share a word are erased together.",
+                ),
             ],
             outputs=[PromptPairsSocket.Output(display_name="prompt_pairs", tooltip="The pairs and neutral prompts with their conditioning.")],
         )
@@ -90,7 +99,7 @@ class PromptPairLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, pairs: str, neutral_prompts: str, pairs_file: str = NO_FILE, preset: str = CUSTOM,
-                preset_subject: str = "") -> io.NodeOutput:
+                preset_subject: str = "", keep_prompts: str = "") -> io.NodeOutput:
         neutral = P.parse_neutral(neutral_prompts)
         if preset and preset != CUSTOM:
             if pairs_file and pairs_file != NO_FILE:
@@ -98,5 +107,6 @@ class PromptPairLoader(io.ComfyNode):
             parsed, neutral = load_preset(preset, preset_subject)
         else:
             parsed, neutral = read_pairs(pairs, pairs_file, neutral)
-        P.validate_pairs(parsed, neutral)
-        return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text)))
+        keep = P.parse_neutral(keep_prompts or "")
+        P.validate_pairs(parsed, neutral, keep)
+        return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text), keep))

@@ -4,4 +4,4 @@ Nothing in this package imports ComfyUI: it works on torch modules, tensors and
 callables, so it runs and is tested anywhere torch runs.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -22,6 +22,9 @@ METHOD = "cpca"
 K = 100  # the paper's rank of U_k
 ALPHA = 0.5  # relative to tr cov(D) (factorize.py)
 MOMENT = "auto"
+# Keep prompts (keep.py): how many leading directions of their rows each d is taken orthogonal to
+# (3, 8 and 16 tried on the testbed's dev split; docs/results.md, named characters)
+KEEP_RANK = 8
 # The closed-form map (closed_form.py): weight of a preserved row against a pair row, and the ridge
 PRESERVE = 3.0
 RIDGE = 0.1

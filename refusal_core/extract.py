@@ -1,8 +1,9 @@
-"""Activations of prompt pairs -> per-layer differences D, neutral rows E (rows or moments) and r = mean(D).
+"""Activations of prompt pairs -> per-layer differences D, neutral rows E (rows or moments), r = mean(D),
+and the rows of the keep prompts when there are any.
 
 The steps, one function each: schedule() orders every (prompt, sigma) forward, batches() groups them,
-run_forwards() runs them with the site's inputs captured, Reducer turns each completed pair or neutral
-prompt into rows and drops its activations, choose_layers() keeps the blocks "auto" picks.
+run_forwards() runs them with the site's inputs captured, Reducer turns each completed pair, neutral
+or keep prompt into rows and drops its activations, choose_layers() keeps the blocks "auto" picks.
 extract_refusal_stats() chains them under one ExtractSettings.
 """
 from __future__ import annotations
@@ -51,6 +52,8 @@ def pairs_digest(prompts: PromptPairs) -> str:
         h.update(f"{u.text}\x1f{s.text}\x1e".encode())
     for n in prompts.neutral:
         h.update(f"{n.text}\x1d".encode())
+    for n in prompts.keep:  # after the rest, so that statistics without keep prompts keep their digest
+        h.update(f"{n.text}\x1c".encode())
     return h.hexdigest()
 
 
@@ -199,22 +202,25 @@ class ExtractSettings:
 
 
 Job = tuple[EncodedPrompt, float]
+# Job indices reduced together: ("pair", (u, s)) at one sigma, ("neutral", (n,)) or ("keep", (n,)).
+Unit = tuple[str, tuple[int, ...]]
 
 
-def schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[Job], list[tuple[int, ...]]]:
+def schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[Job], list[Unit]]:
     """(jobs, units): every (prompt, sigma) forward in the order they are reduced, and the groups of job
-    indices reduced together, (u, s) of a pair at one sigma or (n,) for a neutral prompt. Pairs come
-    first, pair by pair, so the row budget draws its random rows in one fixed order however prompts are batched."""
+    indices reduced together. Pairs come first, pair by pair, then the neutral and the keep prompts, so
+    the row budget draws its random rows in one fixed order however prompts are batched."""
     jobs: list[Job] = []
-    units: list[tuple[int, ...]] = []
+    units: list[Unit] = []
     for enc_u, enc_s in prompts.pairs:
         for sigma in sigmas:
-            units.append((len(jobs), len(jobs) + 1))
+            units.append(("pair", (len(jobs), len(jobs) + 1)))
             jobs += [(enc_u, float(sigma)), (enc_s, float(sigma))]
-    for enc in prompts.neutral:
-        for sigma in sigmas:
-            units.append((len(jobs),))
-            jobs.append((enc, float(sigma)))
+    for kind, encs in (("neutral", prompts.neutral), ("keep", prompts.keep)):
+        for enc in encs:
+            for sigma in sigmas:
+                units.append((kind, (len(jobs),)))
+                jobs.append((enc, float(sigma)))
     return jobs, units
 
 
@@ -285,18 +291,23 @@ def run_forwards(root: nn.Module, points: Sequence[str], jobs: list[Job], groups
 
 
 class Reducer:
-    """Turns completed units (a pair at one sigma, a neutral prompt at one sigma) into rows of D and E
-    per layer as soon as their activations are in, and drops the activations. A layer keeps rows while it
-    has at most d_in of them, then their Moments (stats.py), so memory is bounded by d_in x d_in per layer."""
+    """Turns completed units (a pair at one sigma, a neutral or keep prompt at one sigma) into rows of D, E
+    and the keep rows per layer as soon as their activations are in, and drops the activations. A layer keeps
+    rows while it has at most d_in of them, then their Moments (stats.py), so memory is bounded by d_in x d_in
+    per layer."""
 
-    def __init__(self, settings: ExtractSettings, jobs: list[Job], units: list[tuple[int, ...]], n_pairs: int, n_neutral: int):
+    def __init__(self, settings: ExtractSettings, jobs: list[Job], units: list[Unit], n_pairs: int, n_neutral: int,
+                 n_keep: int = 0):
         self.site, self.blocks, self.points, self.jobs, self.units = settings.site, settings.blocks, settings.points, jobs, units
         budget = settings.max_rows if settings.max_rows is not None else 1 << 62
         n_sig = len(settings.run_sigmas)
         self.keep_d = _RowBudget(budget // (n_pairs * n_sig), settings.seed)
         self.keep_e = _RowBudget(budget // max(1, n_neutral * n_sig), settings.seed + 1)
+        self.keep_k = _RowBudget(budget // max(1, n_keep * n_sig), settings.seed + 2)
+        self.n_keep = n_keep
         self.acc_d = {p: RowAccumulator(keep_rows=settings.keep_rows) for p in self.points}
         self.acc_e = {p: RowAccumulator(keep_rows=settings.keep_rows) for p in self.points}
+        self.acc_k = {p: RowAccumulator(keep_rows=settings.keep_rows) for p in self.points}
         # r is the mean of EVERY difference row; only the factorization's statistics use the row budget.
         self.sum_d = {p: torch.zeros((), dtype=torch.float64) for p in self.points}
         self.count_d = dict.fromkeys(self.points, 0)
@@ -307,9 +318,12 @@ class Reducer:
 
     def add(self, captured: dict[int, dict[str, torch.Tensor]]) -> None:
         self.pending.update(captured)
-        while self.next_unit < len(self.units) and all(j in self.pending for j in self.units[self.next_unit]):
-            unit = self.units[self.next_unit]
-            (self._pair if len(unit) == 2 else self._neutral)(*unit)
+        while self.next_unit < len(self.units) and all(j in self.pending for j in self.units[self.next_unit][1]):
+            kind, unit = self.units[self.next_unit]
+            if kind == "pair":
+                self._pair(*unit)
+            else:
+                self._prompt(*unit, *((self.acc_e, self.keep_e) if kind == "neutral" else (self.acc_k, self.keep_k)))
             for j in unit:
                 del self.pending[j]  # this prompt's raw activations are not needed any more
             self.next_unit += 1
@@ -339,14 +353,14 @@ class Reducer:
             self.sum_d[p] = self.sum_d[p] + total
             self.count_d[p] += count
 
-    def _neutral(self, j: int) -> None:
+    def _prompt(self, j: int, acc: dict[str, RowAccumulator], budget: _RowBudget) -> None:
         enc, a = self.jobs[j][0], self.pending[j]
         memo: dict[tuple, Any] = {}
         for p in self.points:
             key = (_same(a[p]),)
             if key not in memo:
                 memo[key] = prompt_rows(self.site, a[p], enc).clone()  # a view would keep the whole batch alive
-            self.acc_e[p].add(self.keep_e(memo[key]))
+            acc[p].add(budget(memo[key]))
 
     def layers(self) -> list[tuple[int, LayerStats]]:
         """(block, LayerStats) per block read; identical sides are refused."""
@@ -364,6 +378,7 @@ class Reducer:
         for b, p in zip(self.blocks, self.points):
             D = self.acc_d[p].result()
             E = self.acc_e[p].result(dim=D.shape[1])
+            K = self.acc_k[p].result(dim=D.shape[1]) if self.n_keep else None
             r = (self.sum_d[p] / max(self.count_d[p], 1)).float() if self.count_d[p] else row_mean(D)
             if not torch.isfinite(r).all() or r.norm() == 0:
                 raise RefusalError(
@@ -371,7 +386,7 @@ class Reducer:
                     "each pair's two sides must differ by the concept (e.g. 'a nude woman | a woman')"
                 )
             out.append((b, LayerStats(point=p, edit_keys=self.site.edit_keys(b), diffs=D, neutral=E, r=r,
-                                      unsafe=join(self.rows_u[p]), safe=join(self.rows_s[p]))))
+                                      unsafe=join(self.rows_u[p]), safe=join(self.rows_s[p]), keep=K)))
         return out
 
 
@@ -402,7 +417,7 @@ def extract_refusal_stats(root: nn.Module, forward: Forward, prompts: PromptPair
     settings.check(prompts)
     jobs, units = schedule(prompts, settings.run_sigmas)
     groups = batches(jobs, settings.batch_size, forward_batch is not None)
-    reducer = Reducer(settings, jobs, units, len(prompts.pairs), len(prompts.neutral))
+    reducer = Reducer(settings, jobs, units, len(prompts.pairs), len(prompts.neutral), len(prompts.keep))
     done = 0
     for captured in run_forwards(root, settings.points, jobs, groups, latent, forward, forward_batch or stack_forward(forward)):
         reducer.add(captured)
@@ -422,6 +437,7 @@ def extract_refusal_stats(root: nn.Module, forward: Forward, prompts: PromptPair
         "seed": str(settings.seed),
         "n_pairs": str(len(prompts.pairs)),
         "n_neutral": str(len(prompts.neutral)),
+        **({"n_keep": str(len(prompts.keep))} if prompts.keep else {}),
         "pairs_sha256": pairs_digest(prompts),
         "version": __version__,
     }

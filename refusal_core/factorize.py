@@ -30,6 +30,7 @@ import torch
 
 from .stats import Moments, Rows, as_moments, n_rows
 from . import __version__, defaults
+from .keep import keep_basis, kept_off
 from .types import LayerEdit, RefusalEdit, RefusalError, RefusalStats
 
 METHODS = ("cpca", "pca", "mean_diff")  # the solvers of one direction per layer (factorize_layer)
@@ -46,7 +47,7 @@ ROUND_OFF = 1e-5
 TIE = 1e-6
 # What an edit keeps of its statistics' metadata: which model, site, layers and prompts it was made from.
 PROVENANCE = ("family", "site", "blocks", "dims", "layer_choice", "layer_scores", "sigmas", "latent_shape", "seed",
-              "n_pairs", "n_neutral", "pairs_sha256")
+              "n_pairs", "n_neutral", "n_keep", "pairs_sha256")
 
 
 @dataclass(frozen=True)
@@ -331,23 +332,38 @@ def _mean_sq(X: torch.Tensor) -> float:
 
 
 def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defaults.K, alpha: float = defaults.ALPHA,
-              moment: str = defaults.MOMENT, preserve: float = defaults.PRESERVE, ridge: float = defaults.RIDGE) -> RefusalEdit:
+              moment: str = defaults.MOMENT, preserve: float = defaults.PRESERVE, ridge: float = defaults.RIDGE,
+              keep_rank: int = defaults.KEEP_RANK) -> RefusalEdit:
     """The edit of one concept: per layer the unit direction d [1, d_in] at strength 1, or with method
-    "closed_form" the map of closed_form.py (preserve and ridge are its settings; k, alpha, moment unused)."""
+    "closed_form" the map of closed_form.py (preserve and ridge are its settings; k, alpha, moment unused).
+    Layers with keep rows (keep prompts) get d orthogonal to their leading keep_rank directions (keep.py;
+    0 leaves d as solved); the closed form ignores them."""
     if method == CLOSED_FORM:
         from .closed_form import closed_form  # it imports this module's PROVENANCE
         return closed_form(stats, preserve, ridge)
     layers: list[LayerEdit] = []
     report = []
+    inside = []
     for layer in stats.layers:
         f = factorize_layer(layer.diffs, layer.neutral, layer.r, method, k, alpha, moment)
-        layers.append(LayerEdit(layer.point, layer.edit_keys, f.direction[None], (1.0,), f.spectrum, f.k_used, f.retained))
+        direction, kept = f.direction, ""
+        if layer.keep is not None and n_rows(layer.keep) > 0 and keep_rank > 0:
+            U = keep_basis(layer.keep, keep_rank)
+            direction, left = kept_off(f.direction, U)
+            kept = f", kept off {U.shape[1]} keep directions ({left:.2f} of d left)"
+            if left < 1e-6:
+                inside.append(layer.point)
+        layers.append(LayerEdit(layer.point, layer.edit_keys, direction[None], (1.0,), f.spectrum, f.k_used, f.retained))
         if method == "mean_diff":
-            report.append(f"{layer.point}: d = r / |r|")
+            report.append(f"{layer.point}: d = r / |r|{kept}")
             continue
         capped = f" (capped: the data supports {f.k_used})" if f.k_used < k else ""
         solver = ", dense (more rows than width)" if f.solver == "dense" else ""
-        report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}{solver}")
+        report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}{solver}{kept}")
+    if inside:
+        raise RefusalError(f"at {inside[0]} the concept lies inside what the keep prompts hold: nothing would be erased. "
+                           "Keep prompts should show look-alikes without the concept (e.g. 'a cartoon mouse' to keep "
+                           "while erasing a named mouse); remove the ones that show the concept itself")
     meta = {
         **{key: stats.meta[key] for key in PROVENANCE if key in stats.meta},
         "edit": "refusal_direction",
@@ -355,6 +371,7 @@ def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defau
         "k": str(k),
         "alpha": str(alpha if method == "cpca" else 0.0),
         "moment": moment,
+        **({"keep_rank": str(keep_rank)} if any(layer.keep is not None and n_rows(layer.keep) for layer in stats.layers) else {}),
         "factorization": "; ".join(report),
         "version": __version__,
     }

@@ -5,7 +5,8 @@ projection), its left basis "{i}.left" [m, d] (a file without it is a projection
 (points, edit keys, strengths, k, retained) and the edit's metadata as JSON strings. With statistics,
 "stats.{i}.r", "stats.{i}.diffs" / ".neutral" (rows [n, d] float32, or moments ".total" / ".gram"
 float64), at text sites ".unsafe" / ".safe" (the aligned rows; a layer that shares another's names it
-in its table as "unsafe_of" / "safe_of") and their own table and metadata. A file of the first release ("refusal_vector/1": one
+in its table as "unsafe_of" / "safe_of"), ".keep" (the keep prompts' rows, when there are any) and their own
+table and metadata. A file of the first release ("refusal_vector/1": one
 layer table holding r, D, E and, once factorized, the direction) loads as its statistics and, when
 it was factorized or combined, its edit, which applies exactly as that release applied it.
 """
@@ -71,7 +72,8 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
         written: dict[tuple[str, int], int] = {}
         for i, layer in enumerate(edit.source.layers):
             tensors[f"stats.{i}.r"] = layer.r.float().contiguous()
-            counts = {name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name)) for name in ("diffs", "neutral")}
+            counts = {name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name))
+                      for name in ("diffs", "neutral", "keep") if getattr(layer, name) is not None}
             row = {"point": layer.point, "edit_keys": list(layer.edit_keys),
                    **{f"{name}_count": n for name, n in counts.items() if n is not None}}
             for name in ("unsafe", "safe"):  # the closed-form map's rows, at text sites; blocks that read one input share them
@@ -171,7 +173,12 @@ def _read_legacy(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tupl
 def _stats_layer(tensors: dict[str, torch.Tensor], key: str, t: dict) -> LayerStats:
     return LayerStats(str(t["point"]), tuple(str(k) for k in t["edit_keys"]),
                       _get_rows(tensors, f"{key}.diffs", t.get("diffs_count")), _get_rows(tensors, f"{key}.neutral", t.get("neutral_count")),
-                      tensors[f"{key}.r"], *(tensors.get(_shared_key(key, t, name)) for name in ("unsafe", "safe")))
+                      tensors[f"{key}.r"], *(tensors.get(_shared_key(key, t, name)) for name in ("unsafe", "safe")),
+                      keep=_get_rows(tensors, f"{key}.keep", t.get("keep_count")) if _has_rows(tensors, f"{key}.keep") else None)
+
+
+def _has_rows(tensors: dict[str, torch.Tensor], key: str) -> bool:
+    return key in tensors or f"{key}.gram" in tensors
 
 
 def _shared_key(key: str, t: dict, name: str) -> str:
@@ -212,7 +219,9 @@ def _check_stats(layer: LayerStats, name: str) -> None:
     if d < 1:
         problems.append("r is not a vector")
     stats = []
-    for field, t in (("diffs", layer.diffs), ("neutral", layer.neutral)):
+    for field, t in (("diffs", layer.diffs), ("neutral", layer.neutral), ("keep", layer.keep)):
+        if t is None:
+            continue
         if isinstance(t, Moments):
             if t.total.shape != (d,) or t.gram.shape != (d, d):
                 problems.append(f"{field} moments are not [{d}] and [{d}, {d}]")

@@ -127,7 +127,7 @@ def check_prompt_length(text: str, n_tokens: int | None = None) -> None:
         )
 
 
-def validate_pairs(pairs: list[PromptPair], neutral: list[str]) -> None:
+def validate_pairs(pairs: list[PromptPair], neutral: list[str], keep: list[str] = ()) -> None:
     if len(pairs) < MIN_PAIRS:
         raise RefusalError(
             f"{len(pairs)} prompt pair(s) given: give at least {MIN_PAIRS} (5 is the paper's number), one per line 'unsafe | safe'"
@@ -139,5 +139,10 @@ def validate_pairs(pairs: list[PromptPair], neutral: list[str]) -> None:
         seen.add((p.unsafe, p.safe))
     if len(neutral) < 2:
         raise RefusalError("give at least 2 neutral prompts (unrelated scenes, one per line): cPCA contrasts against them")
-    for text in [t for p in pairs for t in (p.unsafe, p.safe)] + neutral:
+    for text in [t for p in pairs for t in (p.unsafe, p.safe)] + list(neutral) + list(keep):
         check_prompt_length(text)
+    unsafe = {p.unsafe for p in pairs}
+    for text in keep:
+        if text in unsafe:
+            raise RefusalError(f"the keep prompt '{text[:60]}' is also an unsafe prompt of a pair: keep prompts show "
+                               "look-alikes without the concept (e.g. 'a cartoon mouse'); remove it from one of the lists")

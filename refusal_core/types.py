@@ -40,16 +40,19 @@ class EncodedPrompt:
 
 @dataclass(frozen=True)
 class PromptPairs:
-    """The extraction prompts, encoded: N (unsafe, safe) pairs plus the neutral set E.
+    """The extraction prompts, encoded: N (unsafe, safe) pairs plus the neutral set E, and the keep
+    prompts (look-alikes the edit must leave alone, keep.py; often none).
 
     Each side is encoded on its own, so two sides may share a text and differ by an image.
     """
 
     pairs: tuple[tuple[EncodedPrompt, EncodedPrompt], ...]
     neutral: tuple[EncodedPrompt, ...]
+    keep: tuple[EncodedPrompt, ...] = ()
 
     @classmethod
-    def from_texts(cls, pairs: Sequence[PromptPair], neutral: Sequence[str], encode: Callable[[str], EncodedPrompt]) -> "PromptPairs":
+    def from_texts(cls, pairs: Sequence[PromptPair], neutral: Sequence[str], encode: Callable[[str], EncodedPrompt],
+                   keep: Sequence[str] = ()) -> "PromptPairs":
         """Encode every distinct text once."""
         cache: dict[str, EncodedPrompt] = {}
 
@@ -58,7 +61,7 @@ class PromptPairs:
                 cache[text] = encode(text)
             return cache[text]
 
-        return cls(tuple((enc(p.unsafe), enc(p.safe)) for p in pairs), tuple(enc(t) for t in neutral))
+        return cls(tuple((enc(p.unsafe), enc(p.safe)) for p in pairs), tuple(enc(t) for t in neutral), tuple(enc(t) for t in keep))
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class LayerStats:
     unsafe, safe: at text sites, [n', d_in] rows a(u)_i and a(s)_j of the aligned tokens (the rows of D
                before the row budget turns them into moments, at most max_rows); None elsewhere. The
                closed-form map (closed_form.py) is solved from them.
+    keep:      [k, d_in] rows of the keep prompts' activations (or their Moments), None without keep prompts:
+               the factorization takes d orthogonal to their top directions (keep.py).
     """
 
     point: str
@@ -84,6 +89,7 @@ class LayerStats:
     r: torch.Tensor
     unsafe: torch.Tensor | None = None
     safe: torch.Tensor | None = None
+    keep: Rows | None = None
 
     @property
     def dim(self) -> int:

@@ -291,7 +291,9 @@ def characters_section(ch: dict) -> list[str]:
            f"split: thin), drift on {test['clean_prompts']} prompts without a mark. "
            f"One: {', '.join(test['one'])}; {len(test['eight'])} at once: {', '.join(test['eight'])}, joined as Combine Refusal Vectors joins them. "
            f"Kept: the other characters and the look-alikes ({', '.join(looks)}). Goals: each erased character ≤ {pct(g['erased'])}, "
-           f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. One training and one noise seed: no intervals yet.", "",
+           f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. One training and one noise seed: no intervals yet. "
+           f"*Look-alikes kept* is the rank-1 edit with Prompt Pairs' `keep_prompts` ({'; '.join(test['keep_prompts'])}), keep rank "
+           f"{test['keep_rank']}.", "",
            "| split | method | erased | rank per layer | erased after (worst) | kept characters after (worst) | look-alikes after (worst) | drift |",
            "|---|---|---|---|---|---|---|---|"]
     for name, res in (("test", test), ("dev", dev)):

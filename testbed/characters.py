@@ -9,7 +9,7 @@ and drift on prompts without a mark. The methods: the pack's rank-1 cPCA directi
 rank-m subspace per layer (rank_sweep.py), the closed-form map (refusal_core/closed_form.py), and the
 rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse" in place of "a
 cartoon character"), and the rank-1 direction kept off the rows of a few generic look-alike prompts
-(KEEP). Every character's pairs are the copyrighted_character preset's with its name,
+(KEEP, given as the pack's keep prompts: refusal_core/keep.py). Every character's pairs are the copyrighted_character preset's with its name,
 read at site text_kv, and the eight edits are joined as CombineRefusalVectors joins them. Shipped
 training seed 0, one noise seed: the measurement that chooses the character presets' edit (on dev)
 and reports it (on test); docs/results.md renders docs/data/characters.json, which this writes.
@@ -17,7 +17,6 @@ and reports it (on test); docs/results.md renders docs/data/characters.json, whi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -49,12 +48,11 @@ PRESET = "copyrighted_character"
 LOOKALIKE_TWIN = {"mickey": "a cartoon mouse", "minnie": "a cartoon mouse", "mighty": "a cartoon mouse", "donald": "a cartoon duck",
                   "daffy": "a cartoon duck", "bugs": "a cartoon rabbit"}
 
-# The "rank-1, look-alikes kept" edit: each direction is taken orthogonal to the top KEEP_RANK directions of
-# these prompts' rows at the site (what a user would list as "keep"), so that the joined edit leaves them
-# alone; KEEP_RANK chosen on dev (3, 8, 16 tried).
+# The "rank-1, look-alikes kept" edit: these are the keep prompts of every character's extraction (what a user
+# lists in Prompt Pairs' keep_prompts); each direction is taken orthogonal to the top defaults.KEEP_RANK
+# directions of their rows at the site, so that the joined edit leaves them alone (rank 3, 8, 16 tried on dev).
 KEEP = ("a cartoon mouse walking through a city street", "a cartoon duck waving at the camera",
         "a cartoon rabbit riding a bicycle in a park")
-KEEP_RANK = 8
 
 
 def name_of(mark: str) -> str:
@@ -87,22 +85,13 @@ def eval_prompts(split_name: str) -> dict[str, list[WorldPrompt]]:
     return out
 
 
-def kept_off(edit: RefusalEdit, keep: dict[str, torch.Tensor], rank: int) -> RefusalEdit:
-    """Each layer's direction d minus its part in the top `rank` left singular vectors of keep[point] [n, d_in], renormalized."""
-    layers = []
-    for layer in edit.layers:
-        U = torch.linalg.svd(keep[layer.point].double().T, full_matrices=False)[0][:, :rank]
-        d = layer.basis.double()[0]
-        d = d - U @ (U.T @ d)
-        layers.append(dataclasses.replace(layer, basis=(d / d.norm())[None].to(layer.basis.dtype)))
-    return RefusalEdit(tuple(layers), edit.meta)
-
-
-def edit_of(method: str, stats: RefusalStats, m: int, keep: dict[str, torch.Tensor]) -> RefusalEdit:
+def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
+    """The method's edit of one character from its statistics (extracted with the KEEP prompts, which only
+    "look-alikes kept" uses: keep prompts add rows, they change nothing else of the statistics)."""
     if method == "rank-1, look-alikes kept":
-        return kept_off(factorize(stats), keep, KEEP_RANK)
-    if method in ("rank-1", "rank-1, look-alike twin"):
         return factorize(stats)
+    if method in ("rank-1", "rank-1, look-alike twin"):
+        return factorize(stats, keep_rank=0)
     if method == "rank-m":
         return subspace_edit(stats, m)
     return factorize(stats, method="closed_form")
@@ -118,15 +107,11 @@ def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4,
     ctx, empty = evaluated.ctx, contexts([""])
     noise = torch.randn(len(evaluated.flat), *LATENT_SHAPE, generator=torch.Generator().manual_seed(3_000 + noise_seed))
     methods = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", "rank-1, look-alikes kept")
-    advance = shown.bar(2 * len(EIGHT) + 2 + 2 * len(methods), f"characters ({split_name}, seed {seed})")
-    # the keep prompts' rows at the site: the neutral rows of an extraction whose neutral prompts they are
-    keep = {layer.point: layer.neutral for layer in bed.extract_pairs(pairs_of(ONE[0], False)[0], list(KEEP), SITE, defaults.SIGMAS,
-                                                                         noise_seed).layers}
-    advance()
+    advance = shown.bar(2 * len(EIGHT) + 1 + 2 * len(methods), f"characters ({split_name}, seed {seed})")
     stats = {}
     for twin in (False, True):
         for mark in EIGHT:
-            stats[mark, twin] = bed.extract_pairs(*pairs_of(mark, twin), SITE, defaults.SIGMAS, noise_seed)
+            stats[mark, twin] = bed.extract_pairs(*pairs_of(mark, twin), SITE, defaults.SIGMAS, noise_seed, KEEP)
             advance()
     base = guided.generate(bed.model, ctx, empty, noise, steps)
     advance()
@@ -138,7 +123,7 @@ def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4,
     rows = []
     for method in methods:
         for targets in (ONE, EIGHT):
-            edits = [edit_of(method, stats[t, "twin" in method], m, keep) for t in targets]
+            edits = [edit_of(method, stats[t, "twin" in method], m) for t in targets]
             # eight: the strengths go into the joined edit, which then applies at 1
             edit, strength = (edits[0], defaults.STRENGTH) if len(edits) == 1 else (combine([(e, defaults.STRENGTH) for e in edits]), 1.0)
             after_latents = guided.generate(edited_model(bed.model, edit, strength), ctx, empty, noise, steps)
@@ -154,7 +139,8 @@ def run(split_name: str = "dev", seed: int = 0, noise_seed: int = 0, m: int = 4,
             advance()
     return {"split": split_name, "train_seed": seed, "noise_seed": noise_seed, "site": SITE, "prompts_per_mark": PROMPTS,
             "clean_prompts": CLEAN, "phrasings": {mark: len(ps) for mark, ps in held_out(split_name).items()},
-            "one": list(ONE), "eight": list(EIGHT), "lookalikes": list(LOOKALIKES), "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+            "one": list(ONE), "eight": list(EIGHT), "lookalikes": list(LOOKALIKES), "keep_prompts": list(KEEP), "keep_rank": defaults.KEEP_RANK,
+            "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def table(result: dict) -> str:

@@ -91,9 +91,9 @@ class Bed:
         return self.extract_pairs(*load_preset(preset, name), site, sigmas, noise_seed)
 
     def extract_pairs(self, pairs: list[PromptPair], neutral: list[str], site: str, sigmas: tuple[float, ...],
-                      noise_seed: int) -> RefusalStats:
-        """The same on any prompt pairs and neutral prompts."""
-        prompts = PromptPairs.from_texts(pairs, neutral, self.encode)
+                      noise_seed: int, keep: tuple[str, ...] = ()) -> RefusalStats:
+        """The same on any prompt pairs, neutral prompts and keep prompts."""
+        prompts = PromptPairs.from_texts(pairs, neutral, self.encode, keep)
         blocks = parse_layers("all", list(range(len(self.model.blocks))))
         settings = ExtractSettings(FAMILIES["wan"].sites[site], blocks, sigmas, "wan", seed=noise_seed)
         latent = torch.randn(1, *LATENT_SHAPE, generator=torch.Generator().manual_seed(noise_seed))

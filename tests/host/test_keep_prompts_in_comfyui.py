@@ -1,0 +1,77 @@
+"""Keep prompts in a real ComfyUI, on the harder testbed's shipped model: Prompt Pairs' keep_prompts reach the
+extraction, Low-Rank Factorize takes each direction orthogonal to them as pure torch does, two characters
+combined keep them too, the LoRA through the stock LoraLoaderModelOnly equals the edit, and the base stays
+as loaded."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tests.host import comfy_host, tiny_models
+
+pytestmark = pytest.mark.host
+
+
+@pytest.fixture()
+def loras(tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    return tmp_path
+
+
+def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_and_export(nodes, loras, caplog):
+    import nodes as comfy_nodes
+    from safetensors.torch import load_file
+
+    from refusal_core import defaults
+    from refusal_core.factorize import factorize
+    from refusal_core.keep import keep_basis
+    from refusal_core.presets import load_preset
+    from testbed import characters, hard_eval, hard_train
+    from testbed.hard_world import LATENT_SHAPE
+    from tests.host.minilm_clip import MiniLMClip
+
+    model = tiny_models.load(hard_train.SHIPPED)
+    weights = load_file(str(hard_train.SHIPPED))
+    clip = MiniLMClip(seed=0, pad_to=hard_train.TEXT_PAD)
+    _, frames, h, w = LATENT_SHAPE
+    keep_text = "\n".join(characters.KEEP)
+    edits = {}
+    for name in ("Mickey Mouse", "Minnie Mouse"):
+        pp = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", name, keep_text).result[0]
+        assert [p.text for p in pp.keep] == list(characters.KEEP)
+        stats = nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 8 * w, 8 * h, 4 * frames - 3, 0).result[0]
+        assert stats.meta["n_keep"] == "3"
+        edits[name] = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
+        assert "kept off 8 keep directions" in edits[name].meta["factorization"]
+
+        ours = factorize(hard_eval.Bed(0).extract_pairs(*load_preset("copyrighted_character", name), "text_kv", (0.9,), 0,
+                                                        characters.KEEP))
+        for theirs_layer, ours_layer, layer in zip(edits[name].layers, ours.layers, stats.layers):
+            assert float(theirs_layer.basis[0].double() @ ours_layer.basis[0].double()) > 0.999, layer.point
+            U = keep_basis(layer.keep, defaults.KEEP_RANK)
+            assert float((U.T @ theirs_layer.basis[0].double()).abs().max()) < 1e-5
+
+    joined = nodes["CombineRefusalVectors"].execute(edits["Mickey Mouse"], 1.0, edits["Minnie Mouse"], 1.0).result[0]
+    for layer, kept in zip(joined.layers, stats.layers):
+        U = keep_basis(kept.keep, defaults.KEEP_RANK)
+        assert layer.basis.shape[0] == 2 and float((layer.basis.double() @ U).abs().max()) < 1e-4, layer.point
+
+    edited = comfy_host.loaded_weights(nodes["ApplyRefusalToModel"].execute(model, joined, 1.0).result[0])
+    nodes["SaveRefusalAsLoRA"].execute(model, joined, 1.0, "refusal/mice", "Mickey and Minnie")
+    files = sorted(p.relative_to(loras).as_posix() for p in loras.rglob("*.safetensors"))
+    with caplog.at_level(logging.WARNING):
+        got = comfy_host.loaded_weights(comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, files[0], 1.0)[0])
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()], "ComfyUI left LoRA keys unmapped"
+    for key_name, (Q, s) in joined.bases().items():
+        key = f"{key_name}.weight"
+        W = weights[key].float().double()
+        want = (W @ (torch.eye(W.shape[1], dtype=torch.float64) - Q.double().T @ torch.diag(s.double()) @ Q.double())).float()
+        scale = float(W.abs().max())
+        assert float((edited[key] - want).abs().max()) <= 1e-3 * scale, key_name
+        assert float((got[key] - edited[key]).abs().max()) <= 1e-3 * scale, key_name
+    assert comfy_host.base_untouched(model, weights)
