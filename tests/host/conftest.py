@@ -28,3 +28,13 @@ def nodes():
     if comfy_host.missing_reason():
         pytest.skip(comfy_host.missing_reason())
     return comfy_host.pack_nodes()
+
+
+@pytest.fixture()
+def loras(tmp_path, monkeypatch):
+    """ComfyUI's loras folder pointed at a fresh directory (for Save Refusal As LoRA and the stock loader)."""
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    return tmp_path

@@ -14,15 +14,6 @@ from tests.host import comfy_host, tiny_models
 pytestmark = pytest.mark.host
 
 
-@pytest.fixture()
-def loras(tmp_path, monkeypatch):
-    import folder_paths
-
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
-    return tmp_path
-
-
 def delta(edit, key):
     P, s, Q = edit.maps()[key]
     return P.double().T @ torch.diag(s.double()) @ Q.double()

@@ -14,15 +14,6 @@ from tests.host import comfy_host, tiny_models
 pytestmark = pytest.mark.host
 
 
-@pytest.fixture()
-def loras(tmp_path, monkeypatch):
-    import folder_paths
-
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
-    return tmp_path
-
-
 def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_and_export(nodes, loras, caplog):
     import nodes as comfy_nodes
     from safetensors.torch import load_file

@@ -30,15 +30,6 @@ def models(tmp_path_factory):
     return out
 
 
-@pytest.fixture()
-def loras(tmp_path, monkeypatch):
-    import folder_paths
-
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
-    return tmp_path
-
-
 def vector(nodes, model, width, pooled, pairs=EXTRACTION_PAIRS):
     from tests.host.minilm_clip import MiniLMClip
 
