@@ -107,6 +107,32 @@ def _computed(model, names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_applied_and_exported(nodes: dict, model, weights: dict[str, torch.Tensor], edit, loras: Path, caplog,
+                               prefix: str, concept: str) -> None:
+    """ApplyRefusalToModel gives W (I - P^T diag(s) Q) on every edited weight (a projection has P = Q), the LoRA that
+    SaveRefusalAsLoRA writes into `loras` gives the same through the stock LoraLoaderModelOnly with every key
+    mapped, both to 1e-3 of max|W|, and the base model ends as loaded."""
+    import logging
+
+    import nodes as comfy_nodes
+
+    edited = loaded_weights(nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0])
+    nodes["SaveRefusalAsLoRA"].execute(model, edit, 1.0, prefix, concept)
+    files = sorted(p.relative_to(loras).as_posix() for p in loras.rglob("*.safetensors"))
+    with caplog.at_level(logging.WARNING):
+        got = loaded_weights(comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, files[0], 1.0)[0])
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()], "ComfyUI left LoRA keys unmapped"
+    for name, (P, s, Q) in edit.maps().items():
+        key = f"{name}.weight"
+        W = weights[key].float().double()
+        delta = P.double().T @ torch.diag(s.double()) @ Q.double()
+        want = (W @ (torch.eye(W.shape[1], dtype=torch.float64) - delta)).float()
+        scale = float(W.abs().max())
+        assert float((edited[key] - want).abs().max()) <= 1e-3 * scale, name
+        assert float((got[key] - edited[key]).abs().max()) <= 1e-3 * scale, name
+    assert base_untouched(model, weights)
+
+
 def base_untouched(model, weights: dict[str, torch.Tensor]) -> bool:
     """After unloading, the shared module holds exactly `weights` and `model` carries no patch."""
     import comfy.model_management

@@ -4,7 +4,6 @@ pure torch, ApplyRefusalToModel applies the map exactly, its LoRA through the st
 it, and the base stays as loaded."""
 from __future__ import annotations
 
-import logging
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ def delta(edit, key):
 
 
 def test_a_map_edit_through_the_nodes_equals_pure_torch_and_exports_exactly(nodes, loras, caplog):
-    import nodes as comfy_nodes
     from safetensors.torch import load_file
 
     from refusal_core.factorize import factorize
@@ -43,17 +41,4 @@ def test_a_map_edit_through_the_nodes_equals_pure_torch_and_exports_exactly(node
         a, b = delta(theirs, key), delta(ours, key)
         assert float((a - b).norm() / b.norm()) < 1e-3, key
 
-    edited = comfy_host.loaded_weights(nodes["ApplyRefusalToModel"].execute(model, theirs, 1.0).result[0])
-    nodes["SaveRefusalAsLoRA"].execute(model, theirs, 1.0, "refusal/mickey", "Mickey Mouse")
-    files = sorted(p.relative_to(loras).as_posix() for p in loras.rglob("*.safetensors"))
-    with caplog.at_level(logging.WARNING):
-        got = comfy_host.loaded_weights(comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, files[0], 1.0)[0])
-    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()], "ComfyUI left LoRA keys unmapped"
-    for name in theirs.maps():
-        key = f"{name}.weight"
-        W = weights[key].float()
-        want = (W.double() @ (torch.eye(W.shape[1], dtype=torch.float64) - delta(theirs, name))).float()
-        scale = float(W.abs().max())
-        assert float((edited[key] - want).abs().max()) <= 1e-3 * scale, name
-        assert float((got[key] - edited[key]).abs().max()) <= 1e-3 * scale, name
-    assert comfy_host.base_untouched(model, weights)
+    comfy_host.check_applied_and_exported(nodes, model, weights, theirs, loras, caplog, "refusal/mickey", "Mickey Mouse")
