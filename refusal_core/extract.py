@@ -98,17 +98,24 @@ def _split_joint(a: torch.Tensor, enc: EncodedPrompt) -> tuple[torch.Tensor, tor
 
 def pair_rows(site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt) -> torch.Tensor:
     """Difference rows a(u) - a(s) [n, d] at one layer, tokens paired as the site's token space requires."""
+    return aligned_pair_rows(site, a_u, a_s, enc_u, enc_s)[0]
+
+
+def aligned_pair_rows(site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt,
+                      enc_s: EncodedPrompt) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(difference rows [n, d], and at text sites the aligned rows a(u)_i and a(s)_j [n, d] they are the difference of,
+    else None and None): the closed-form map is solved from the aligned rows themselves."""
     if site.tokens == TEXT:
         u, s = aligned_text_rows(a_u, a_s, enc_u.token_ids, enc_s.token_ids)
-        return u - s
+        return u - s, u, s
     if site.tokens == JOINT:
         (v_u, t_u), (v_s, t_s) = _split_joint(a_u, enc_u), _split_joint(a_s, enc_s)
         if v_u.shape != v_s.shape:
             raise RefusalError(f"video tokens do not line up at {site.name}: '{enc_u.text[:40]}' / '{enc_s.text[:40]}'")
-        return torch.cat([v_u - v_s, aligned_text_diffs(t_u, t_s, enc_u.token_ids, enc_s.token_ids)])
+        return torch.cat([v_u - v_s, aligned_text_diffs(t_u, t_s, enc_u.token_ids, enc_s.token_ids)]), None, None
     if a_u.shape != a_s.shape:
         raise RefusalError(f"tokens do not line up at {site.name} for the pair '{enc_u.text[:40]}' / '{enc_s.text[:40]}'")
-    return a_u - a_s
+    return a_u - a_s, None, None
 
 
 def prompt_rows(site: Site, a: torch.Tensor, enc: EncodedPrompt) -> torch.Tensor:
@@ -335,12 +342,7 @@ class Reducer:
         for p in self.points:
             key = (_same(a_u[p]), _same(a_s[p]))
             if key not in memo:
-                if self.site.tokens == TEXT:  # the closed-form map needs the aligned rows themselves
-                    u, s = aligned_text_rows(a_u[p], a_s[p], enc_u.token_ids, enc_s.token_ids)
-                    rows = u - s
-                else:
-                    u = s = None
-                    rows = pair_rows(self.site, a_u[p], a_s[p], enc_u, enc_s)
+                rows, u, s = aligned_pair_rows(self.site, a_u[p], a_s[p], enc_u, enc_s)
                 idx = self.keep_d.pick(rows.shape[0])
                 kept = [x if x is None or idx is None else x[idx] for x in (rows, u, s)]
                 # u and s may be views of the whole batch's activations, which must not stay alive
