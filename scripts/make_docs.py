@@ -259,23 +259,33 @@ def quantized_section(q: dict) -> list[str]:
 CHARACTER_GOALS = {"erased": 0.10, "kept": 0.90, "drift": 0.03}
 
 
-def character_cells(r: dict, lookalikes: list[str]) -> dict:
-    kept = r["kept_after"]
-    chars = [v for k, v in kept.items() if k not in lookalikes]
-    return {"erased": max(r["erased_after"].values()), "characters": min(chars) if chars else float("nan"),
-            "lookalikes": min(v for k, v in kept.items() if k in lookalikes), "kept": min(kept.values()), "drift": r["drift"],
-            "margin": sum(kept.values()) / len(kept) - sum(r["erased_after"].values()) / len(r["erased_after"])}
+# Rows of testbed/characters.py that are never a choice: the reference (a random subspace of the edit's rank) and the
+# lead that no node can make (the look-alikes-kept edit on the value projection alone)
+RANDOM_REFERENCE = "random subspace (reference)"
+VALUES_LEAD = "rank-1, look-alikes kept, values only"
 
 
-def character_choice(rows: list[dict], lookalikes: list[str]) -> dict:
-    """The dev rule: among the rows meeting every goal the least drift; else the best of the worse of erasure and keeping
-    (1 - the worst erased, the worst kept), then of the mean kept minus the mean erased, then the least drift."""
+def character_cells(r: dict) -> dict:
+    """Over the row's runs (training x noise seeds): each run's worst erased, kept character, look-alike and kept, and
+    drift, as mean and 95 % interval; "margin" (mean kept minus mean erased, of the mean rates) breaks ties in the dev rule."""
+    kept, erased = r["kept_after"], r["erased_after"]
+    return {**r["worst"], "margin": sum(kept.values()) / len(kept) - sum(erased.values()) / len(erased)}
+
+
+def character_met(c: dict) -> bool:
     g = CHARACTER_GOALS
-    cells = [(r, character_cells(r, lookalikes)) for r in rows]
-    passing = [(r, c) for r, c in cells if c["erased"] <= g["erased"] and c["kept"] >= g["kept"] and c["drift"] <= g["drift"]]
+    return c["erased"]["mean"] <= g["erased"] and c["kept"]["mean"] >= g["kept"] and c["drift"]["mean"] <= g["drift"]
+
+
+def character_choice(rows: list[dict]) -> dict:
+    """The dev rule, on the means over runs (the reference and the lead are never a choice): among the rows meeting every goal
+    the least drift; else the best of the worse of erasure and keeping (1 - the worst erased, the worst kept), then of
+    the mean kept minus the mean erased, then the least drift."""
+    cells = [(r, character_cells(r)) for r in rows if r["method"] not in (RANDOM_REFERENCE, VALUES_LEAD)]
+    passing = [(r, c) for r, c in cells if character_met(c)]
     if passing:
-        return min(passing, key=lambda rc: rc[1]["drift"])[0]
-    return max(cells, key=lambda rc: (min(1 - rc[1]["erased"], rc[1]["kept"]), rc[1]["margin"], -rc[1]["drift"]))[0]
+        return min(passing, key=lambda rc: rc[1]["drift"]["mean"])[0]
+    return max(cells, key=lambda rc: (min(1 - rc[1]["erased"]["mean"], rc[1]["kept"]["mean"]), rc[1]["margin"], -rc[1]["drift"]["mean"]))[0]
 
 
 def characters_section(ch: dict) -> list[str]:
@@ -284,32 +294,43 @@ def characters_section(ch: dict) -> list[str]:
     g = CHARACTER_GOALS
     counts = [n for res in (test, dev) for n in res["phrasings"].values()]
     phrasings = f"{min(counts)} to {max(counts)}" if min(counts) != max(counts) else str(min(counts))
+    runs = len(test["train_seeds"]) * len(test["noise_seeds"])
     out = ["## Named characters, one or many at once", "",
-           f"`python -m testbed.characters` (data: [data/characters.json](data/characters.json)): the harder testbed's shipped model "
-           f"(training seed {test['train_seed']}), one noise seed, site `{test['site']}`, {test['prompts_per_mark']} prompts per character "
+           f"`python -m testbed.characters` (data: [data/characters.json](data/characters.json)): the harder testbed's models of "
+           f"training seeds {', '.join(map(str, test['train_seeds']))}, each sampled with noise seeds {', '.join(map(str, test['noise_seeds']))} "
+           f"({runs} runs), site `{test['site']}`, {test['prompts_per_mark']} prompts per character "
            f"or look-alike in phrasings held out from every extraction pair ({phrasings} such phrasings per character or look-alike and "
            f"split: thin), drift on {test['clean_prompts']} prompts without a mark. "
            f"One: {', '.join(test['one'])}; {len(test['eight'])} at once: {', '.join(test['eight'])}, joined as Combine Refusal Vectors joins them. "
            f"Kept: the other characters and the look-alikes ({', '.join(looks)}). Goals: each erased character ≤ {pct(g['erased'])}, "
-           f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. One training and one noise seed: no intervals yet. "
+           f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. Each cell is the mean over the runs of that run's worst case, "
+           f"with a 95 % interval (the runs share their prompts, so the interval is narrower than a fresh prompt set would give). "
            f"*Look-alikes kept* is the rank-1 edit with Prompt Pairs' `keep_prompts` ({'; '.join(test['keep_prompts'])}), keep rank "
-           f"{test['keep_rank']}.", "",
+           f"{test['keep_rank']}. The *{RANDOM_REFERENCE}* removes as many random directions as the look-alikes-kept edit, at the "
+           f"same layers: what removing that many directions costs this model, whichever they are. *{VALUES_LEAD}* applies the "
+           "look-alikes-kept edit to the cross-attention value projection alone: a lead, which no node makes yet (no site edits the "
+           "value without the key).", "",
            "| split | method | erased | rank per layer | erased after (worst) | kept characters after (worst) | look-alikes after (worst) | drift |",
            "|---|---|---|---|---|---|---|---|"]
     for name, res in (("test", test), ("dev", dev)):
         for r in res["rows"]:
-            c = character_cells(r, looks)
-            out.append(f"| {name} | {r['method']} | {r['targets']} | {r['rank']} | {pct(c['erased'])} | {pct(c['characters'])} | "
-                       f"{pct(c['lookalikes'])} | {c['drift']:.3f} |")
+            c = character_cells(r)
+            out.append(f"| {name} | {r['method']} | {r['targets']} | {r['rank']} | {ci(c['erased'])} | {ci(c['characters'])} | "
+                       f"{ci(c['lookalikes'])} | {ci(c['drift'], rate=False)} |")
     out.append("")
     for targets, what in ((1, "one character"), (len(test["eight"]), f"{len(test['eight'])} characters at once")):
-        pick = character_choice([r for r in dev["rows"] if r["targets"] == targets], looks)
+        pick = character_choice([r for r in dev["rows"] if r["targets"] == targets])
         on_test = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"])
-        c = character_cells(on_test, looks)
-        met = c["erased"] <= g["erased"] and c["kept"] >= g["kept"] and c["drift"] <= g["drift"]
-        out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}; on test it leaves the erased at {pct(c['erased'])} at worst, the kept at "
-                   f"{pct(c['kept'])} at worst, drift {c['drift']:.3f}: " + ("every goal met." if met else "**goals missed.**")
-                   + f" Look-alikes after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in looks)}.")
+        reference = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE)
+        c = character_cells(on_test)
+        out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}; on test it leaves "
+                   f"the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at worst, drift "
+                   f"{ci(c['drift'], rate=False)}: " + ("every goal met." if character_met(c) else "**goals missed.**")
+                   + f" Look-alikes after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in looks)}. "
+                   f"A random subspace of rank {reference['rank']} drifts {ci(character_cells(reference)['drift'], rate=False)}."
+                   + "".join(f" The values-only lead: erased {pct(v['erased']['mean'])} at worst, kept {pct(v['kept']['mean'])} at worst, "
+                             f"drift {ci(v['drift'], rate=False)}." for r in test["rows"]
+                             if r["targets"] == targets and r["method"] == VALUES_LEAD for v in [character_cells(r)]))
     return out + [""]
 
 
@@ -428,6 +449,29 @@ def testbed_summary(p: dict) -> list[str]:
             "[docs/results.md](docs/results.md)), the render rate goes " + "; ".join(parts) + ".", TESTBED_END]
 
 
+CHARACTERS_BEGIN = "<!-- characters: generated by scripts/make_docs.py from docs/data/characters.json -->"
+CHARACTERS_END = "<!-- characters: end -->"
+
+
+def characters_summary(ch: dict) -> list[str]:
+    """README's per-method table of the named characters on the test split (worst cases, means over the runs)."""
+    test, g = ch["test"], CHARACTER_GOALS
+    runs = len(test["train_seeds"]) * len(test["noise_seeds"])
+    n = len(test["eight"])
+    by = {(r["method"], r["targets"]): character_cells(r) for r in test["rows"]}
+    out = [CHARACTERS_BEGIN,
+           f"Named characters, test split (`python -m testbed.characters`, mean of {runs} runs of each one's worst case; goals: erased "
+           f"≤ {pct(g['erased'])}, kept ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}; intervals and the dev split in "
+           "[docs/results.md](docs/results.md#named-characters-one-or-many-at-once)):", "",
+           f"| edit | one: erased | one: kept | one: drift | {n} at once: erased | {n} at once: kept | {n} at once: drift |",
+           "|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in test["rows"]):
+        one, many = by[(method, 1)], by[(method, n)]
+        out.append(f"| {method} | " + " | ".join(f"{pct(c['erased']['mean'])} | {pct(c['kept']['mean'])} | {c['drift']['mean']:.3f}"
+                                                 for c in (one, many)) + " |")
+    return out + [CHARACTERS_END]
+
+
 def _replace(text: str, begin: str, end: str, lines: list[str]) -> str:
     if begin not in text:
         return text
@@ -444,6 +488,8 @@ def readme_md() -> str:
         text = _replace(text, COST_BEGIN, COST_END, cost_section(json.loads(cost.read_text())))
     if protocol.exists():
         text = _replace(text, TESTBED_BEGIN, TESTBED_END, testbed_summary(json.loads(protocol.read_text())))
+    if (DATA / "characters.json").exists():
+        text = _replace(text, CHARACTERS_BEGIN, CHARACTERS_END, characters_summary(json.loads((DATA / "characters.json").read_text())))
     return text
 
 
