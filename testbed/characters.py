@@ -210,9 +210,12 @@ def table(result: dict) -> str:
 
 def seeds_of(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        seeds = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of seeds, e.g. 0,1,2") from None
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of seeds (integers >= 0), e.g. 0,1,2")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:
