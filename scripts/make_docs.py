@@ -322,15 +322,15 @@ def characters_section(ch: dict) -> list[str]:
         pick = character_choice([r for r in dev["rows"] if r["targets"] == targets])
         on_test = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"])
         reference = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE)
+        lead = next((character_cells(r) for r in test["rows"] if r["targets"] == targets and r["method"] == VALUES_LEAD), None)
         c = character_cells(on_test)
         out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}; on test it leaves "
                    f"the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at worst, drift "
                    f"{ci(c['drift'], rate=False)}: " + ("every goal met." if character_met(c) else "**goals missed.**")
                    + f" Look-alikes after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in looks)}. "
                    f"A random subspace of rank {reference['rank']} drifts {ci(character_cells(reference)['drift'], rate=False)}."
-                   + "".join(f" The values-only lead: erased {pct(v['erased']['mean'])} at worst, kept {pct(v['kept']['mean'])} at worst, "
-                             f"drift {ci(v['drift'], rate=False)}." for r in test["rows"]
-                             if r["targets"] == targets and r["method"] == VALUES_LEAD for v in [character_cells(r)]))
+                   + (f" The values-only lead: erased {pct(lead['erased']['mean'])} at worst, kept {pct(lead['kept']['mean'])} at worst, "
+                      f"drift {ci(lead['drift'], rate=False)}." if lead else ""))
     return out + [""]
 
 

@@ -48,6 +48,7 @@ PROMPTS = 12  # per character or look-alike
 CLEAN = 24
 SITE = "text_kv"
 PRESET = "copyrighted_character"
+KEPT = "rank-1, look-alikes kept"
 RANDOM = "random subspace (reference)"
 # The look-alikes-kept edit on the value projection alone (a lead the nodes do not offer: no site edits v without k)
 VALUES = "rank-1, look-alikes kept, values only"
@@ -103,7 +104,7 @@ def values_only(edit: RefusalEdit) -> RefusalEdit:
 def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
     """The method's edit of one character from its statistics (extracted with the KEEP prompts, which only
     "look-alikes kept" uses: keep prompts add rows, they change nothing else of the statistics)."""
-    if method == "rank-1, look-alikes kept":
+    if method == KEPT:
         return factorize(stats)
     if method == VALUES:
         return values_only(factorize(stats))
@@ -123,7 +124,7 @@ def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
     return RefusalEdit(tuple(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * rank) for layer in edit.layers), dict(edit.meta))
 
 
-METHODS = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", "rank-1, look-alikes kept", VALUES, RANDOM)
+METHODS = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", KEPT, VALUES, RANDOM)
 
 
 def worst(r: dict, lookalikes: tuple[str, ...] = LOOKALIKES) -> dict[str, float]:
@@ -150,6 +151,10 @@ def run(split_name: str = "dev", seeds: tuple[int, ...] = (0,), noise_seeds: tup
     ctx, empty = evaluated.ctx, contexts([""])
     advance = shown.bar(len(seeds) * (2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(METHODS))), f"characters ({split_name})")
     found: dict[tuple[str, int], list[dict]] = {}
+
+    def rates(latents: torch.Tensor) -> dict[str, float]:
+        return {n: render_rate(latents[spans[n]], groups[n], (n,)) for n in names if n != "clean"}
+
     for seed in seeds:
         bed = Bed(seed, log=shown.say, progress=shown.bar)
         stats = {}
@@ -157,24 +162,22 @@ def run(split_name: str = "dev", seeds: tuple[int, ...] = (0,), noise_seeds: tup
             for mark in EIGHT:  # the site reads text only: the probe latent (noise seed 0) does not enter
                 stats[mark, twin] = bed.extract_pairs(*pairs_of(mark, twin), SITE, defaults.SIGMAS, 0, KEEP)
                 advance()
+        edits = {}  # (method, targets) -> (edit, strength), the same for every noise seed
+        for method in (x for x in METHODS if x != RANDOM):  # the reference is drawn per run, from KEPT's rank
+            for targets in (ONE, EIGHT):
+                parts = [edit_of(method, stats[t, "twin" in method], m) for t in targets]
+                # eight: the strengths go into the joined edit, which then applies at 1
+                edits[method, targets] = ((parts[0], defaults.STRENGTH) if len(parts) == 1
+                                          else (combine([(e, defaults.STRENGTH) for e in parts]), 1.0))
         for ns in noise_seeds:
             noise = torch.randn(len(evaluated.flat), *LATENT_SHAPE, generator=torch.Generator().manual_seed(3_000 + ns))
             base = guided.generate(bed.model, ctx, empty, noise, steps)
             advance()
-
-            def rates(latents: torch.Tensor) -> dict[str, float]:
-                return {n: render_rate(latents[spans[n]], groups[n], (n,)) for n in names if n != "clean"}
-
             before = rates(base)
             for method in METHODS:
                 for targets in (ONE, EIGHT):
-                    source = "rank-1, look-alikes kept" if method == RANDOM else method
-                    edits = [edit_of(source, stats[t, "twin" in method], m) for t in targets]
-                    # eight: the strengths go into the joined edit, which then applies at 1
-                    edit, strength = ((edits[0], defaults.STRENGTH) if len(edits) == 1
-                                      else (combine([(e, defaults.STRENGTH) for e in edits]), 1.0))
-                    if method == RANDOM:
-                        edit, strength = random_like(edit, 100 * seed + ns), 1.0
+                    edit, strength = ((random_like(edits[KEPT, targets][0], 100 * seed + ns), 1.0) if method == RANDOM
+                                      else edits[method, targets])
                     after_latents = guided.generate(edited_model(bed.model, edit, strength), ctx, empty, noise, steps)
                     after = rates(after_latents)
                     kept = [n for n in names if n != "clean" and n not in targets]
