@@ -166,3 +166,26 @@ def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_rem
             assert factorize_layer(D, E, r, "cpca", 8, 0.5, moment="centered").retained < F.RETAIN_THRESHOLD
             assert auto.moment == "uncentered"
     assert fired >= 5  # the shortcut is exercised, not only never wrong
+
+
+def test_the_report_names_the_edit_its_rank_and_its_residual_on_the_pairs():
+    """The residual is the share of the pairs' differences the edited layer still reads: 0 when they all lie
+    along d, the same from rows as from their moments, and in the node's report and the file's metadata."""
+    from refusal_core.factorize import factorize, pair_residual
+    from refusal_core.stats import Moments
+    from refusal_core.types import LayerStats, RefusalStats
+
+    g = torch.Generator().manual_seed(3)
+    d = torch.nn.functional.normalize(torch.randn(32, generator=g), dim=0)
+    along = torch.randn(10, 1, generator=g) * d
+    assert pair_residual(along, d) < 1e-6 and pair_residual(Moments.of(along), d) < 1e-6
+    D, E, r = problem(30, 20, 32, seed=4)
+    stats = RefusalStats((LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, r),
+                          LayerStats("blocks.1.cross_attn.k", ("blocks.1.cross_attn.k",), Moments.of(D), E, r)), {})
+    edit = factorize(stats)
+    q = edit.layers[0].basis[0].double()
+    by_hand = float((D.double() - (D.double() @ q)[:, None] * q).norm() / D.double().norm())
+    assert 0 < by_hand < 1
+    assert float(edit.meta["residual"]) == pytest.approx(by_hand, abs=1e-6) and edit.meta["rank"] == "1"
+    assert edit.meta["factorization"].startswith("rank-1 refusal direction (cpca) at 2 layer(s); residual on the pairs ")
+    assert f"{by_hand:.3f}" in edit.meta["factorization"]
