@@ -259,10 +259,13 @@ def quantized_section(q: dict) -> list[str]:
 CHARACTER_GOALS = {"erased": 0.10, "kept": 0.90, "drift": 0.03}
 
 
-# Rows of testbed/characters.py that are never a choice: the reference (a random subspace of the edit's rank) and the
-# lead that no node can make (the look-alikes-kept edit on the value projection alone)
+# Rows of testbed/characters.py that are never a choice: the reference (a random subspace of the edit's rank), the
+# lead that no node can make (the look-alikes-kept edit on the value projection alone) and the lower strengths below
 RANDOM_REFERENCE = "random subspace (reference)"
 VALUES_LEAD = "rank-1, look-alikes kept, values only"
+# The look-alikes-kept edit at a lower strength, named by this prefix and the strength: the trade-off a user can make with
+# Apply's strength, not a default (the pack applies every preset at strength 1, and the presets share that widget)
+WEAKER = "rank-1, look-alikes kept, strength "
 
 
 def character_cells(r: dict) -> dict:
@@ -278,10 +281,10 @@ def character_met(c: dict) -> bool:
 
 
 def character_choice(rows: list[dict]) -> dict:
-    """The dev rule, on the means over runs (the reference and the lead are never a choice): among the rows meeting every goal
+    """The dev rule, on the means over runs (the reference, the lead and the lower strengths are never a choice): among the rows meeting every goal
     the least drift; else the best of the worse of erasure and keeping (1 - the worst erased, the worst kept), then of
     the mean kept minus the mean erased, then the least drift."""
-    cells = [(r, character_cells(r)) for r in rows if r["method"] not in (RANDOM_REFERENCE, VALUES_LEAD)]
+    cells = [(r, character_cells(r)) for r in rows if r["method"] not in (RANDOM_REFERENCE, VALUES_LEAD) and not r["method"].startswith(WEAKER)]
     passing = [(r, c) for r, c in cells if character_met(c)]
     if passing:
         return min(passing, key=lambda rc: rc[1]["drift"]["mean"])[0]
@@ -309,7 +312,8 @@ def characters_section(ch: dict) -> list[str]:
            f"{test['keep_rank']}. The *{RANDOM_REFERENCE}* removes as many random directions as the look-alikes-kept edit, at the "
            f"same layers: what removing that many directions costs this model, whichever they are. *{VALUES_LEAD}* applies the "
            "look-alikes-kept edit to the cross-attention value projection alone: a lead, which no node makes yet (no site edits the "
-           "value without the key).", "",
+           "value without the key). *Strength 0.9* and *0.8* apply the look-alikes-kept edit at that strength (Apply Refusal To "
+           "Model's, or each concept's in Combine Refusal Vectors): less of each direction removed, for less drift.", "",
            "| split | method | erased | rank per layer | erased after (worst) | kept characters after (worst) | look-alikes after (worst) | drift |",
            "|---|---|---|---|---|---|---|---|"]
     for name, res in (("test", test), ("dev", dev)):
@@ -324,13 +328,17 @@ def characters_section(ch: dict) -> list[str]:
         reference = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE)
         lead = next((character_cells(r) for r in test["rows"] if r["targets"] == targets and r["method"] == VALUES_LEAD), None)
         c = character_cells(on_test)
+        weaker = [(r["method"][len(WEAKER):], character_cells(r)) for r in test["rows"] if r["targets"] == targets and r["method"].startswith(WEAKER)]
         out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}; on test it leaves "
                    f"the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at worst, drift "
                    f"{ci(c['drift'], rate=False)}: " + ("every goal met." if character_met(c) else "**goals missed.**")
                    + f" Look-alikes after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in looks)}. "
                    f"A random subspace of rank {reference['rank']} drifts {ci(character_cells(reference)['drift'], rate=False)}."
                    + (f" The values-only lead: erased {pct(lead['erased']['mean'])} at worst, kept {pct(lead['kept']['mean'])} at worst, "
-                      f"drift {ci(lead['drift'], rate=False)}." if lead else ""))
+                      f"drift {ci(lead['drift'], rate=False)}." if lead else "")
+                   + (" At lower strength the look-alikes-kept edit trades erasure for drift: "
+                      + "; ".join(f"at {level} erased {pct(w['erased']['mean'])} at worst, kept {pct(w['kept']['mean'])} at worst, drift "
+                                  f"{ci(w['drift'], rate=False)}" for level, w in weaker) + "." if weaker else ""))
     return out + [""]
 
 

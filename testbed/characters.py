@@ -50,6 +50,16 @@ SITE = "text_kv"
 PRESET = "copyrighted_character"
 KEPT = "rank-1, look-alikes kept"
 RANDOM = "random subspace (reference)"
+# The look-alikes-kept edit at lower strengths (Apply's or Combine Refusal Vectors' strength): what a user who needs
+# less drift trades for it in erasure (0.7 to 1.0 tried on dev with training and noise seed 0: 0.7 let 42 % through)
+WEAKER = (0.9, 0.8)
+
+
+def weaker(strength: float) -> str:
+    return f"{KEPT}, strength {strength:g}"
+
+
+STRENGTH_OF = {weaker(s): s for s in WEAKER}
 # The look-alikes-kept edit on the value projection alone (a lead the nodes do not offer: no site edits v without k)
 VALUES = "rank-1, look-alikes kept, values only"
 # The generic look-alike of a character, as the safe side of its pairs in place of "a cartoon character"
@@ -104,7 +114,7 @@ def values_only(edit: RefusalEdit) -> RefusalEdit:
 def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
     """The method's edit of one character from its statistics (extracted with the KEEP prompts, which only
     "look-alikes kept" uses: keep prompts add rows, they change nothing else of the statistics)."""
-    if method == KEPT:
+    if method == KEPT or method in STRENGTH_OF:
         return factorize(stats)
     if method == VALUES:
         return values_only(factorize(stats))
@@ -124,7 +134,7 @@ def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
     return RefusalEdit(tuple(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * rank) for layer in edit.layers), dict(edit.meta))
 
 
-METHODS = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", KEPT, VALUES, RANDOM)
+METHODS = ("rank-1", "rank-m", "closed_form", "rank-1, look-alike twin", KEPT, *STRENGTH_OF, VALUES, RANDOM)
 
 
 def worst(r: dict, lookalikes: tuple[str, ...] = LOOKALIKES) -> dict[str, float]:
@@ -166,9 +176,9 @@ def run(split_name: str = "dev", seeds: tuple[int, ...] = (0,), noise_seeds: tup
         for method in (x for x in METHODS if x != RANDOM):  # the reference is drawn per run, from KEPT's rank
             for targets in (ONE, EIGHT):
                 parts = [edit_of(method, stats[t, "twin" in method], m) for t in targets]
+                strength = STRENGTH_OF.get(method, defaults.STRENGTH)
                 # eight: the strengths go into the joined edit, which then applies at 1
-                edits[method, targets] = ((parts[0], defaults.STRENGTH) if len(parts) == 1
-                                          else (combine([(e, defaults.STRENGTH) for e in parts]), 1.0))
+                edits[method, targets] = ((parts[0], strength) if len(parts) == 1 else (combine([(e, strength) for e in parts]), 1.0))
         for ns in noise_seeds:
             noise = torch.randn(len(evaluated.flat), *LATENT_SHAPE, generator=torch.Generator().manual_seed(3_000 + ns))
             base = guided.generate(bed.model, ctx, empty, noise, steps)

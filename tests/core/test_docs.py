@@ -73,3 +73,19 @@ def test_the_readme_cost_section_is_generated_from_the_full_size_bench():
     assert (ROOT / "bench" / "full_size.json").exists()
     assert not json.loads((ROOT / "bench" / "full_size.json").read_text())["run"]["tiny"]
 
+
+
+def test_the_character_rule_chooses_only_an_edit_the_pack_makes_at_its_default_strength():
+    """The reference, the values-only lead and the lower strengths chart what else is possible: even when one of them
+    scores best, the documents report the best edit the presets make as they ship."""
+    md = make_docs()
+
+    def row(method: str, drift: float) -> dict:
+        cell = {"mean": 0.0, "lo": 0.0, "hi": 0.0}
+        return {"method": method, "worst": {"erased": cell, "kept": {**cell, "mean": 1.0}, "drift": {**cell, "mean": drift}},
+                "kept_after": {"x": 1.0}, "erased_after": {"y": 0.0}}
+
+    rows = [row("rank-1, look-alikes kept", 0.02), row(md.WEAKER + "0.8", 0.01), row(md.VALUES_LEAD, 0.005), row(md.RANDOM_REFERENCE, 0.001)]
+    assert md.character_choice(rows)["method"] == "rank-1, look-alikes kept"
+    data = json.loads((ROOT / "docs" / "data" / "characters.json").read_text())
+    assert any(r["method"].startswith(md.WEAKER) for r in data["dev"]["rows"])  # the committed data do carry the trade-off rows

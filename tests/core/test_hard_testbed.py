@@ -163,13 +163,18 @@ def test_the_character_run_scores_every_method_and_its_section_renders(monkeypat
     result = {"dev": test, "test": test}  # the section reads both splits; one run keeps the test short
     rows = result["test"]["rows"]
     assert {(r["method"], r["targets"]) for r in rows} == {(m, n) for m in ("rank-1", "rank-2", "closed_form", "rank-1, look-alike twin",
-                                                                                  "rank-1, look-alikes kept", characters.VALUES, characters.RANDOM)
+                                                                                  "rank-1, look-alikes kept", *characters.STRENGTH_OF,
+                                                                                  characters.VALUES, characters.RANDOM)
                                                            for n in (1, 2)}
+    assert set(characters.STRENGTH_OF) == {"rank-1, look-alikes kept, strength 0.9", "rank-1, look-alikes kept, strength 0.8"}
     for r in rows:
         assert set(r["erased_after"]) | set(r["kept_after"]) == set(w.CHARACTERS + w.LOOKALIKES)
         assert r["rank"] >= r["targets"] and r["drift"] >= 0
         assert [(run["train_seed"], run["noise_seed"]) for run in r["runs"]] == [(0, 0), (0, 1)]
         assert abs(r["drift"] - sum(run["drift"] for run in r["runs"]) / 2) < 1e-12  # the row is the mean of its runs
+    by = {(r["method"], r["targets"]): r for r in rows}
+    for weaker in characters.STRENGTH_OF:  # the same edit at a lower strength: as many directions, less removed of them
+        assert by[weaker, 2]["rank"] == by["rank-1, look-alikes kept", 2]["rank"]
     random = {r["targets"]: r for r in rows if r["method"] == characters.RANDOM}
     assert random[1]["rank"] == 1 and random[2]["rank"] == 2  # the reference removes as many directions as the edit
     from tests.core.test_docs import make_docs
