@@ -1,7 +1,7 @@
 """Keep prompts in a real ComfyUI, on the harder testbed's shipped model: Prompt Pairs' keep_prompts reach the
-extraction, Low-Rank Factorize takes each direction orthogonal to them as pure torch does, two characters
-combined keep them too, the LoRA through the stock LoraLoaderModelOnly equals the edit, and the base stays
-as loaded."""
+extraction, Low-Rank Factorize takes each direction orthogonal to them as pure torch does and shows the edit, its
+rank and its residual on the pairs, two characters combined keep them too, the LoRA through the stock
+LoraLoaderModelOnly equals the edit, and the base stays as loaded."""
 from __future__ import annotations
 
 
@@ -34,8 +34,13 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
         assert [p.text for p in pp.keep] == list(characters.KEEP)
         stats = nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 8 * w, 8 * h, 4 * frames - 3, 0).result[0]
         assert stats.meta["n_keep"] == "3"
-        edits[name] = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
+        factorized = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5)
+        edits[name] = factorized.result[0]
         assert "kept off 8 keep directions" in edits[name].meta["factorization"]
+        shown = factorized.ui.as_dict()["text"][0].splitlines()  # what the node shows: which edit, its rank, its residual
+        assert shown[0] == f"rank-1 refusal direction (cpca) at {len(stats.layers)} layer(s), kept off the keep prompts' top 8 directions"
+        assert shown[1].startswith(f"residual on the pairs {float(edits[name].meta['residual']):.3f} ")
+        assert 0 < float(edits[name].meta["residual"]) < 1 and edits[name].meta["rank"] == "1"
 
         ours = factorize(hard_eval.Bed(0).extract_pairs(*load_preset("copyrighted_character", name), "text_kv", (0.9,), 0,
                                                         characters.KEEP))
