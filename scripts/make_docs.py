@@ -336,7 +336,7 @@ def characters_section(ch: dict) -> list[str]:
                    f"A random subspace of rank {reference['rank']} drifts {ci(character_cells(reference)['drift'], rate=False)}."
                    + (f" The values-only lead: erased {pct(lead['erased']['mean'])} at worst, kept {pct(lead['kept']['mean'])} at worst, "
                       f"drift {ci(lead['drift'], rate=False)}." if lead else "")
-                   + (" At lower strength the look-alikes-kept edit trades erasure for drift: "
+                   + (" The look-alikes-kept edit at a lower strength: "
                       + "; ".join(f"at {level} erased {pct(w['erased']['mean'])} at worst, kept {pct(w['kept']['mean'])} at worst, drift "
                                   f"{ci(w['drift'], rate=False)}" for level, w in weaker) + "." if weaker else ""))
     return out + [""]
