@@ -6,7 +6,7 @@ import hashlib
 from comfy_api.latest import io
 
 from ..refusal_core import prompts as P
-from ..refusal_core.presets import CUSTOM, default_texts, load_preset, preset_names
+from ..refusal_core.presets import CUSTOM, default_texts, load_preset, preset_keep, preset_names
 from ..refusal_core.types import PromptPairs, RefusalError
 from .host import encode, paths
 from .sockets import CATEGORY, PromptPairsSocket
@@ -71,8 +71,8 @@ class PromptPairLoader(io.ComfyNode):
                     options=[CUSTOM] + preset_names(),
                     default=CUSTOM,
                     optional=True,
-                    tooltip="Ready-made pairs and neutral prompts instead of the texts above: nudity, graphic_violence, "
-                    "copyrighted_character, trademark, public_figure (the last three need preset_subject).",
+                    tooltip="Ready-made pairs and neutral prompts (for characters also keep prompts) instead of the texts above: "
+                    "nudity, graphic_violence, copyrighted_character, trademark, public_figure (the last three need preset_subject).",
                 ),
                 io.String.Input(
                     "preset_subject",
@@ -87,7 +87,8 @@ class PromptPairLoader(io.ComfyNode):
                     optional=True,
                     tooltip="Optional look-alikes the edit must leave alone, one per line (e.g. 'a cartoon mouse' while erasing a "
                     "named mouse character): each layer's direction is taken orthogonal to them. Matters most when several "
-                    "characters that share a word are erased together.",
+                    "characters that share a word are erased together. The copyrighted_character preset brings its own "
+                    "(a cartoon mouse, duck and rabbit); these are added to them.",
                 ),
             ],
             outputs=[PromptPairsSocket.Output(display_name="prompt_pairs", tooltip="The pairs and neutral prompts with their conditioning.")],
@@ -101,12 +102,13 @@ class PromptPairLoader(io.ComfyNode):
     def execute(cls, clip, pairs: str, neutral_prompts: str, pairs_file: str = NO_FILE, preset: str = CUSTOM,
                 preset_subject: str = "", keep_prompts: str = "") -> io.NodeOutput:
         neutral = P.parse_neutral(neutral_prompts)
+        keep = P.parse_neutral(keep_prompts or "")
         if preset and preset != CUSTOM:
             if pairs_file and pairs_file != NO_FILE:
                 raise RefusalError("choose either a preset or a pairs file, not both")
             parsed, neutral = load_preset(preset, preset_subject)
+            keep = list(dict.fromkeys(preset_keep(preset) + keep))  # the preset's look-alikes, then the typed ones
         else:
             parsed, neutral = read_pairs(pairs, pairs_file, neutral)
-        keep = P.parse_neutral(keep_prompts or "")
         P.validate_pairs(parsed, neutral, keep)
         return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text), keep))

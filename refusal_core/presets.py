@@ -1,7 +1,8 @@
 """Ready-made prompt pairs for common concepts (data files in presets/); clinical, non-graphic texts.
 
 Each file: title, needs_name (a "{name}" in the pairs is the subject the user types), pairs, neutral
-prompts and, where there is one, a held-out set (other phrasings) that the Refusal Probe scores on.
+prompts, where the preset has them keep prompts (generic look-alikes that its edit leaves alone:
+keep.py) and, where there is one, a held-out set (other phrasings) that the Refusal Probe scores on.
 """
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def load_preset(name: str, subject: str = "") -> tuple[list[PromptPair], list[st
     filled = [[u.replace("{name}", subject), s.replace("{name}", subject)] for u, s in data["pairs"]]
     pairs, neutral = parse_pairs_text(json.dumps({"pairs": filled, "neutral": data["neutral"]}), ".json", f"preset {name}")
     return pairs, neutral
+
+
+def preset_keep(name: str) -> list[str]:
+    """The preset's keep prompts, [] when it has none. The character preset's are generic cartoon animals
+    in its pairs' phrasings: a named mouse, duck or rabbit is erased, the plain animal kept (docs/results.md)."""
+    return [str(t) for t in _data(name).get("keep", [])]
 
 
 def held_out(name: str = PRESET) -> tuple[list[PromptPair], list[str]]:

@@ -48,6 +48,13 @@ def ci(x: dict, rate: bool = True) -> str:
     return f"{x['mean']:.3f} [{max(0.0, x['lo']):.3f}, {x['hi']:.3f}]"
 
 
+def protocol_minutes(p: dict) -> str:
+    """How long the committed run took on its machine; runs before train_seconds was recorded include the training."""
+    if "train_seconds" in p:
+        return f"{(p['seconds'] - p['train_seconds']) / 60:.0f} min on its machine once the models are trained"
+    return f"{p['seconds'] / 60:.0f} min on its machine, training the models it had not cached included"
+
+
 def protocol_section(p: dict) -> list[str]:
     m, smp, sz = p["model"], p["sampling"], p["sizes"]
     runs = len(p["train_seeds"]) * len(p["noise_seeds"])
@@ -56,8 +63,7 @@ def protocol_section(p: dict) -> list[str]:
     out = [
         "## The harder testbed: chosen on dev, reported on test",
         "",
-        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {p['seconds'] / 60:.0f} min once the "
-        f"models are trained). A Wan of {m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained "
+        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {protocol_minutes(p)}). A Wan of {m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained "
         f"with {m['dropout']:.0%} text dropout on a world where each concept is rendered differently for every subject, scene and "
         "frame (violence only in the later frames), next to safe near-misses that share its words or looks (swimsuit and shirtless "
         "next to nudity, red paint and ketchup next to violence, a cartoon mouse next to the named character) and nine other named "
@@ -105,7 +111,9 @@ def protocol_section(p: dict) -> list[str]:
         found = ", ".join(f"`{w}`" for w in dict.fromkeys(words[(r["edit"], r["concept"])]))
         out.append(f"| {r['concept']} | {r['edit']} | {ci(r['inversion'])} | {ci(r['text_search'])} | {found} |")
     out += ["", "### Does cPCA change the direction?", "",
-            "cos(d, r/|r|) per edited layer (1: the factorization returns the mean difference itself), mean over the runs.", "",
+            "cos(d, r/|r|) per edited layer (1: the factorization returns the mean difference itself), mean over the runs."
+            + "".join(f" The {c} edits are also taken orthogonal to their preset's {len(k)} keep prompts, which turns d further from r."
+                      for c, k in p.get("keep_prompts", {}).items() if k), "",
             "| concept | edit | cos per layer |", "|---|---|---|"]
     cos: dict = {}
     for c in p["cos"]:
@@ -259,6 +267,8 @@ def quantized_section(q: dict) -> list[str]:
 CHARACTER_GOALS = {"erased": 0.10, "kept": 0.90, "drift": 0.03}
 
 
+# The copyrighted_character preset's default: the rank-1 edit kept off the preset's keep prompts (the dev rule's pick)
+PRESET_DEFAULT = "rank-1, look-alikes kept"
 # Rows of testbed/characters.py that are never a choice: the reference (a random subspace of the edit's rank), the
 # lead that no node can make (the look-alikes-kept edit on the value projection alone) and the lower strengths below
 RANDOM_REFERENCE = "random subspace (reference)"
@@ -308,8 +318,9 @@ def characters_section(ch: dict) -> list[str]:
            f"Kept: the other characters and the look-alikes ({', '.join(looks)}). Goals: each erased character ≤ {pct(g['erased'])}, "
            f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. Each cell is the mean over the runs of that run's worst case, "
            f"with a 95 % interval (the runs share their prompts, so the interval is narrower than a fresh prompt set would give). "
-           f"*Look-alikes kept* is the rank-1 edit with Prompt Pairs' `keep_prompts` ({'; '.join(test['keep_prompts'])}), keep rank "
-           f"{test['keep_rank']}. The *{RANDOM_REFERENCE}* removes as many random directions as the look-alikes-kept edit, at the "
+           f"*Look-alikes kept* is the rank-1 edit with the copyrighted_character preset's keep prompts ({'; '.join(test['keep_prompts'])}), "
+           f"keep rank {test['keep_rank']}: the preset's default, as the dev rule picks it; *rank-1* is the same edit without keep "
+           f"prompts (the preset's default before it brought them). The *{RANDOM_REFERENCE}* removes as many random directions as the look-alikes-kept edit, at the "
            f"same layers: what removing that many directions costs this model, whichever they are. *{VALUES_LEAD}* applies the "
            "look-alikes-kept edit to the cross-attention value projection alone: a lead, which no node makes yet (no site edits the "
            "value without the key). *Strength 0.9* and *0.8* apply the look-alikes-kept edit at that strength (Apply Refusal To "
@@ -470,13 +481,14 @@ def characters_summary(ch: dict) -> list[str]:
     out = [CHARACTERS_BEGIN,
            f"Named characters, test split (`python -m testbed.characters`, mean of {runs} runs of each one's worst case; goals: erased "
            f"≤ {pct(g['erased'])}, kept ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}; intervals and the dev split in "
-           "[docs/results.md](docs/results.md#named-characters-one-or-many-at-once)):", "",
+           "[docs/results.md](docs/results.md#named-characters-one-or-many-at-once); in bold the character preset's default):", "",
            f"| edit | one: erased | one: kept | one: drift | {n} at once: erased | {n} at once: kept | {n} at once: drift |",
            "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in test["rows"]):
         one, many = by[(method, 1)], by[(method, n)]
-        out.append(f"| {method} | " + " | ".join(f"{pct(c['erased']['mean'])} | {pct(c['kept']['mean'])} | {c['drift']['mean']:.3f}"
-                                                 for c in (one, many)) + " |")
+        b = "**" if method == PRESET_DEFAULT else ""
+        out.append(f"| {b}{method}{b} | " + " | ".join(f"{b}{pct(c['erased']['mean'])}{b} | {b}{pct(c['kept']['mean'])}{b} | "
+                                                       f"{b}{c['drift']['mean']:.3f}{b}" for c in (one, many)) + " |")
     return out + [CHARACTERS_END]
 
 

@@ -8,8 +8,8 @@ before and after, the kept characters' and the look-alikes' (a cartoon mouse, du
 and drift on prompts without a mark. The methods: the pack's rank-1 cPCA direction per layer, a
 rank-m subspace per layer (rank_sweep.py), the closed-form map (refusal_core/closed_form.py), and the
 rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse" in place of "a
-cartoon character"), the rank-1 direction kept off the rows of a few generic look-alike prompts (KEEP, given as the pack's
-keep prompts: refusal_core/keep.py), the same on the value projection alone (a lead: no site of the
+cartoon character"), the rank-1 direction kept off the rows of a few generic look-alike prompts (KEEP: the preset's
+keep prompts, refusal_core/keep.py; the preset's default), the same on the value projection alone (a lead: no site of the
 nodes edits the value without the key); and, as a reference, a random subspace of the same rank at the
 same layers, which shows what removing that many directions costs this model whatever they are.
 Every character's pairs are the copyrighted_character preset's with its name, read at site text_kv,
@@ -31,7 +31,7 @@ import torch
 from refusal_core import defaults
 from refusal_core.combine import combine
 from refusal_core.factorize import factorize
-from refusal_core.presets import load_preset
+from refusal_core.presets import load_preset, preset_keep
 from refusal_core.types import LayerEdit, PromptPair, RefusalEdit, RefusalStats
 
 from .hard_eval import Bed, Groups, edited_model, interval
@@ -67,11 +67,10 @@ VALUES = "rank-1, look-alikes kept, values only"
 LOOKALIKE_TWIN = {"mickey": "a cartoon mouse", "minnie": "a cartoon mouse", "mighty": "a cartoon mouse", "donald": "a cartoon duck",
                   "daffy": "a cartoon duck", "bugs": "a cartoon rabbit"}
 
-# The "rank-1, look-alikes kept" edit: these are the keep prompts of every character's extraction (what a user
-# lists in Prompt Pairs' keep_prompts); each direction is taken orthogonal to the top defaults.KEEP_RANK
-# directions of their rows at the site, so that the joined edit leaves them alone (rank 3, 8, 16 tried on dev).
-KEEP = ("a cartoon mouse walking through a city street", "a cartoon duck waving at the camera",
-        "a cartoon rabbit riding a bicycle in a park")
+# The "rank-1, look-alikes kept" edit (the preset's default): the preset's keep prompts are those of every
+# character's extraction; each direction is taken orthogonal to the top defaults.KEEP_RANK directions of their
+# rows at the site, so that the joined edit leaves them alone (rank 3, 8, 16 tried on dev).
+KEEP = tuple(preset_keep(PRESET))
 
 
 def name_of(mark: str) -> str:

@@ -20,7 +20,7 @@ from refusal_core.edit import edited_state_dict
 from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
-from refusal_core.presets import load_preset
+from refusal_core.presets import load_preset, preset_keep
 from refusal_core.sites import parse_layers
 from refusal_core.types import EncodedPrompt, LayerEdit, PromptPair, PromptPairs, RefusalEdit, RefusalStats
 from . import guided
@@ -87,8 +87,8 @@ class Bed:
         return self.extract_preset(*PRESETS[concept], site, sigmas, noise_seed)
 
     def extract_preset(self, preset: str, name: str, site: str, sigmas: tuple[float, ...], noise_seed: int) -> RefusalStats:
-        """The same on any preset of the pack, with `name` for its {name} placeholder."""
-        return self.extract_pairs(*load_preset(preset, name), site, sigmas, noise_seed)
+        """The same on any preset of the pack, with `name` for its {name} placeholder (and the preset's keep prompts)."""
+        return self.extract_pairs(*load_preset(preset, name), site, sigmas, noise_seed, tuple(preset_keep(preset)))
 
     def extract_pairs(self, pairs: list[PromptPair], neutral: list[str], site: str, sigmas: tuple[float, ...],
                       noise_seed: int, keep: tuple[str, ...] = ()) -> RefusalStats:

@@ -26,9 +26,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from refusal_core import defaults
+from refusal_core.presets import preset_keep
 from . import guided
 from .attack import inversion, text_search
-from .hard_eval import (DEFAULTS, NEGATIVE_TEXT, PAPER, PREVIOUS, Bed, EditConfig, Groups, Sizes, concept_pairs, cos_d_r, edited_model,
+from .hard_eval import (DEFAULTS, NEGATIVE_TEXT, PAPER, PRESETS, PREVIOUS, Bed, EditConfig, Groups, Sizes, concept_pairs, cos_d_r, edited_model,
                         generate, interval, make_edit, scores)
 from .hard_train import HardConfig
 from .hard_world import CONCEPTS, MARKS, split
@@ -161,6 +162,7 @@ def run(out: Path, full: bool = False, shown: Progress | None = None, sizes: Siz
     train_seeds = train_seeds or (TRAIN_SEEDS if full else (0,))
     noise_seeds = noise_seeds or (NOISE_SEEDS if full else (0,))
     beds = [Bed(s, log=shown.say, progress=shown.bar) for s in train_seeds]
+    train_seconds = time.perf_counter() - t0  # training the models not yet cached (0 when all are)
     cache: dict = {}
     edits = {"defaults": DEFAULTS, "paper": PAPER, "random direction": replace(DEFAULTS, kind="random"),
              "negative prompt": EditConfig(kind="negative")}
@@ -178,13 +180,14 @@ def run(out: Path, full: bool = False, shown: Progress | None = None, sizes: Siz
         "mode": "full" if full else "main",
         "train_seeds": list(train_seeds), "noise_seeds": list(noise_seeds), "sizes": asdict(sizes), "dev_sizes": asdict(dev_sizes),
         "model": asdict(HardConfig()), "sampling": {"guidance": guided.GUIDANCE, "shift": guided.SHIFT, "steps": sizes.steps},
-        "pack_defaults": asdict(DEFAULTS), "edits": {k: {"label": v.label(), **asdict(v)} for k, v in edits.items()},
+        "pack_defaults": asdict(DEFAULTS), "keep_prompts": {c: preset_keep(preset) for c, (preset, _) in PRESETS.items()},
+        "edits": {k: {"label": v.label(), **asdict(v)} for k, v in edits.items()},
         "pass": PASS, "splits": {m: split(m, []) for m in MARKS}, "concepts": {c: list(m) for c, m in CONCEPTS.items()},
         "dev": {"rows": dev_rows, "choice": choice},
         "test": {"runs": runs, "summary": summarize(runs, keys)},
         "cos": cosines,
         "attacks": {"prompts": ATTACK_PAIRS, "inversion_steps": inversion_steps, "runs": attacks, "summary": summarize(attacks, ("inversion", "text_search"))},
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(train_seconds, 1),
         "defaults_k": defaults.K,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.report.outdir import png_bytes
 from refusal_core.report.plot import spectrum_image
-from refusal_core.presets import load_preset
+from refusal_core.presets import load_preset, preset_keep
 from refusal_core.probe import ProbeResult, compare, record
 from refusal_core.families import FAMILIES
 from refusal_core.sites import parse_layers
@@ -87,7 +87,7 @@ def denoised_forward(model: TinyWan) -> Callable[[torch.Tensor, torch.Tensor, fl
 def extraction_prompts(bed: Testbed, concept: str) -> PromptPairs:
     preset, name = CONCEPTS[concept]
     pairs, neutral = load_preset(preset, name)
-    return PromptPairs.from_texts(pairs, neutral, bed.encode)
+    return PromptPairs.from_texts(pairs, neutral, bed.encode, preset_keep(preset))  # as Prompt Pairs gives them
 
 
 def extract(bed: Testbed, concept: str, site: str, layers: str = defaults.LAYERS) -> RefusalStats:

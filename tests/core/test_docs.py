@@ -89,3 +89,17 @@ def test_the_character_rule_chooses_only_an_edit_the_pack_makes_at_its_default_s
     assert md.character_choice(rows)["method"] == "rank-1, look-alikes kept"
     data = json.loads((ROOT / "docs" / "data" / "characters.json").read_text())
     assert any(r["method"].startswith(md.WEAKER) for r in data["dev"]["rows"])  # the committed data do carry the trade-off rows
+
+
+def test_the_character_preset_ships_the_edit_the_dev_rule_picks():
+    """docs/data/characters.json was run with the preset's keep prompts, and on dev its rule picks the edit they give, for
+    one character and for eight: changing the preset's keep prompts needs `python -m testbed.characters` again."""
+    from refusal_core.presets import preset_keep
+    from testbed import characters
+
+    md = make_docs()
+    data = json.loads((ROOT / "docs" / "data" / "characters.json").read_text())
+    assert data["test"]["keep_prompts"] == data["dev"]["keep_prompts"] == preset_keep("copyrighted_character")
+    assert md.PRESET_DEFAULT == characters.KEPT
+    for n in (1, len(data["dev"]["eight"])):
+        assert md.character_choice([r for r in data["dev"]["rows"] if r["targets"] == n])["method"] == md.PRESET_DEFAULT

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from refusal_core.presets import load_preset
+from refusal_core.presets import load_preset, preset_keep
 from testbed import attack, guided, hard_eval, hard_train, protocol
 from testbed import hard_world as w
 
@@ -120,6 +120,7 @@ def test_the_pack_ships_the_defaults_the_committed_protocol_chose_on_dev():
     p = json.loads((Path(__file__).resolve().parents[2] / "docs" / "data" / "protocol.json").read_text())
     ours = json.loads(json.dumps(asdict(hard_eval.DEFAULTS)))
     assert p["mode"] == "full" and p["pack_defaults"] == ours
+    assert p["keep_prompts"] == {c: preset_keep(preset) for c, (preset, _) in hard_eval.PRESETS.items()}  # the presets' own
     assert p["dev"]["choice"]["config"] == ours
 
 
@@ -140,6 +141,7 @@ def test_the_protocol_runs_end_to_end_and_its_document_renders(tmp_path, monkeyp
     from tests.core.test_docs import make_docs
     text = "\n".join(make_docs().protocol_section(saved))
     assert "## The harder testbed" in text and "| nudity | defaults |" in text
+    assert 0 <= saved["train_seconds"] <= saved["seconds"] and "min on its machine once the models are trained" in text
 
 
 def test_every_character_keeps_held_out_phrasings_on_both_splits():

@@ -1,7 +1,8 @@
-"""Keep prompts in a real ComfyUI, on the harder testbed's shipped model: Prompt Pairs' keep_prompts reach the
-extraction, Low-Rank Factorize takes each direction orthogonal to them as pure torch does and shows the edit, its
-rank and its residual on the pairs, two characters combined keep them too, the LoRA through the stock
-LoraLoaderModelOnly equals the edit, and the base stays as loaded."""
+"""Keep prompts in a real ComfyUI, on the harder testbed's shipped model: the character preset's keep prompts
+(and the ones typed beside them, without repeats) reach the extraction, Low-Rank Factorize takes each direction
+orthogonal to them as pure torch does and shows the edit, its rank and its residual on the pairs, two characters
+combined keep them too, the LoRA through the stock LoraLoaderModelOnly equals the edit, and the base stays as
+loaded."""
 from __future__ import annotations
 
 
@@ -18,7 +19,7 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
     from refusal_core import defaults
     from refusal_core.factorize import factorize
     from refusal_core.keep import keep_basis
-    from refusal_core.presets import load_preset
+    from refusal_core.presets import load_preset, preset_keep
     from testbed import characters, hard_eval, hard_train
     from testbed.hard_world import LATENT_SHAPE
     from tests.host.minilm_clip import MiniLMClip
@@ -27,9 +28,12 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
     weights = load_file(str(hard_train.SHIPPED))
     clip = MiniLMClip(seed=0, pad_to=hard_train.TEXT_PAD)
     _, frames, h, w = LATENT_SHAPE
-    keep_text = "\n".join(characters.KEEP)
+    assert characters.KEEP == tuple(preset_keep("copyrighted_character")) and len(characters.KEEP) == 3
+    typed = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", "Mickey Mouse",
+                                              f"{characters.KEEP[0]}\na cartoon cat on a sofa").result[0]
+    assert [p.text for p in typed.keep] == [*characters.KEEP, "a cartoon cat on a sofa"]  # the preset's, then the new typed one
     edits = {}
-    for name in ("Mickey Mouse", "Minnie Mouse"):
+    for name, keep_text in (("Mickey Mouse", ""), ("Minnie Mouse", "\n".join(characters.KEEP))):
         pp = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", name, keep_text).result[0]
         assert [p.text for p in pp.keep] == list(characters.KEEP)
         stats = nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 8 * w, 8 * h, 4 * frames - 3, 0).result[0]
