@@ -63,7 +63,8 @@ def protocol_section(p: dict) -> list[str]:
     out = [
         "## The harder testbed: chosen on dev, reported on test",
         "",
-        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {protocol_minutes(p)}). A Wan of {m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained "
+        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {protocol_minutes(p)}). A Wan of "
+        f"{m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained "
         f"with {m['dropout']:.0%} text dropout on a world where each concept is rendered differently for every subject, scene and "
         "frame (violence only in the later frames), next to safe near-misses that share its words or looks (swimsuit and shirtless "
         "next to nudity, red paint and ketchup next to violence, a cartoon mouse next to the named character) and nine other named "
@@ -320,7 +321,8 @@ def characters_section(ch: dict) -> list[str]:
            f"with a 95 % interval (the runs share their prompts, so the interval is narrower than a fresh prompt set would give). "
            f"*Look-alikes kept* is the rank-1 edit with the copyrighted_character preset's keep prompts ({'; '.join(test['keep_prompts'])}), "
            f"keep rank {test['keep_rank']}: the preset's default, as the dev rule picks it; *rank-1* is the same edit without keep "
-           f"prompts (the preset's default before it brought them). The *{RANDOM_REFERENCE}* removes as many random directions as the look-alikes-kept edit, at the "
+           f"prompts (the preset's default before it brought them). The *{RANDOM_REFERENCE}* removes as many random directions as "
+           "the look-alikes-kept edit, at the "
            f"same layers: what removing that many directions costs this model, whichever they are. *{VALUES_LEAD}* applies the "
            "look-alikes-kept edit to the cross-attention value projection alone: a lead, which no node makes yet (no site edits the "
            "value without the key). *Strength 0.9* and *0.8* apply the look-alikes-kept edit at that strength (Apply Refusal To "
