@@ -488,9 +488,10 @@ def characters_summary(ch: dict) -> list[str]:
            "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in test["rows"]):
         one, many = by[(method, 1)], by[(method, n)]
-        b = "**" if method == PRESET_DEFAULT else ""
-        out.append(f"| {b}{method}{b} | " + " | ".join(f"{b}{pct(c['erased']['mean'])}{b} | {b}{pct(c['kept']['mean'])}{b} | "
-                                                       f"{b}{c['drift']['mean']:.3f}{b}" for c in (one, many)) + " |")
+        cells = [method] + [x for c in (one, many) for x in (pct(c["erased"]["mean"]), pct(c["kept"]["mean"]), f"{c['drift']['mean']:.3f}")]
+        if method == PRESET_DEFAULT:
+            cells = [f"**{x}**" for x in cells]
+        out.append("| " + " | ".join(cells) + " |")
     return out + [CHARACTERS_END]
 
 
