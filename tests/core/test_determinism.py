@@ -2,14 +2,15 @@
 
 Another CPU, BLAS or thread count changes float32 results by round-off only: the order of a sum,
 the kernel of a matrix product. The factorization must not turn that into another direction, so
-here it is given exactly those perturbations (threads, row order, relative noise of float32 size)
-and must return the same d, to 1e-4 up to sign; test_kernels_give_the_same_direction runs the
+here it is given exactly those perturbations (threads, row order: the same d to 1e-4 up to sign; relative noise of a
+forward pass's own error: d moves in proportion, no discrete choice changes); test_kernels_give_the_same_direction runs the
 same problems in fresh processes under other MKL code paths and compares their directions.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -27,6 +28,8 @@ from tests.core.toy_wan import Counter, linear_text_wan, prompts, random_wan, sa
 WAN = FAMILIES["wan"].sites
 METHODS = (("cpca", 0.5), ("cpca", 2.0), ("pca", 0.0), ("mean_diff", 0.0))
 TOLERANCE = 1e-4
+FORWARD_ERROR = 6e-6  # relative: a forward pass's own round-off in float32
+NOISE_TOLERANCE = 1e-3  # d's largest entry change under that noise (measured: up to 2.7e-4 on the video problem)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -89,8 +92,25 @@ def test_thread_count_row_order_and_round_off_leave_d_unchanged(problem, method,
     assert worst(ref, one_thread) < TOLERANCE
     for seed in range(3):
         assert worst(ref, directions(perturbed(problem, seed, permute=True), method, alpha)) < TOLERANCE
-        # 1e-6: some ten float32 ulps, what another kernel's accumulation order leaves in an activation
-        assert worst(ref, directions(perturbed(problem, seed, relative=1e-6), method, alpha)) < TOLERANCE
+
+
+
+@pytest.mark.parametrize("method,alpha", METHODS)
+def test_noise_of_the_forward_passs_own_size_moves_d_in_proportion_and_decides_nothing(problem, method, alpha):
+    """Every activation perturbed by the forward pass's own error (float32's 6e-8 after some hundred accumulated
+    operations, as another kernel, CPU or thread count leaves them; factorize.ROUND_OFF's comment): d moves in proportion
+    (at most some forty times the noise on these problems), and no discrete choice (k, the moment, the solver) changes,
+    which would move it by far more."""
+    ref = factorize(problem, method, 100, alpha)
+    for seed in range(3):
+        got = factorize(perturbed(problem, seed, relative=FORWARD_ERROR), method, 100, alpha)
+        assert worst([layer.basis[0] for layer in ref.layers], [layer.basis[0] for layer in got.layers]) < NOISE_TOLERANCE
+        assert _choices(got) == _choices(ref)
+
+
+def _choices(edit) -> list[str]:
+    """Per layer, what the factorization decided (k, moment, solver), without the numbers it measured."""
+    return [re.sub(r"keeps [0-9.]+ of", "keeps _ of", part) for part in edit.meta["factorization"].split("; ")[1:]]
 
 
 def test_extraction_with_one_thread_gives_the_same_direction():

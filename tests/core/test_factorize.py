@@ -189,3 +189,36 @@ def test_the_report_names_the_edit_its_rank_and_its_residual_on_the_pairs():
     assert float(edit.meta["residual"]) == pytest.approx(by_hand, abs=1e-6) and edit.meta["rank"] == "1"
     assert edit.meta["factorization"].startswith("rank-1 refusal direction (cpca) at 2 layer(s); residual on the pairs ")
     assert f"{by_hand:.3f}" in edit.meta["factorization"]
+
+
+def _nuisance_problem(seed: int = 11, d: int = 64, n: int = 40, m: int = 40):
+    """A planted concept t and a nuisance u (orthonormal): every pair differs by t at a strength that varies, and by u
+    unevenly (0.6 on average), as pairs differ by more than the concept; the neutral prompts vary mostly along u."""
+    g = torch.Generator().manual_seed(seed)
+    t, u = torch.linalg.qr(torch.randn(d, 2, generator=g, dtype=torch.float64))[0].T
+    a = 1 + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    c = 0.6 + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    D = a * t + c * u + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    E = 3 * torch.randn(m, 1, generator=g, dtype=torch.float64) * u + 0.05 * torch.randn(m, d, generator=g, dtype=torch.float64)
+    return D.float(), E.float(), D.mean(0).float(), t.float()
+
+
+def test_contrast_removes_a_nuisance_the_neutral_prompts_share():
+    """Where the pairs also differ along something the neutral prompts vary along, the mean difference tilts off the
+    concept; cPCA with alpha > 0 gives that direction a negative eigenvalue, so d is the concept; alpha = 0 (pca) does not."""
+    from refusal_core.factorize import factorize
+    from refusal_core.types import LayerStats, RefusalStats
+
+    D, E, r, t = _nuisance_problem()
+    cos = lambda f: abs(float(f.direction @ t))  # noqa: E731
+    assert cos(factorize_layer(D, E, r, "mean_diff", 100, 0.0)) < 0.9
+    assert cos(factorize_layer(D, E, r, "pca", 100, 0.0)) < 0.9
+    assert cos(factorize_layer(D, E, r, "cpca", 100, 0.0)) < 0.9
+    for alpha in (0.5, 2.0):
+        f = factorize_layer(D, E, r, "cpca", 100, alpha)
+        assert cos(f) > 0.97 and f.moment == "centered", alpha
+    stats = RefusalStats((LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, r),), {})
+    assert abs(float(factorize(stats).layers[0].basis[0] @ t)) > 0.97  # the pack's defaults are cPCA with alpha > 0
+    for seed in range(12, 20):  # not one lucky draw
+        D, E, r, t = _nuisance_problem(seed)
+        assert abs(float(factorize_layer(D, E, r, "cpca", 100, 0.5).direction @ t)) > 0.95 > abs(float(r @ t / r.norm())) + 0.05
