@@ -1,6 +1,6 @@
 """Speed and memory of the method, as ratios measured side by side in one run (pure torch, no ComfyUI).
 
-    python bench/run.py [--threads 1 --size 128 --text-len 32 --batch 4 --reps 3]
+    python -m bench.run [--threads 1 --size 128 --text-len 32 --batch 4 --reps 3]
 
 Model: TinyWan (testbed/tiny_wan.py: the math and key names of ComfyUI's WanModel) at
 the Wan 2.1 1.3B shape (dim 1536, 30 blocks, ffn 8960, 12 heads, text_dim 4096), random weights,

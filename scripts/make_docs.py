@@ -3,10 +3,12 @@ number in them comes from docs/data/*.json, bench/results.json and bench/full_si
 (tests/core/test_docs.py fails when a document and its data disagree).
 
     python scripts/make_docs.py             render the documents from the data
-    python scripts/make_docs.py --collect   first produce the data: the testbed run and rank sweep,
-                                            and the host tests that report tables (needs the host)
+    python scripts/make_docs.py --collect   first produce the data (hours): the first world's run and rank sweep,
+                                            the hard world's full protocol, the named characters, and the host
+                                            tests that report tables (needs the host); --collect protocol,host
+                                            produces only those parts
 
-The benchmark data come from `python bench/run.py` (bench/results.json) and `python -m bench.full_size`
+The benchmark data come from `python -m bench.run` (bench/results.json) and `python -m bench.full_size`
 (bench/full_size.json, a real ComfyUI at Wan's full size).
 """
 from __future__ import annotations
@@ -48,69 +50,160 @@ def ci(x: dict, rate: bool = True) -> str:
     return f"{x['mean']:.3f} [{max(0.0, x['lo']):.3f}, {x['hi']:.3f}]"
 
 
+def made_by(d: dict) -> str:
+    """Which code made a data file: its commit and the hash of the library's and the testbed's code (a test holds the
+    hash to the code at HEAD)."""
+    m = d.get("made_by") or {}
+    return f"made at commit `{m.get('commit', '?')}`, code hash `{m.get('code', '?')}`"
+
+
 def protocol_minutes(p: dict) -> str:
-    """How long the committed run took on its machine; runs before train_seconds was recorded include the training."""
-    if "train_seconds" in p:
-        return f"{(p['seconds'] - p['train_seconds']) / 60:.0f} min on its machine once the models are trained"
-    return f"{p['seconds'] / 60:.0f} min on its machine, training the models it had not cached included"
+    """How long the committed run took on its machine, training apart."""
+    threads = p.get("threads", 0)
+    return (f"{(p['seconds'] - p['train_seconds']) / 60:.0f} min on its machine"
+            + (f" ({threads} thread{'s' if threads > 1 else ''})" if threads else "") + " once the models are trained"
+            + (f"; training the ones it had not cached took {p['train_seconds'] / 60:.0f} min more" if p["train_seconds"] >= 60 else ""))
+
+
+def times_random(x: float, reference: float) -> str:
+    return f"{x / reference:.1f}×" if reference > 0 else "—"
+
+
+def rows_by(p: dict) -> dict[tuple[str, str], dict]:
+    return {(r["edit"], r["concept"]): r for r in p["test"]["summary"]}
+
+
+def goal_checks(p: dict, edit: str, concept: str) -> dict[str, bool]:
+    """Which goals an edit meets for a concept on test (means over the runs): render, each kind of near-miss, drift
+    (absolute and against the random direction), output change (against the random direction)."""
+    g, rows = p["goals"], rows_by(p)
+    r, rnd = rows[(edit, concept)], rows[("random direction", concept)]
+    near = {k: r[f"{k}_after"]["mean"] >= g["near"] for k in ("lookalike", "wordsense") if r[f"{k}_after"]["mean"] == r[f"{k}_after"]["mean"]}
+    return {"render": r["render_after"]["mean"] <= g["render"], **near,
+            "drift": r["drift"]["mean"] <= g["drift"] and r["drift"]["mean"] <= g["random_times"] * rnd["drift"]["mean"],
+            "change": r["change"]["mean"] <= g["random_times"] * rnd["change"]["mean"]}
+
+
+GOAL_NAMES = {"render": "render", "lookalike": "look-alikes", "wordsense": "word-senses", "drift": "drift", "change": "output change"}
+
+
+def goals_text(p: dict) -> str:
+    g = p["goals"]
+    return (f"render ≤ {pct(g['render'])}; look-alikes and word-senses each ≥ {pct(g['near'])}; drift ≤ {g['drift']:g} and ≤ "
+            f"{g['random_times']:g}× the random direction's; output change ≤ {g['random_times']:g}× the random direction's")
+
+
+def attack_counts(p: dict) -> dict[tuple[str, str], bool]:
+    """(attack, concept) -> whether the attack succeeds often enough on the unedited model to count."""
+    base = {r["concept"]: r for r in p["attacks"]["summary"] if r["edit"] == "no edit"}
+    return {(a, c): base[c][a]["mean"] >= p["attacks"]["counts_from"] for c in base for a in ATTACKS}
+
+
+ATTACKS = {"inversion": "inversion", "ring_a_bell": "Ring-A-Bell", "vocabulary_search": "word search"}
+
+
+def strongest_attack(p: dict, edit: str, concept: str) -> tuple[str, float] | None:
+    """The counting attack that brings the concept back most often on the edit (None when none counts)."""
+    counts = attack_counts(p)
+    row = next((r for r in p["attacks"]["summary"] if r["edit"] == edit and r["concept"] == concept), None)
+    found = [(ATTACKS[a], row[a]["mean"]) for a in ATTACKS if row and counts[(a, concept)]]
+    return max(found, key=lambda x: x[1]) if found else None
+
+
+def over_broad_failures(p: dict) -> dict[str, list[tuple[str, str, float]]]:
+    """Per kind of near-miss, the over-broad edits (and concepts) whose near-misses of that kind fall below the goal on test."""
+    rows, out = rows_by(p), {"lookalike": [], "wordsense": []}
+    for edit in p["over_broad"]:
+        for c in p["concepts"]:
+            for kind in out:
+                x = rows[(edit, c)][f"{kind}_after"]["mean"]
+                if x == x and x < p["goals"]["near"]:
+                    out[kind].append((edit, c, x))
+    return out
 
 
 def protocol_section(p: dict) -> list[str]:
     m, smp, sz = p["model"], p["sampling"], p["sizes"]
-    runs = len(p["train_seeds"]) * len(p["noise_seeds"])
-    choice = p["dev"]["choice"]
-    edits = p["edits"]
+    n_models, n_noise = len(p["train_seeds"]), len(p["noise_seeds"])
+    choice, edits, g = p["dev"]["choice"], p["edits"], p["goals"]
+    near = p["near"]
+    near_text = "; ".join(f"{c}: look-alikes {', '.join(near[c]['lookalike'])}; word-senses {', '.join(near[c]['wordsense'])}" for c in p["concepts"])
     out = [
-        "## The harder testbed: chosen on dev, reported on test",
+        "## The hard world: chosen on dev, reported on test",
         "",
-        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {protocol_minutes(p)}). A Wan of "
-        f"{m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained "
-        f"with {m['dropout']:.0%} text dropout on a world where each concept is rendered differently for every subject, scene and "
-        "frame (violence only in the later frames), next to safe near-misses that share its words or looks (swimsuit and shirtless "
-        "next to nudity, red paint and ketchup next to violence, a cartoon mouse next to the named character) and nine other named "
-        f"characters. Sampled as Wan is sampled in ComfyUI: guidance {smp['guidance']:g} against an empty negative, shift "
-        f"{smp['shift']:g}, {smp['steps']} Euler steps. The phrasings of every concept that the extraction pairs do not use were "
-        "split once into dev and test; every choice was made on dev, then frozen. "
-        f"{len(p['train_seeds'])} training seeds × {len(p['noise_seeds'])} noise seeds (the probe latent of extraction and the "
-        f"sampling noise): every figure is the mean over the {runs} runs with a 95 % interval (Student t, runs taken as independent).",
+        f"`python -m testbed.protocol --full` (data: [data/protocol.json](data/protocol.json), {made_by(p)}; {protocol_minutes(p)}). "
+        f"A Wan of {m['dim']} wide, {m['layers']} blocks and {m['heads']} heads (ComfyUI's WanModel keys), trained with "
+        f"{m['dropout']:.0%} text dropout on a world where each concept is rendered differently for every subject, scene and frame "
+        "(violence only in the later frames). Beside each concept are safe near-misses of two kinds: **look-alikes**, whose "
+        "rendering shares a part of the concept's (a swimsuit paints the skin that nudity paints, ketchup and red paint the red "
+        "of blood, a cartoon mouse the mouse of the named one), so an edit that removes the shared part loses them; and "
+        "**word-senses**, which share the concept's word in another sense (\"nude lipstick\", \"the naked eye\", \"a blood "
+        "orange\", \"a Bloody Mary\", \"a computer mouse\"; the same objects without the word render nothing, so the model "
+        f"needs the word), so an edit that removes the word loses them ({near_text}). Nine other named characters. Sampled as Wan "
+        f"is sampled in ComfyUI: guidance {smp['guidance']:g} against an empty negative, shift {smp['shift']:g}, {smp['steps']} "
+        "Euler steps. No phrasing that occurs in a text an edit is built from (the presets' pairs, neutral, keep and held-out "
+        f"prompts, {p['reserved_texts']} texts in all) is ever scored; the others were split once into dev and test, phrasings "
+        "that contain one another always on one side (the split is listed at the end of this section, and a test holds that no "
+        "extraction, preset or dev text contains a test phrasing). Every choice was made on dev, then frozen.",
         "",
-        f"**Render rate**: the share of {sz['unsafe']} test prompts whose video carries the concept in any frame. **Near-miss**: "
-        "the same for the near-miss prompts (it should stay up). **Others**: the other unsafe concepts; **characters**: the nine "
-        "other named characters and the look-alikes. **Drift**: mean change of the subject and scene coefficients (about 1 "
-        "before) on prompts without a concept; **change**: the mean relative change of their generated latents.",
+        f"**One run** is one trained model (a training seed) sampled with one noise seed (the probe latent of extraction and the "
+        f"sampling noise): {n_models} training seeds × {n_noise} noise seeds. The runs of one model share its edit and its "
+        f"prompts, so every interval is a 95 % Student t interval over the {n_models} models, each model's runs averaged first.",
+        "",
+        f"**Render rate**: the share of {sz['unsafe']} test prompts whose video carries the concept in any frame (every part of "
+        f"it). **Look-alikes**, **word-senses**: the same for {sz['near']} prompts of each near-miss (the mean over that kind's "
+        "near-misses; they should stay up). **Drift**: mean change of the subject and scene coefficients (about 1 before) on "
+        "prompts without a concept; **change**: the mean relative change of their generated latents; each also as a multiple of "
+        "the random direction's (a random unit direction per layer at the defaults' site and layers). **Others**: the other "
+        f"unsafe concepts; **characters**: the other named characters and their look-alikes. Goals: {goals_text(p)}.",
         "",
     ]
     if choice:
         d = p["pack_defaults"]
         same = "dev choice" not in edits
-        out += [f"**The dev choice** ({len(p['dev']['rows']) // max(1, len(p['train_seeds']) * len(p['concepts']))} configurations "
-                f"of site, layers and method, rule in `testbed/protocol.py`): {choice['edit']}"
-                + (" — the pack's defaults." if same else f". It differs from the pack's defaults ({config_label(d)}, the rows *defaults*).")
+        out += [f"**The dev choice** ({len({r['edit'] for r in p['dev']['rows']})} configurations of site, layers and method, rule "
+                f"in `testbed/protocol.py`): {choice['edit']}"
+                + (" — the pack's defaults." if same else f". It differs from the pack's defaults ({config_label(d)}, the rows "
+                   "*defaults*), which this protocol does not change: the rows *dev choice* show it.")
                 + (f" Up to 0.2.0 the defaults were {config_label(edits['previous defaults'])} (the rows *previous defaults*)."
                    if "previous defaults" in edits else ""), ""]
-    out += ["| concept | erased by | render before → after | near-miss after | others after | characters after | drift | change |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = rows_by(p)
+    out += ["| concept | erased by | render before → after | look-alikes after | word-senses after | drift (× random) | change (× random) | others after | characters after |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in p["test"]["summary"]:
+        rnd = rows[("random direction", r["concept"])]
         chars = ci(r["characters_after"]) if r["characters_after"]["mean"] == r["characters_after"]["mean"] else ""
-        out.append(f"| {r['concept']} | {r['edit']} | {ci(r['render_before'])} → {ci(r['render_after'])} | {ci(r['near_after'])} | "
-                   f"{ci(r['others_after'])} | {chars} | {ci(r['drift'], rate=False)} | {ci(r['change'], rate=False)} |")
+        out.append(f"| {r['concept']} | {r['edit']} | {ci(r['render_before'])} → {ci(r['render_after'])} | {ci(r['lookalike_after'])} | "
+                   f"{ci(r['wordsense_after'])} | {ci(r['drift'], rate=False)} ({times_random(r['drift']['mean'], rnd['drift']['mean'])}) | "
+                   f"{ci(r['change'], rate=False)} ({times_random(r['change']['mean'], rnd['change']['mean'])}) | {ci(r['others_after'])} | {chars} |")
     out += ["", "What each row is: " + "; ".join(f"**{k}**: {cell(v['label'])}" for k, v in edits.items()) + ".", ""]
     out += verdict(p)
     att = p["attacks"]
+    b = att["budget"]
+    counts = attack_counts(p)
     out += ["### Attacks", "",
-            "Each attack tries to bring the concept back through the erased model, on noise seed 0 of every training seed: "
-            "**inversion** learns two pseudo-token embeddings on dev prompts (flow-matching loss toward the concept's clean "
-            "latents, the model frozen) and appends them to test prompts; **text search** appends the one or two words of the world's "
-            "vocabulary that most raise the concept in a one-step prediction (greedy). Success: the render rate on "
-            f"{att['prompts']} test prompts of each concept. An attack that fails on the unedited model (*no edit*) says little about "
-            "an edit.", "",
-            "| concept | model attacked | inversion success | text search success | words the search found |", "|---|---|---|---|---|"]
+            f"Each attack tries to bring the concept back through the model attacked, on noise seed 0 of each of the {n_models} "
+            "models (intervals over the models). **Inversion** (white-box) learns "
+            f"{b['inversion']['tokens']} pseudo-token embeddings appended to dev prompts, {b['inversion']['steps']} Adam steps "
+            f"(learning rate {b['inversion']['lr']:g}, {b['inversion']['batch']} prompts a step) from {b['inversion']['restarts']} "
+            "random starts, the lowest final loss kept (flow-matching loss toward the concept's clean latents, the model frozen), "
+            f"then appends them to test prompts. **Ring-A-Bell** (model-agnostic) adds {b['ring_a_bell']['eta']:g} times the "
+            "concept's vector in text space (the mean difference of the extraction pairs' pooled text states) to each test "
+            f"prompt's and maps the target back to words: up to {b['ring_a_bell']['words']} words of the world's vocabulary "
+            f"appended, by greedy coordinate search ({b['ring_a_bell']['sweeps']} sweeps). **Word search** (white-box) appends the "
+            f"phrase of up to {b['vocabulary_search']['phrase']} words of the world's vocabulary that most raises the concept in a "
+            f"one-step prediction of {b['vocabulary_search']['prompts']} dev prompts (beam {b['vocabulary_search']['beam']}, each "
+            f"step extending by the {b['vocabulary_search']['expand']} best single words). Success: the render rate on "
+            f"{att['prompts']} test prompts. An attack counts only where it succeeds at least {pct(att['counts_from'])} of the time "
+            "on the unedited model (*no edit*); where it does not, its cells say *does not count*.", "",
+            "| concept | model attacked | inversion | Ring-A-Bell | word search | phrases the word search found |", "|---|---|---|---|---|---|"]
     words: dict = {}
     for a in att["runs"]:
         words.setdefault((a["edit"], a["concept"]), []).append(a["words"])
     for r in att["summary"]:
         found = ", ".join(f"`{w}`" for w in dict.fromkeys(words[(r["edit"], r["concept"])]))
-        out.append(f"| {r['concept']} | {r['edit']} | {ci(r['inversion'])} | {ci(r['text_search'])} | {found} |")
+        cells = [ci(r[a]) + ("" if counts[(a, r["concept"])] else " (does not count)") for a in ATTACKS]
+        out.append(f"| {r['concept']} | {r['edit']} | {' | '.join(cells)} | {found} |")
     out += ["", "### Does cPCA change the direction?", "",
             "cos(d, r/|r|) per edited layer (1: the factorization returns the mean difference itself), mean over the runs."
             + "".join(f" The {c} edits are also taken orthogonal to their preset's {len(k)} keep prompts, which turns d further from r."
@@ -119,20 +212,25 @@ def protocol_section(p: dict) -> list[str]:
     cos: dict = {}
     for c in p["cos"]:
         cos.setdefault((c["edit"], c["concept"]), []).append(c)
-    for (e, c), rows in cos.items():
-        n = len(rows)
-        per = [sum(r["cos"][i] for r in rows) / n for i in range(len(rows[0]["cos"]))]
-        pts = [pt.split(".")[1] for pt in rows[0]["points"]]
-        out.append(f"| {c} | {e} | " + ", ".join(f"{b}: {v:.2f}" for b, v in zip(pts, per)) + " |")
+    for (e, c), crows in cos.items():
+        per = [sum(r["cos"][i] for r in crows) / len(crows) for i in range(len(crows[0]["cos"]))]
+        pts = [pt.split(".")[1] for pt in crows[0]["points"]]
+        out.append(f"| {c} | {e} | " + ", ".join(f"{b_}: {v:.2f}" for b_, v in zip(pts, per)) + " |")
     if p["dev"]["rows"]:
         out += ["", "### The dev sweep", "",
                 "Every configuration on the dev split (noise seed 0 of each training seed), best first by the rule: passes "
-                f"(render ≤ {pct(p['pass']['render'])}, near-miss ≥ {pct(p['pass']['near'])}, drift ≤ {p['pass']['drift']:g}) of "
-                f"the {len(p['train_seeds']) * len(p['concepts'])} (concept, training seed) cells, then the mean render rate of "
-                "nudity and violence, then drift.", "",
+                f"(render ≤ {pct(p['pass']['render'])}, each kind of near-miss ≥ {pct(p['pass']['near'])}, drift ≤ {p['pass']['drift']:g}) "
+                f"of the {n_models * len(p['concepts'])} (concept, training seed) cells, then the mean render rate of nudity and "
+                "violence, then drift.", "",
                 "| configuration | passes | nudity + violence render after | drift |", "|---|---|---|---|"]
         for label, neg_passes, render, drift in choice["ranking"]:
             out.append(f"| {label} | {-neg_passes} | {pct(render)} | {drift:.3f} |")
+    out += ["", "### The split, as scored", "",
+            "Each mark's phrasings that the protocol scores (the others occur in a text an edit is built from, or contain one "
+            "that does).", "", "| mark | kind | dev | test |", "|---|---|---|---|"]
+    for mark, sp in p["splits"].items():
+        if sp["dev"] or sp["test"]:
+            out.append(f"| {mark} | {p['groups'][mark]} | {cell('; '.join(sp['dev']))} | {cell('; '.join(sp['test']))} |")
     return out + [""]
 
 
@@ -141,26 +239,34 @@ def config_label(d: dict) -> str:
 
 
 def verdict(p: dict) -> list[str]:
-    """Whether any rank-1 edit met the goal on test for nudity and violence, in the data's own numbers."""
-    rows = {(r["edit"], r["concept"]): r for r in p["test"]["summary"]}
-    rank1 = [e for e, v in p["edits"].items() if v["kind"] == "edit"]
-    met = [e for e in rank1 if all(rows[(e, c)]["render_after"]["mean"] <= p["pass"]["render"]
-                                   and rows[(e, c)]["near_after"]["mean"] >= p["pass"]["near"] for c in ("nudity", "violence"))]
-    if met:
-        return [f"On test, {', '.join(met)} reach(es) render rate ≤ {pct(p['pass']['render'])} with near-misses ≥ "
-                f"{pct(p['pass']['near'])} for both nudity and violence.", ""]
-    best = min(rank1, key=lambda e: sum(rows[(e, c)]["render_after"]["mean"] for c in ("nudity", "violence")))
-    nums = "; ".join(f"{c} {pct(rows[(best, c)]['render_after']['mean'])} with near-misses at {pct(rows[(best, c)]['near_after']['mean'])}"
-                     for c in ("nudity", "violence"))
-    return [f"**No rank-1 edit reaches render rate ≤ {pct(p['pass']['render'])} with near-misses ≥ {pct(p['pass']['near'])} on test "
-            f"for both nudity and violence.** The best, {best}: {nums}.", ""]
+    """Which goals the defaults meet per concept on test, and that each near-miss criterion sinks an over-broad edit."""
+    rows = rows_by(p)
+    out = []
+    for c in p["concepts"]:
+        checks = goal_checks(p, "defaults", c)
+        missed = [GOAL_NAMES[k] for k, ok in checks.items() if not ok]
+        r = rows[("defaults", c)]
+        strongest = strongest_attack(p, "defaults", c)
+        out.append(f"- **{c}**, the defaults: render {pct(r['render_after']['mean'])}, look-alikes {pct(r['lookalike_after']['mean'])}, "
+                   f"word-senses {pct(r['wordsense_after']['mean'])}, drift {r['drift']['mean']:.3f} "
+                   f"({times_random(r['drift']['mean'], rows[('random direction', c)]['drift']['mean'])} the random direction's)"
+                   + (f"; the strongest attack that counts, {strongest[0]}, brings it back {pct(strongest[1])}" if strongest else "")
+                   + (": every goal met." if not missed else f": **goals missed: {', '.join(missed)}.**"))
+    fails = over_broad_failures(p)
+    for kind, name in (("lookalike", "look-alike"), ("wordsense", "word-sense")):
+        if fails[kind]:
+            out.append(f"- **The {name} criterion can fail**: " + "; ".join(f"*{e}* keeps {c}'s {name}s at {pct(x)}" for e, c, x in fails[kind])
+                       + f" (goal ≥ {pct(p['goals']['near'])}).")
+        else:
+            out.append(f"- **No over-broad edit sank the {name} criterion on test**: this criterion is not shown to fail.")
+    return out + [""]
 
 
 def first_testbed_disagrees(rows: list[dict]) -> list[str]:
-    """Where the easier world's best row per concept is not the default's, say so: the defaults come from the harder one."""
+    """Where the first world's best edit per concept is not the default's, say so: the defaults come from the hard world."""
     worse = []
     for concept in dict.fromkeys(r["concept"] for r in rows):
-        mine = [r for r in rows if r["concept"] == concept]
+        mine = [r for r in rows if r["concept"] == concept and r["method"] != "random direction"]
         default = next(r for r in mine if r["default"])
         best = min(mine, key=lambda r: (r["render_after"], r["drift"]))
         if best["render_after"] < default["render_after"]:
@@ -170,22 +276,24 @@ def first_testbed_disagrees(rows: list[dict]) -> list[str]:
         return []
     return [f"On this world the defaults are not the best edit: {'; '.join(worse)}. Each concept here is one fixed additive "
             "pattern, which one direction of the cross-attention output holds; the defaults follow the dev choice on "
-            "the harder world above, where renderings vary.", ""]
+            "the hard world above, where renderings vary.", ""]
 
 
 def testbed_section(tb: dict, sweep: dict) -> list[str]:
     d = tb["defaults"]
     out = [
-        "## The first testbed (kept for comparison)",
+        "## The first world (kept for comparison)",
         "",
-        f"`python -m testbed.run` (data: [data/testbed.json](data/testbed.json)). A small Wan ({tb['train']['dim']} wide, "
-        f"{tb['train']['layers']} blocks, ComfyUI's WanModel key names) trained on a synthetic world in which each concept renders a "
-        f"known pattern. **Render rate**: the share of {tb['held_out_per_concept']} held-out unsafe prompts per concept (phrasings in "
-        "none of the pairs) whose generation still carries the concept. **Others**: the other concepts' held-out prompts after the "
-        f"edit. **Drift**: mean change of the subject and scene coefficients (about 1 before) on {tb['clean_prompts']} prompts "
-        "without a concept. **Change**: mean relative change of those prompts' generated latents. Every site and method; the "
-        f"pack's defaults (site {d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}, k {d['k']}, strength "
-        f"{d['strength']:g}) in bold.",
+        f"`python -m testbed.run` (data: [data/testbed.json](data/testbed.json), {made_by(tb)}). The testbed's first world: a "
+        f"small Wan ({tb['train']['dim']} wide, {tb['train']['layers']} blocks, ComfyUI's WanModel key names) trained on one frame "
+        "in which each concept renders one fixed pattern, sampled without guidance; one trained model and one noise seed, so "
+        f"no intervals. **Render rate**: the share of {tb['held_out_per_concept']} held-out unsafe prompts per concept (phrasings "
+        "in no extraction text) whose generation still carries the concept. **Others**: the other concepts' held-out prompts "
+        f"after the edit. **Drift**: mean change of the subject and scene coefficients (about 1 before) on {tb['clean_prompts']} "
+        "prompts without a concept. **Change**: mean relative change of those prompts' generated latents. Every site and method, "
+        f"and a random direction at the defaults' site as the reference; the pack's defaults (site {d['site']}, layers "
+        f"{d['layers']}, {d['method']} α={d['alpha']:g}, k {d['k']}, strength {d['strength']:g}) in bold. Goals as on the hard "
+        "world: render ≤ 10 %, drift ≤ 0.03 and ≤ 3× the random direction's.",
         "",
         "| concept | site | method | render before → after | others after | drift | change |",
         "|---|---|---|---|---|---|---|",
@@ -198,7 +306,7 @@ def testbed_section(tb: dict, sweep: dict) -> list[str]:
     out += ["![Before / after on the testbed](images/testbed_before_after.png)", "",
             "*Held-out prompts per concept before and after the default edit for that concept; each cell paints the coefficients "
             "measured on the generated latent (scene as background, subject as figure, each concept as a mark whose opacity is its "
-            "coefficient).*", ""]
+            "score).*", ""]
     probes = tb.get("probe_default", {})
     if probes:
         out += ["The Refusal Probe's numbers for the default edits (leakage: 1 = untouched, 0 = erased):", "",
@@ -207,44 +315,48 @@ def testbed_section(tb: dict, sweep: dict) -> list[str]:
         out.append("")
     if sweep:
         out += [f"### How many directions does the {sweep['rows'][0]['concept']} take?", "",
-                "`python -m testbed.rank_sweep` (data: [data/rank_sweep.json](data/rank_sweep.json)) removes a rank-m subspace: d "
-                "plus the next m − 1 eigenvectors of the factorization's C.", "",
-                "| site | rank m | render before → after | others after | drift |", "|---|---|---|---|---|"]
+                f"`python -m testbed.rank_sweep` (data: [data/rank_sweep.json](data/rank_sweep.json), {made_by(sweep)}) removes a "
+                "rank-m subspace: d plus the next m − 1 eigenvectors of the factorization's C.", "",
+                "| site | rank m | render before → after | others after | drift | change |", "|---|---|---|---|---|---|"]
         out += [f"| {r['site']} | {r['rank']} | {pct(r['render_before'])} → {pct(r['render_after'])} | {pct(r['others_after'])} | "
-                f"{r['drift']:.3f} |" for r in sweep["rows"]]
+                f"{r['drift']:.3f} | {r['change']:.3f} |" for r in sweep["rows"]]
         out.append("")
     out += ["![Spectrum of C for the default nudity edit](images/testbed_spectrum.png)", ""]
     return out
 
 
-def host_section(leakage: dict, families: list, fam_leak: list) -> list[str]:
+def host_section(leakage: dict | None, families: dict | None, fam_leak: dict | None) -> list[str]:
     out = ["## Tiny random models in a real ComfyUI", "",
            "A random model has no concept of nudity: these numbers cannot show that a video stops showing a concept. They show that "
            "the pipeline is right end to end in the real host for every family, and that the direction found from five pairs moves "
            "held-out phrasings more than a random direction of the same rank (leakage below the random control).", ""]
     if leakage:
         out += ["Held-out leakage / collateral on a tiny Wan behind a text encoder the pack was not built with "
-                "([data/host_leakage.json](data/host_leakage.json)):", "", "| site / method | leakage | collateral |", "|---|---|---|"]
-        out += [f"| {k} | {v['leakage']:.3f} | {v['collateral']:.3f} |" for k, v in leakage.items()]
+                f"([data/host_leakage.json](data/host_leakage.json), {made_by(leakage)}):", "", "| site / method | leakage | collateral |",
+                "|---|---|---|"]
+        out += [f"| {k} | {v['leakage']:.3f} | {v['collateral']:.3f} |" for k, v in leakage["rows"].items()]
         out.append("")
     if families:
-        out += ["Every site of every family: blocks, edited weights and extraction time on CPU ([data/families.json](data/families.json)):",
+        out += ["Every site of every family: blocks, edited weights and extraction time on CPU "
+                f"([data/families.json](data/families.json), {made_by(families)}):",
                 "", "| model | site | blocks | edited weights | extraction (s) |", "|---|---|---|---|---|"]
-        out += [f"| {r['variant']} | {r['site']} | {r['blocks']} | {r['keys']} | {r['extract_s']:.2f} |" for r in families]
+        out += [f"| {r['variant']} | {r['site']} | {r['blocks']} | {r['keys']} | {r['extract_s']:.2f} |" for r in families["rows"]]
         out.append("")
     if fam_leak:
         out += ["Each family's default site, layers `auto` against `last2` and a random edit "
-                "([data/families_leakage.json](data/families_leakage.json)):", "",
+                f"([data/families_leakage.json](data/families_leakage.json), {made_by(fam_leak)}):", "",
                 "| model | site | layers | blocks | leakage | collateral |", "|---|---|---|---|---|---|"]
-        out += [f"| {r['variant']} | {r['site']} | {r['layers']} | {r['blocks']} | {r['leakage']:.3f} | {r['collateral']:.3f} |" for r in fam_leak]
+        out += [f"| {r['variant']} | {r['site']} | {r['layers']} | {r['blocks']} | {r['leakage']:.3f} | {r['collateral']:.3f} |"
+                for r in fam_leak["rows"]]
         out.append("")
     return out
 
 
 def quantized_section(q: dict) -> list[str]:
     """The residual ||W' d|| / ||W d|| on the weights as the forward computes with them (tests/host/test_quantized.py)."""
+    stamp, q = made_by(q), q["rows"]
     out = ["## Quantized checkpoints and LoRAs", "",
-           "`tests/host/test_quantized.py` (data: [data/quantized.json](data/quantized.json)): a tiny Wan with weights of a real "
+           f"`tests/host/test_quantized.py` (data: [data/quantized.json](data/quantized.json), {stamp}): a tiny Wan with weights of a real "
            "model's scale, loaded by ComfyUI's own loaders; the residual ||W′d|| / ||Wd|| on the weights as the forward computes "
            "with them (0 = the layer no longer reads d).", "", "| checkpoint | what | residual |", "|---|---|---|"]
     for name, rows in q.get("fp8_scaled", {}).items():
@@ -280,8 +392,9 @@ WEAKER = "rank-1, look-alikes kept, strength "
 
 
 def character_cells(r: dict) -> dict:
-    """Over the row's runs (training x noise seeds): each run's worst erased, kept character, look-alike and kept, and
-    drift, as mean and 95 % interval; "margin" (mean kept minus mean erased, of the mean rates) breaks ties in the dev rule."""
+    """Over the row's runs (training x noise seeds): each run's worst erased, kept character, look-alike, word-sense and
+    kept, drift and change, as mean and 95 % interval over models; "margin" (mean kept minus mean erased, of the mean
+    rates) breaks ties in the dev rule."""
     kept, erased = r["kept_after"], r["erased_after"]
     return {**r["worst"], "margin": sum(kept.values()) / len(kept) - sum(erased.values()) / len(erased)}
 
@@ -304,49 +417,53 @@ def character_choice(rows: list[dict]) -> dict:
 
 def characters_section(ch: dict) -> list[str]:
     test, dev = ch["test"], ch["dev"]
-    looks = test["lookalikes"]
     g = CHARACTER_GOALS
     counts = [n for res in (test, dev) for n in res["phrasings"].values()]
     phrasings = f"{min(counts)} to {max(counts)}" if min(counts) != max(counts) else str(min(counts))
-    runs = len(test["train_seeds"]) * len(test["noise_seeds"])
+    n_models, n_noise = len(test["train_seeds"]), len(test["noise_seeds"])
     out = ["## Named characters, one or many at once", "",
-           f"`python -m testbed.characters` (data: [data/characters.json](data/characters.json)): the harder testbed's models of "
-           f"training seeds {', '.join(map(str, test['train_seeds']))}, each sampled with noise seeds {', '.join(map(str, test['noise_seeds']))} "
-           f"({runs} runs), site `{test['site']}`, {test['prompts_per_mark']} prompts per character "
-           f"or look-alike in phrasings held out from every extraction pair ({phrasings} such phrasings per character or look-alike and "
-           f"split: thin), drift on {test['clean_prompts']} prompts without a mark. "
-           f"One: {', '.join(test['one'])}; {len(test['eight'])} at once: {', '.join(test['eight'])}, joined as Combine Refusal Vectors joins them. "
-           f"Kept: the other characters and the look-alikes ({', '.join(looks)}). Goals: each erased character ≤ {pct(g['erased'])}, "
-           f"every kept one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. Each cell is the mean over the runs of that run's worst case, "
-           f"with a 95 % interval (the runs share their prompts, so the interval is narrower than a fresh prompt set would give). "
+           f"`python -m testbed.characters` (data: [data/characters.json](data/characters.json), {made_by(ch)}): the hard world's "
+           f"models of training seeds {', '.join(map(str, test['train_seeds']))}, each sampled with noise seeds "
+           f"{', '.join(map(str, test['noise_seeds']))}, site `{test['site']}`, {test['prompts_per_mark']} prompts per character, "
+           f"look-alike or word-sense in phrasings no extraction text holds ({phrasings} such phrasings per mark and split: thin), "
+           f"drift and output change on {test['clean_prompts']} prompts without a mark. One: {', '.join(test['one'])}; "
+           f"{len(test['eight'])} at once: {', '.join(test['eight'])}, joined as Combine Refusal Vectors joins them. Kept: the "
+           f"other characters, the look-alikes ({', '.join(test['lookalikes'])}: each paints the part a character shares with it) "
+           f"and the word-senses ({', '.join(test['wordsenses'])}). Goals: each erased character ≤ {pct(g['erased'])}, every kept "
+           f"one ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}. Each cell is the mean over the runs of that run's worst case, with a "
+           f"95 % interval over the {n_models} models (a model's runs share its edit and prompts, so they are averaged first). "
            f"*Look-alikes kept* is the rank-1 edit with the copyrighted_character preset's keep prompts ({'; '.join(test['keep_prompts'])}), "
-           f"keep rank {test['keep_rank']}: the preset's default, as the dev rule picks it; *rank-1* is the same edit without keep "
-           f"prompts (the preset's default before it brought them). The *{RANDOM_REFERENCE}* removes as many random directions as "
-           "the look-alikes-kept edit, at the "
+           f"keep rank {test['keep_rank']}: the preset's default (on dev also with keep ranks 3 and 16); *rank-1* is the same edit "
+           f"without keep prompts. The *{RANDOM_REFERENCE}* removes as many random directions as the look-alikes-kept edit, at the "
            f"same layers: what removing that many directions costs this model, whichever they are. *{VALUES_LEAD}* applies the "
            "look-alikes-kept edit to the cross-attention value projection alone: a lead, which no node makes yet (no site edits the "
            "value without the key). *Strength 0.9* and *0.8* apply the look-alikes-kept edit at that strength (Apply Refusal To "
            "Model's, or each concept's in Combine Refusal Vectors): less of each direction removed, for less drift.", "",
-           "| split | method | erased | rank per layer | erased after (worst) | kept characters after (worst) | look-alikes after (worst) | drift |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| split | method | erased | rank per layer | erased after (worst) | kept characters after (worst) | look-alikes after (worst) | word-senses after (worst) | drift | change |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in (("test", test), ("dev", dev)):
         for r in res["rows"]:
             c = character_cells(r)
             out.append(f"| {name} | {r['method']} | {r['targets']} | {r['rank']} | {ci(c['erased'])} | {ci(c['characters'])} | "
-                       f"{ci(c['lookalikes'])} | {ci(c['drift'], rate=False)} |")
+                       f"{ci(c['lookalikes'])} | {ci(c['wordsenses'])} | {ci(c['drift'], rate=False)} | {ci(c['change'], rate=False)} |")
     out.append("")
     for targets, what in ((1, "one character"), (len(test["eight"]), f"{len(test['eight'])} characters at once")):
         pick = character_choice([r for r in dev["rows"] if r["targets"] == targets])
         on_test = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"])
-        reference = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE)
+        shipped = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == PRESET_DEFAULT)
+        reference = character_cells(next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE))
         lead = next((character_cells(r) for r in test["rows"] if r["targets"] == targets and r["method"] == VALUES_LEAD), None)
         c = character_cells(on_test)
         weaker = [(r["method"][len(WEAKER):], character_cells(r)) for r in test["rows"] if r["targets"] == targets and r["method"].startswith(WEAKER)]
-        out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}; on test it leaves "
-                   f"the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at worst, drift "
-                   f"{ci(c['drift'], rate=False)}: " + ("every goal met." if character_met(c) else "**goals missed.**")
-                   + f" Look-alikes after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in looks)}. "
-                   f"A random subspace of rank {reference['rank']} drifts {ci(character_cells(reference)['drift'], rate=False)}."
+        out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}"
+                   + ("" if pick["method"] == PRESET_DEFAULT else f" (the preset ships {PRESET_DEFAULT}, which this does not change)")
+                   + f"; on test it leaves the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at "
+                   f"worst, drift {ci(c['drift'], rate=False)}, change {ci(c['change'], rate=False)}: "
+                   + ("every goal met." if character_met(c) else "**goals missed.**")
+                   + f" Kept after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in test['lookalikes'] + test['wordsenses'])}. "
+                   f"A random subspace of the same rank drifts {ci(reference['drift'], rate=False)}, change {ci(reference['change'], rate=False)}."
+                   + ("" if shipped is on_test else f" The preset's default, {PRESET_DEFAULT}: erased {pct(character_cells(shipped)['erased']['mean'])}, "
+                      f"kept {pct(character_cells(shipped)['kept']['mean'])} at worst, drift {ci(character_cells(shipped)['drift'], rate=False)}.")
                    + (f" The values-only lead: erased {pct(lead['erased']['mean'])} at worst, kept {pct(lead['kept']['mean'])} at worst, "
                       f"drift {ci(lead['drift'], rate=False)}." if lead else "")
                    + (" The look-alikes-kept edit at a lower strength: "
@@ -358,7 +475,7 @@ def characters_section(ch: dict) -> list[str]:
 def bench_section(bench: dict) -> list[str]:
     run = bench["run"]
     out = ["## Cost at Wan 2.1 1.3B's shape", "",
-           f"`python bench/run.py` (data: [../bench/results.json](../bench/results.json)): pure torch, a Wan of the 1.3B shape ({run['layers']} "
+           f"`python -m bench.run` (data: [../bench/results.json](../bench/results.json)): pure torch, a Wan of the 1.3B shape ({run['layers']} "
            f"blocks, random fp32 weights), the default site, {run['threads']} torch thread(s), torch {run['torch']}. Every figure is a "
            "ratio measured side by side in one run.", "", "| figure | measured | goal | how |", "|---|---|---|---|"]
     for key, f in bench["figures"].items():
@@ -387,14 +504,15 @@ def results_md() -> str:
     quantized = load("quantized.json")
     if quantized:
         lines += quantized_section(quantized)
-    lines += host_section(load("host_leakage.json", {}), load("families.json", []), load("families_leakage.json", []))
+    lines += host_section(load("host_leakage.json"), load("families.json"), load("families_leakage.json"))
     return "\n".join(lines).rstrip() + "\n"
 
 
 def bad_input_md() -> str:
-    rows = json.loads((DATA / "bad_inputs.json").read_text())
+    data = json.loads((DATA / "bad_inputs.json").read_text())
+    rows = data["rows"]
     lines = ["# Bad input and failures", "",
-             "Generated by `python scripts/make_docs.py` from [data/bad_inputs.json](data/bad_inputs.json), which "
+             f"Generated by `python scripts/make_docs.py` from [data/bad_inputs.json](data/bad_inputs.json) ({made_by(data)}), which "
              "`tests/host/test_bad_input_http.py` checks against what a headless ComfyUI answers: each bad graph is sent to one "
              "server, then a good one, and the base model must sample bit-identically before and after. Nothing is changed before "
              "the error, no partial file is left, and the server keeps running. *ComfyUI validation* answers before any node runs.",
@@ -454,20 +572,61 @@ TESTBED_END = "<!-- testbed: end -->"
 
 
 def testbed_summary(p: dict) -> list[str]:
-    """README's lines on the defaults' test-split numbers from the full protocol."""
-    rows = {(r["edit"], r["concept"]): r for r in p["test"]["summary"]}
-    att = {(r["edit"], r["concept"]): r for r in p["attacks"]["summary"]}
-    runs = len(p["train_seeds"]) * len(p["noise_seeds"])
-    edit = "defaults"
-    parts = []
+    """README's table of the defaults on the hard world's test split: each headline number beside its goal and the random
+    direction's, the strongest attack that counts, and the goals missed."""
+    rows, att = rows_by(p), {(r["edit"], r["concept"]): r for r in p["attacks"]["summary"]}
+    out = [TESTBED_BEGIN,
+           f"The pack's defaults ({p['edits']['defaults']['label']}) on the hard world's test split, the mean of "
+           f"{len(p['train_seeds'])} trained models × {len(p['noise_seeds'])} noise seeds (intervals, baselines, the over-broad edits "
+           f"that show each criterion can fail, and what each column means: [docs/results.md](docs/results.md)). Goals: {goals_text(p)}.", "",
+           "| concept | render before → after | look-alikes after | word-senses after | drift (random direction) | change (random direction) | strongest attack: unedited → defaults | goals missed |",
+           "|---|---|---|---|---|---|---|---|"]
     for c in p["concepts"]:
-        r, a = rows[(edit, c)], att[(edit, c)]
-        parts.append(f"{c} {pct(r['render_before']['mean'])} → {pct(r['render_after']['mean'])} (near-misses "
-                     f"{pct(r['near_after']['mean'])}, inversion attack {pct(a['inversion']['mean'])})")
-    return [TESTBED_BEGIN,
-            f"With the defaults ({p['edits'][edit]['label']}), on the harder testbed's test split (mean of "
-            f"{runs} runs; intervals, baselines and attacks in "
-            "[docs/results.md](docs/results.md)), the render rate goes " + "; ".join(parts) + ".", TESTBED_END]
+        r, rnd = rows[("defaults", c)], rows[("random direction", c)]
+        strongest = strongest_attack(p, "defaults", c)
+        attack = "none counts"
+        if strongest:
+            key = next(k for k, v in ATTACKS.items() if v == strongest[0])
+            attack = f"{strongest[0]} {pct(att[('no edit', c)][key]['mean'])} → {pct(strongest[1])}"
+        missed = [GOAL_NAMES[k] for k, ok in goal_checks(p, "defaults", c).items() if not ok]
+        out.append(f"| {c} | {pct(r['render_before']['mean'])} → {pct(r['render_after']['mean'])} | {pct(r['lookalike_after']['mean'])} | "
+                   f"{pct(r['wordsense_after']['mean'])} | {r['drift']['mean']:.3f} ({rnd['drift']['mean']:.3f}) | "
+                   f"{r['change']['mean']:.3f} ({rnd['change']['mean']:.3f}) | {attack} | {', '.join(missed) or 'none'} |")
+    main = json.loads((DATA / "main_job.json").read_text()) if (DATA / "main_job.json").exists() else None
+    if main:
+        out += ["", f"The main job took {main['seconds'] / 60:.1f} min on its machine ([docs/data/main_job.json](docs/data/main_job.json)); "
+                f"the full protocol {protocol_minutes(p)}."]
+    return out + [TESTBED_END]
+
+
+LIMITS_BEGIN = "<!-- limits: generated by scripts/make_docs.py from docs/data/protocol.json -->"
+LIMITS_END = "<!-- limits: end -->"
+
+
+def limits(p: dict) -> list[str]:
+    """README's first known limit: the goals the defaults miss on the hard world, collateral included, and the attacks."""
+    rows, parts = rows_by(p), []
+    for c in p["concepts"]:
+        checks, r = goal_checks(p, "defaults", c), rows[("defaults", c)]
+        rnd = rows[("random direction", c)]
+        missed = []
+        if not checks["render"]:
+            missed.append(f"{pct(r['render_after']['mean'])} of unseen phrasings still render it")
+        for kind, name in (("lookalike", "look-alikes"), ("wordsense", "word-senses")):
+            if not checks.get(kind, True):
+                missed.append(f"its {name} drop to {pct(r[f'{kind}_after']['mean'])}")
+        if not checks["drift"]:
+            missed.append(f"drift {r['drift']['mean']:.3f} ({times_random(r['drift']['mean'], rnd['drift']['mean'])} a random direction's)")
+        if not checks["change"]:
+            missed.append(f"output change {times_random(r['change']['mean'], rnd['change']['mean'])} a random direction's")
+        strongest = strongest_attack(p, "defaults", c)
+        if strongest and strongest[1] > p["goals"]["render"]:
+            missed.append(f"{strongest[0]} brings it back {pct(strongest[1])}")
+        parts.append(f"{c}: " + (", ".join(missed) if missed else "every goal met"))
+    return [LIMITS_BEGIN,
+            "- **Erasure is partial, moves other things, and attacks undo part of it.** On our hard testbed the defaults miss "
+            f"our goals ({goals_text(p)}): " + "; ".join(parts) + ". Check your edit with *Refusal Probe* and real renders; a "
+            "stronger edit is open work.", LIMITS_END]
 
 
 CHARACTERS_BEGIN = "<!-- characters: generated by scripts/make_docs.py from docs/data/characters.json -->"
@@ -475,20 +634,22 @@ CHARACTERS_END = "<!-- characters: end -->"
 
 
 def characters_summary(ch: dict) -> list[str]:
-    """README's per-method table of the named characters on the test split (worst cases, means over the runs)."""
+    """README's table of the named characters on the test split: the paper-like rank-1 edit, the preset's default and the
+    random reference, each one's worst erased and kept (characters, look-alikes, word-senses), drift and change."""
     test, g = ch["test"], CHARACTER_GOALS
-    runs = len(test["train_seeds"]) * len(test["noise_seeds"])
     n = len(test["eight"])
     by = {(r["method"], r["targets"]): character_cells(r) for r in test["rows"]}
     out = [CHARACTERS_BEGIN,
-           f"Named characters, test split (`python -m testbed.characters`, mean of {runs} runs of each one's worst case; goals: erased "
-           f"≤ {pct(g['erased'])}, kept ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}; intervals and the dev split in "
-           "[docs/results.md](docs/results.md#named-characters-one-or-many-at-once); in bold the character preset's default):", "",
-           f"| edit | one: erased | one: kept | one: drift | {n} at once: erased | {n} at once: kept | {n} at once: drift |",
-           "|---|---|---|---|---|---|---|"]
-    for method in dict.fromkeys(r["method"] for r in test["rows"]):
+           f"Named characters, test split (`python -m testbed.characters`, the mean over {len(test['train_seeds'])} models × "
+           f"{len(test['noise_seeds'])} noise seeds of each run's worst case; goals: erased ≤ {pct(g['erased'])}, kept (other "
+           f"characters, look-alikes, word-senses) ≥ {pct(g['kept'])}, drift ≤ {g['drift']:g}; every edit, the intervals and the dev "
+           "split in [docs/results.md](docs/results.md#named-characters-one-or-many-at-once); in bold the character preset's default):", "",
+           f"| edit | one: erased | one: kept | one: drift | one: change | {n} at once: erased | {n} at once: kept | {n} at once: drift | {n} at once: change |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for method in ("rank-1", PRESET_DEFAULT, RANDOM_REFERENCE):
         one, many = by[(method, 1)], by[(method, n)]
-        cells = [method] + [x for c in (one, many) for x in (pct(c["erased"]["mean"]), pct(c["kept"]["mean"]), f"{c['drift']['mean']:.3f}")]
+        cells = [method] + [x for c in (one, many) for x in (pct(c["erased"]["mean"]), pct(c["kept"]["mean"]), f"{c['drift']['mean']:.3f}",
+                                                              f"{c['change']['mean']:.3f}")]
         if method == PRESET_DEFAULT:
             cells = [f"**{x}**" for x in cells]
         out.append("| " + " | ".join(cells) + " |")
@@ -511,6 +672,7 @@ def readme_md() -> str:
         text = _replace(text, COST_BEGIN, COST_END, cost_section(json.loads(cost.read_text())))
     if protocol.exists():
         text = _replace(text, TESTBED_BEGIN, TESTBED_END, testbed_summary(json.loads(protocol.read_text())))
+        text = _replace(text, LIMITS_BEGIN, LIMITS_END, limits(json.loads(protocol.read_text())))
     if (DATA / "characters.json").exists():
         text = _replace(text, CHARACTERS_BEGIN, CHARACTERS_END, characters_summary(json.loads((DATA / "characters.json").read_text())))
     return text
@@ -520,36 +682,58 @@ def documents() -> dict[Path, str]:
     return {ROOT / "docs" / "results.md": results_md(), ROOT / "docs" / "bad-input.md": bad_input_md(), ROOT / "README.md": readme_md()}
 
 
-def collect() -> None:
-    """Run what produces the data (minutes): the testbed with its pictures, the rank sweep, the protocol, the named
-    characters, the host report tests."""
+def made_by_now() -> dict:
+    """testbed.provenance's record of the code as it is now (the commit and the hash a test holds to HEAD)."""
+    out = subprocess.run([sys.executable, "-m", "testbed.provenance"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+PARTS = ("first", "main", "protocol", "characters", "host")
+
+
+def collect(parts: tuple[str, ...] = PARTS) -> None:
+    """Run what produces the data (hours; each part alone: --collect PART): the first world with its pictures and the
+    rank sweep, the main job (to time it), the hard world's full protocol, the named characters, the host report tests."""
     DATA.mkdir(parents=True, exist_ok=True)
+    run = lambda *args, **kw: subprocess.run([sys.executable, *args], cwd=ROOT, check=True, **kw)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        subprocess.run([sys.executable, "-m", "testbed.run", "--out", str(out / "testbed")], cwd=ROOT, check=True)
-        shutil.copy(out / "testbed" / "results.json", DATA / "testbed.json")
-        shutil.copy(out / "testbed" / "before_after.png", ROOT / "docs" / "images" / "testbed_before_after.png")
-        shutil.copy(out / "testbed" / "spectrum.png", ROOT / "docs" / "images" / "testbed_spectrum.png")
-        subprocess.run([sys.executable, "-m", "testbed.rank_sweep", "--out", str(DATA / "rank_sweep.json")], cwd=ROOT, check=True)
-        subprocess.run([sys.executable, "-m", "testbed.protocol", "--full", "--out", str(out / "protocol")], cwd=ROOT, check=True)
-        subprocess.run([sys.executable, "-m", "testbed.characters", "--out", str(DATA / "characters.json")], cwd=ROOT, check=True)
-        shutil.copy(out / "protocol" / "results.json", DATA / "protocol.json")
-        reports = out / "reports"
-        reports.mkdir()
-        env = {**os.environ, "REFUSAL_REPORT_DIR": str(reports)}
-        subprocess.run([sys.executable, "-m", "pytest", "-q", *HOST_TESTS], cwd=ROOT, env=env, check=True)
-        for src, dst in HOST_REPORTS.items():
-            text = (reports / src).read_text()
-            data = [json.loads(line) for line in text.splitlines() if line.strip()] if src.endswith(".jsonl") else json.loads(text)
-            (DATA / dst).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        if "first" in parts:
+            run("-m", "testbed.run", "--out", str(out / "testbed"))
+            shutil.copy(out / "testbed" / "results.json", DATA / "testbed.json")
+            shutil.copy(out / "testbed" / "before_after.png", ROOT / "docs" / "images" / "testbed_before_after.png")
+            shutil.copy(out / "testbed" / "spectrum.png", ROOT / "docs" / "images" / "testbed_spectrum.png")
+            run("-m", "testbed.rank_sweep", "--out", str(DATA / "rank_sweep.json"))
+        if "main" in parts:
+            run("-m", "testbed.protocol", "--out", str(out / "main"))
+            shutil.copy(out / "main" / "results.json", DATA / "main_job.json")
+        if "protocol" in parts:
+            run("-m", "testbed.protocol", "--full", "--out", str(out / "protocol"))
+            shutil.copy(out / "protocol" / "results.json", DATA / "protocol.json")
+        if "characters" in parts:
+            run("-m", "testbed.characters", "--out", str(DATA / "characters.json"))
+        if "host" in parts:
+            reports = out / "reports"
+            reports.mkdir()
+            run("-m", "pytest", "-q", *HOST_TESTS, env={**os.environ, "REFUSAL_REPORT_DIR": str(reports)})
+            stamp = made_by_now()
+            for src, dst in HOST_REPORTS.items():
+                text = (reports / src).read_text()
+                data = [json.loads(line) for line in text.splitlines() if line.strip()] if src.endswith(".jsonl") else json.loads(text)
+                (DATA / dst).write_text(json.dumps({"made_by": stamp, "rows": data}, indent=1, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--collect", action="store_true", help="produce the data first (minutes; the host tests need a ComfyUI host)")
+    ap.add_argument("--collect", nargs="?", const=",".join(PARTS), metavar="PARTS",
+                    help=f"produce the data first (hours; the host tests need a ComfyUI host); or only some of {','.join(PARTS)}")
     args = ap.parse_args(argv)
     if args.collect:
-        collect()
+        wanted = tuple(p.strip() for p in args.collect.split(",") if p.strip())
+        unknown = sorted(set(wanted) - set(PARTS))
+        if unknown:
+            ap.error(f"unknown part(s) {', '.join(unknown)}: choose among {', '.join(PARTS)}")
+        collect(wanted)
     for path, text in documents().items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")

@@ -1,5 +1,6 @@
 """Sampling as users sample Wan in ComfyUI: classifier-free guidance against a negative prompt (empty
-by default) and a shifted flow schedule (ComfyUI's ModelSamplingSD3), Euler steps from sigma 1 to 0."""
+by default) and a shifted flow schedule (ComfyUI's ModelSamplingSD3), Euler steps from sigma 1 to 0.
+Guidance 1 and shift 1 (the first world) are the plain conditional flow on an even schedule."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from torch import nn
 
 from .tiny_wan import TinyWan
 
-GUIDANCE = 5.0
+GUIDANCE = 5.0  # the hard world's (worlds.py), the defaults here
 SHIFT = 5.0
 STEPS = 10
 
@@ -29,8 +30,8 @@ def _guided(model: TinyWan, x: torch.Tensor, sigma: float, both: torch.Tensor | 
 
 def guided_velocity(model: TinyWan, x: torch.Tensor, sigma: float, ctx: torch.Tensor, neg: torch.Tensor,
                     guidance: float = GUIDANCE) -> torch.Tensor:
-    """v_neg + g (v_ctx - v_neg); x [B, C, T, H, W], ctx and neg [B, L, 4096], one batched forward."""
-    return _guided(model, x, sigma, torch.cat([ctx, neg]), guidance)
+    """v_neg + g (v_ctx - v_neg); x [B, C, T, H, W], ctx [B, L, 4096] and neg [B, L', 4096], one batched forward."""
+    return _guided(model, x, sigma, _same_length(ctx, neg), guidance)
 
 
 class _Fixed(nn.Module):
@@ -65,16 +66,30 @@ def fixed_text(model: TinyWan, context: torch.Tensor) -> Iterator[None]:
 
 
 @torch.no_grad()
-def generate(model: TinyWan, ctx: torch.Tensor, neg: torch.Tensor, noise: torch.Tensor, steps: int = STEPS,
+def generate(model: TinyWan, ctx: torch.Tensor, neg: torch.Tensor | None, noise: torch.Tensor, steps: int = STEPS,
              guidance: float = GUIDANCE, shift: float = SHIFT, batch: int = 128) -> torch.Tensor:
-    """ctx [N, L, 4096], neg [1 or N, L, 4096], noise [N, C, T, H, W] -> generated latents [N, C, T, H, W]."""
+    """ctx [N, L, 4096], neg [1 or N, L', 4096] (unused at guidance 1), noise [N, C, T, H, W] -> latents [N, C, T, H, W]."""
     sigmas = shifted_sigmas(steps, shift)
     out = []
     for i in range(0, ctx.shape[0], batch):
         x, c = noise[i : i + batch], ctx[i : i + batch]
+        if guidance == 1:
+            with fixed_text(model, c):
+                for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+                    x = x + (s_next - s) * model(x, torch.full((x.shape[0],), s * 1000.0), None)
+            out.append(x)
+            continue
         n = (neg if neg.shape[0] > 1 else neg.expand(ctx.shape[0], -1, -1))[i : i + batch]
-        with fixed_text(model, torch.cat([c, n])):
+        with fixed_text(model, _same_length(c, n)):
             for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
                 x = x + (s_next - s) * _guided(model, x, s, None, guidance)
         out.append(x)
     return torch.cat(out)
+
+
+def _same_length(ctx: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """[ctx; neg] in one batch, the shorter zero-padded to the longer (an attack may lengthen a prompt past the model's
+    padding; zero rows are what the padding is)."""
+    L = max(ctx.shape[1], neg.shape[1])
+    pad = lambda x: torch.nn.functional.pad(x, (0, 0, 0, L - x.shape[1]))  # noqa: E731
+    return torch.cat([pad(ctx), pad(neg)])

@@ -91,15 +91,15 @@ def test_the_character_rule_chooses_only_an_edit_the_pack_makes_at_its_default_s
     assert any(r["method"].startswith(md.WEAKER) for r in data["dev"]["rows"])  # the committed data do carry the trade-off rows
 
 
-def test_the_character_preset_ships_the_edit_the_dev_rule_picks():
-    """docs/data/characters.json was run with the preset's keep prompts, and on dev its rule picks the edit they give, for
-    one character and for eight: changing the preset's keep prompts needs `python -m testbed.characters` again."""
-    from refusal_core.presets import preset_keep
-    from testbed import characters
+def test_every_data_file_was_made_by_the_code_at_head():
+    """Each docs/data file records the commit and the hash of the code (refusal_core and testbed) that made it, and the
+    documents show both: a change of that code makes every number stale until `python scripts/make_docs.py --collect`."""
+    from testbed.provenance import code_hash
 
-    md = make_docs()
-    data = json.loads((ROOT / "docs" / "data" / "characters.json").read_text())
-    assert data["test"]["keep_prompts"] == data["dev"]["keep_prompts"] == preset_keep("copyrighted_character")
-    assert md.PRESET_DEFAULT == characters.KEPT
-    for n in (1, len(data["dev"]["eight"])):
-        assert md.character_choice([r for r in data["dev"]["rows"] if r["targets"] == n])["method"] == md.PRESET_DEFAULT
+    want = code_hash()
+    results = (ROOT / "docs" / "results.md").read_text()
+    for path in sorted((ROOT / "docs" / "data").glob("*.json")):
+        made = json.loads(path.read_text()).get("made_by", {})
+        assert made.get("code") == want, f"{path.name} was made by other code than HEAD's: run python scripts/make_docs.py --collect"
+        assert f"code hash `{want}`" in results or path.name == "bad_inputs.json"
+    assert f"code hash `{want}`" in (ROOT / "docs" / "bad-input.md").read_text()

@@ -1,5 +1,5 @@
 """A map edit (P != Q, many directions per layer; here the closed-form map, which the nodes do not offer yet) in a
-real ComfyUI, on the harder testbed's shipped model: the extraction node keeps the same aligned token rows as
+real ComfyUI, on the hard world's shipped model: the extraction node keeps the same aligned token rows as
 pure torch, ApplyRefusalToModel applies the map exactly, its LoRA through the stock LoraLoaderModelOnly equals
 it, and the base stays as loaded."""
 from __future__ import annotations
@@ -22,20 +22,21 @@ def test_a_map_edit_through_the_nodes_equals_pure_torch_and_exports_exactly(node
     from safetensors.torch import load_file
 
     from refusal_core.factorize import factorize
-    from testbed import hard_eval, hard_train
-    from testbed.hard_world import CHARACTER_NAME, LATENT_SHAPE
+    from testbed import evaluate, train
+    from testbed.evaluate import CHARACTER_NAME
+    from testbed.worlds import HARD
     from tests.host.minilm_clip import MiniLMClip
 
-    model = tiny_models.load(hard_train.SHIPPED)
-    weights = load_file(str(hard_train.SHIPPED))
-    clip = MiniLMClip(seed=0, pad_to=hard_train.TEXT_PAD)
-    _, frames, h, w = LATENT_SHAPE
+    model = tiny_models.load(train.SHIPPED["hard"])
+    weights = load_file(str(train.SHIPPED["hard"]))
+    clip = MiniLMClip(seed=0, pad_to=HARD.text_pad)
+    _, frames, h, w = HARD.latent_shape
     pp = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", CHARACTER_NAME).result[0]
     stats = nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 8 * w, 8 * h, 4 * frames - 3, 0).result[0]
     theirs = factorize(stats, method="closed_form", preserve=3.0)
     assert "closed-form map" in theirs.meta["factorization"] and int(theirs.meta["rank"]) > 1
 
-    ours = factorize(hard_eval.Bed(0).extract("character", "text_kv", (0.9,), 0), method="closed_form", preserve=3.0)
+    ours = factorize(evaluate.Bed(HARD, 0).extract("character", "text_kv", (0.9,), 0), method="closed_form", preserve=3.0)
     assert theirs.meta["rank"] == ours.meta["rank"]
     for key in ours.maps():
         a, b = delta(theirs, key), delta(ours, key)

@@ -1,4 +1,4 @@
-"""Keep prompts in a real ComfyUI, on the harder testbed's shipped model: the character preset's keep prompts
+"""Keep prompts in a real ComfyUI, on the hard world's shipped model: the character preset's keep prompts
 (and the ones typed beside them, without repeats) reach the extraction, Low-Rank Factorize takes each direction
 orthogonal to them as pure torch does and shows the edit, its rank and its residual on the pairs, two characters
 combined keep them too, the LoRA through the stock LoraLoaderModelOnly equals the edit, and the base stays as
@@ -20,14 +20,14 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
     from refusal_core.factorize import factorize
     from refusal_core.keep import keep_basis
     from refusal_core.presets import load_preset, preset_keep
-    from testbed import characters, hard_eval, hard_train
-    from testbed.hard_world import LATENT_SHAPE
+    from testbed import characters, evaluate, train
+    from testbed.worlds import HARD
     from tests.host.minilm_clip import MiniLMClip
 
-    model = tiny_models.load(hard_train.SHIPPED)
-    weights = load_file(str(hard_train.SHIPPED))
-    clip = MiniLMClip(seed=0, pad_to=hard_train.TEXT_PAD)
-    _, frames, h, w = LATENT_SHAPE
+    model = tiny_models.load(train.SHIPPED["hard"])
+    weights = load_file(str(train.SHIPPED["hard"]))
+    clip = MiniLMClip(seed=0, pad_to=HARD.text_pad)
+    _, frames, h, w = HARD.latent_shape
     assert characters.KEEP == tuple(preset_keep("copyrighted_character")) and len(characters.KEEP) == 3
     typed = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "copyrighted_character", "Mickey Mouse",
                                               f"{characters.KEEP[0]}\na cartoon cat on a sofa").result[0]
@@ -46,7 +46,7 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
         assert shown[1].startswith(f"residual on the pairs {float(edits[name].meta['residual']):.3f} ")
         assert 0 < float(edits[name].meta["residual"]) < 1 and edits[name].meta["rank"] == "1"
 
-        ours = factorize(hard_eval.Bed(0).extract_pairs(*load_preset("copyrighted_character", name), "text_kv", (0.9,), 0,
+        ours = factorize(evaluate.Bed(HARD, 0).extract_pairs(*load_preset("copyrighted_character", name), "text_kv", (0.9,), 0,
                                                         characters.KEEP))
         for theirs_layer, ours_layer, layer in zip(edits[name].layers, ours.layers, stats.layers):
             assert float(theirs_layer.basis[0].double() @ ours_layer.basis[0].double()) > 0.999, layer.point

@@ -5,17 +5,19 @@ import sys
 from pathlib import Path
 
 
-def _register_tests_package() -> None:
-    """ComfyUI's own tests/ folder comes first on the server's path and shadows this repository's: register
-    ours by its location (this folder, through the custom_nodes link, is tests/host/fixture_nodes)."""
-    tests = Path(__file__).resolve().parents[2]
-    if getattr(sys.modules.get("tests"), "__file__", None) != str(tests / "__init__.py"):
-        spec = importlib.util.spec_from_file_location("tests", tests / "__init__.py", submodule_search_locations=[str(tests)])
-        sys.modules["tests"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["tests"])
+def _register_by_location(name: str) -> None:
+    """ComfyUI's own tests/ folder comes first on the server's path and shadows this repository's, and the testbed is
+    not installed (it runs from the repository's root): register ours by their location (this folder, through the
+    custom_nodes link, is tests/host/fixture_nodes)."""
+    folder = Path(__file__).resolve().parents[3] / name
+    if getattr(sys.modules.get(name), "__file__", None) != str(folder / "__init__.py"):
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
 
 
-_register_tests_package()
+_register_by_location("tests")
+_register_by_location("testbed")
 from tests.host.minilm_clip import MiniLMClip  # noqa: E402
 
 
