@@ -190,10 +190,13 @@ def protocol_section(p: dict) -> list[str]:
             f"then appends them to test prompts. **Ring-A-Bell** (model-agnostic) adds {b['ring_a_bell']['eta']:g} times the "
             "concept's vector in text space (the mean difference of the extraction pairs' pooled text states) to each test "
             f"prompt's and maps the target back to words: up to {b['ring_a_bell']['words']} words of the world's vocabulary "
-            f"appended, by greedy coordinate search ({b['ring_a_bell']['sweeps']} sweeps). **Word search** (white-box) appends the "
+            f"appended, by greedy coordinate search ({b['ring_a_bell']['sweeps']} sweeps; at each position {b['ring_a_bell']['shortlist']} "
+            "candidate words shortlisted on a linear proxy of the text encoder, the encoder itself deciding among them). "
+            "**Word search** (white-box) appends the "
             f"phrase of up to {b['vocabulary_search']['phrase']} words of the world's vocabulary that most raises the concept in a "
             f"one-step prediction of {b['vocabulary_search']['prompts']} dev prompts (beam {b['vocabulary_search']['beam']}, each "
-            f"step extending by the {b['vocabulary_search']['expand']} best single words). Success: the render rate on "
+            f"step extending by the {b['vocabulary_search']['expand']} best single words; the {b['vocabulary_search']['sampled']} "
+            "best phrases are then sampled in full on those prompts and the best kept). Success: the render rate on "
             f"{att['prompts']} test prompts. An attack counts only where it succeeds at least {pct(att['counts_from'])} of the time "
             "on the unedited model (*no edit*); where it does not, its cells say *does not count*.", "",
             "| concept | model attacked | inversion | Ring-A-Bell | word search | phrases the word search found |", "|---|---|---|---|---|---|"]
@@ -250,7 +253,9 @@ def verdict(p: dict) -> list[str]:
         out.append(f"- **{c}**, the defaults: render {pct(r['render_after']['mean'])}, look-alikes {pct(r['lookalike_after']['mean'])}, "
                    f"word-senses {pct(r['wordsense_after']['mean'])}, drift {r['drift']['mean']:.3f} "
                    f"({times_random(r['drift']['mean'], rows[('random direction', c)]['drift']['mean'])} the random direction's)"
-                   + (f"; the strongest attack that counts, {strongest[0]}, brings it back {pct(strongest[1])}" if strongest else "")
+                   + (f"; the strongest attack that counts, {strongest[0]}, brings it back {pct(strongest[1])}" if strongest
+                      else f"; no attack counts for it (none brings it back {pct(p['attacks']['counts_from'])} of the time on the "
+                           "unedited model), so its resistance to attack is not measured")
                    + (": every goal met." if not missed else f": **goals missed: {', '.join(missed)}.**"))
     fails = over_broad_failures(p)
     for kind, name in (("lookalike", "look-alike"), ("wordsense", "word-sense")):
@@ -449,9 +454,20 @@ def characters_section(ch: dict) -> list[str]:
     out.append("")
     for targets, what in ((1, "one character"), (len(test["eight"]), f"{len(test['eight'])} characters at once")):
         pick = character_choice([r for r in dev["rows"] if r["targets"] == targets])
-        on_test = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"])
+        on_test = next((r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"]), None)
         shipped = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == PRESET_DEFAULT)
         reference = character_cells(next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE))
+        if on_test is None:  # another keep rank than the preset's: measured on dev only
+            d, s = character_cells(pick), character_cells(shipped)
+            out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']} (the preset "
+                       f"ships {PRESET_DEFAULT}, which this does not change; other keep ranks are measured on dev only): on dev it "
+                       f"leaves the erased at {pct(d['erased']['mean'])} at worst, the kept at {pct(d['kept']['mean'])} at worst, drift "
+                       f"{ci(d['drift'], rate=False)}. On test the preset's default, {PRESET_DEFAULT}: erased {pct(s['erased']['mean'])}, "
+                       f"kept {pct(s['kept']['mean'])} at worst, drift {ci(s['drift'], rate=False)}: "
+                       + ("every goal met." if character_met(s) else "**goals missed.**")
+                       + f" A random subspace of the same rank drifts {ci(reference['drift'], rate=False)}, change "
+                       f"{ci(reference['change'], rate=False)}.")
+            continue
         lead = next((character_cells(r) for r in test["rows"] if r["targets"] == targets and r["method"] == VALUES_LEAD), None)
         c = character_cells(on_test)
         weaker = [(r["method"][len(WEAKER):], character_cells(r)) for r in test["rows"] if r["targets"] == targets and r["method"].startswith(WEAKER)]
@@ -603,7 +619,7 @@ LIMITS_BEGIN = "<!-- limits: generated by scripts/make_docs.py from docs/data/pr
 LIMITS_END = "<!-- limits: end -->"
 
 
-def limits(p: dict) -> list[str]:
+def limits(p: dict, ch: dict | None = None) -> list[str]:
     """README's first known limit: the goals the defaults miss on the hard world, collateral included, and the attacks."""
     rows, parts = rows_by(p), []
     for c in p["concepts"]:
@@ -622,11 +638,34 @@ def limits(p: dict) -> list[str]:
         strongest = strongest_attack(p, "defaults", c)
         if strongest and strongest[1] > p["goals"]["render"]:
             missed.append(f"{strongest[0]} brings it back {pct(strongest[1])}")
+        elif not strongest:
+            missed.append("no attack is strong enough on the unedited model to measure its resistance")
         parts.append(f"{c}: " + (", ".join(missed) if missed else "every goal met"))
     return [LIMITS_BEGIN,
             "- **Erasure is partial, moves other things, and attacks undo part of it.** On our hard testbed the defaults miss "
             f"our goals ({goals_text(p)}): " + "; ".join(parts) + ". Check your edit with *Refusal Probe* and real renders; a "
-            "stronger edit is open work.", LIMITS_END]
+            "stronger edit is open work.", *character_limit(ch), LIMITS_END]
+
+
+def character_limit(ch: dict | None) -> list[str]:
+    """README's limit on named characters: the preset's default against a random edit of the same rank, one and many."""
+    if not ch:
+        return []
+    test, g = ch["test"], CHARACTER_GOALS
+    cells = {(r["method"], r["targets"]): character_cells(r) for r in test["rows"]}
+    n = len(test["eight"])
+
+    def at(method: str, key: str, rate: bool = True) -> str:
+        x = [cells[(method, k)][key]["mean"] for k in (1, n)]
+        return " / ".join(pct(v) if rate else f"{v:.3f}" for v in x)
+
+    return ["- **Named characters are erased only in part, and many at once move the rest.** With the character preset's "
+            f"default (look-alikes kept), on our testbed, one character / {n} at once: the worst-rendered erased character "
+            f"still renders in {at(PRESET_DEFAULT, 'erased')} of unseen phrasings (goal ≤ {pct(g['erased'])}), the worst kept "
+            f"mark (another character, a look-alike, a word-sense) in {at(PRESET_DEFAULT, 'kept')} (goal ≥ {pct(g['kept'])}; "
+            f"a random edit of the same rank: {at(RANDOM_REFERENCE, 'kept')}), drift {at(PRESET_DEFAULT, 'drift', False)} "
+            f"(goal ≤ {g['drift']:g}; random: {at(RANDOM_REFERENCE, 'drift', False)}). A lower strength trades erasure for "
+            "the rest ([docs/results.md](docs/results.md#named-characters-one-or-many-at-once))."]
 
 
 CHARACTERS_BEGIN = "<!-- characters: generated by scripts/make_docs.py from docs/data/characters.json -->"
@@ -672,7 +711,9 @@ def readme_md() -> str:
         text = _replace(text, COST_BEGIN, COST_END, cost_section(json.loads(cost.read_text())))
     if protocol.exists():
         text = _replace(text, TESTBED_BEGIN, TESTBED_END, testbed_summary(json.loads(protocol.read_text())))
-        text = _replace(text, LIMITS_BEGIN, LIMITS_END, limits(json.loads(protocol.read_text())))
+        characters = DATA / "characters.json"
+        text = _replace(text, LIMITS_BEGIN, LIMITS_END,
+                        limits(json.loads(protocol.read_text()), json.loads(characters.read_text()) if characters.exists() else None))
     if (DATA / "characters.json").exists():
         text = _replace(text, CHARACTERS_BEGIN, CHARACTERS_END, characters_summary(json.loads((DATA / "characters.json").read_text())))
     return text
