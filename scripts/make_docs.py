@@ -457,28 +457,19 @@ def characters_section(ch: dict) -> list[str]:
         on_test = next((r for r in test["rows"] if r["targets"] == targets and r["method"] == pick["method"]), None)
         shipped = next(r for r in test["rows"] if r["targets"] == targets and r["method"] == PRESET_DEFAULT)
         reference = character_cells(next(r for r in test["rows"] if r["targets"] == targets and r["method"] == RANDOM_REFERENCE))
-        if on_test is None:  # another keep rank than the preset's: measured on dev only
-            d, s = character_cells(pick), character_cells(shipped)
-            out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']} (the preset "
-                       f"ships {PRESET_DEFAULT}, which this does not change; other keep ranks are measured on dev only): on dev it "
-                       f"leaves the erased at {pct(d['erased']['mean'])} at worst, the kept at {pct(d['kept']['mean'])} at worst, drift "
-                       f"{ci(d['drift'], rate=False)}. On test the preset's default, {PRESET_DEFAULT}: erased {pct(s['erased']['mean'])}, "
-                       f"kept {pct(s['kept']['mean'])} at worst, drift {ci(s['drift'], rate=False)}: "
-                       + ("every goal met." if character_met(s) else "**goals missed.**")
-                       + f" A random subspace of the same rank drifts {ci(reference['drift'], rate=False)}, change "
-                       f"{ci(reference['change'], rate=False)}.")
-            continue
         lead = next((character_cells(r) for r in test["rows"] if r["targets"] == targets and r["method"] == VALUES_LEAD), None)
-        c = character_cells(on_test)
+        measured, split = (on_test, "test") if on_test else (pick, "dev")  # another keep rank than the preset's: dev only
+        c = character_cells(measured)
         weaker = [(r["method"][len(WEAKER):], character_cells(r)) for r in test["rows"] if r["targets"] == targets and r["method"].startswith(WEAKER)]
         out.append(f"- **{what}**: the dev rule (`character_choice` in `scripts/make_docs.py`) picks {pick['method']}"
-                   + ("" if pick["method"] == PRESET_DEFAULT else f" (the preset ships {PRESET_DEFAULT}, which this does not change)")
-                   + f"; on test it leaves the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at "
+                   + ("" if pick["method"] == PRESET_DEFAULT else f" (the preset ships {PRESET_DEFAULT}, which this does not change"
+                      + ("" if on_test else "; other keep ranks are measured on dev only") + ")")
+                   + f"; on {split} it leaves the erased at {pct(c['erased']['mean'])} at worst, the kept at {pct(c['kept']['mean'])} at "
                    f"worst, drift {ci(c['drift'], rate=False)}, change {ci(c['change'], rate=False)}: "
                    + ("every goal met." if character_met(c) else "**goals missed.**")
-                   + f" Kept after: {', '.join(f'{k} {pct(v)}' for k, v in on_test['kept_after'].items() if k in test['lookalikes'] + test['wordsenses'])}. "
+                   + f" Kept after: {', '.join(f'{k} {pct(v)}' for k, v in measured['kept_after'].items() if k in test['lookalikes'] + test['wordsenses'])}. "
                    f"A random subspace of the same rank drifts {ci(reference['drift'], rate=False)}, change {ci(reference['change'], rate=False)}."
-                   + ("" if shipped is on_test else f" The preset's default, {PRESET_DEFAULT}: erased {pct(character_cells(shipped)['erased']['mean'])}, "
+                   + ("" if shipped is on_test else f" On test the preset's default, {PRESET_DEFAULT}: erased {pct(character_cells(shipped)['erased']['mean'])}, "
                       f"kept {pct(character_cells(shipped)['kept']['mean'])} at worst, drift {ci(character_cells(shipped)['drift'], rate=False)}.")
                    + (f" The values-only lead: erased {pct(lead['erased']['mean'])} at worst, kept {pct(lead['kept']['mean'])} at worst, "
                       f"drift {ci(lead['drift'], rate=False)}." if lead else "")
