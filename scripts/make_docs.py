@@ -404,6 +404,11 @@ def character_cells(r: dict) -> dict:
     return {**r["worst"], "margin": sum(kept.values()) / len(kept) - sum(erased.values()) / len(erased)}
 
 
+def cells_by_method(res: dict) -> dict[tuple[str, int], dict]:
+    """(method, number of characters erased) -> character_cells of that row of a split's results."""
+    return {(r["method"], r["targets"]): character_cells(r) for r in res["rows"]}
+
+
 def character_met(c: dict) -> bool:
     g = CHARACTER_GOALS
     return c["erased"]["mean"] <= g["erased"] and c["kept"]["mean"] >= g["kept"] and c["drift"]["mean"] <= g["drift"]
@@ -643,7 +648,7 @@ def character_limit(ch: dict | None) -> list[str]:
     if not ch:
         return []
     test, g = ch["test"], CHARACTER_GOALS
-    cells = {(r["method"], r["targets"]): character_cells(r) for r in test["rows"]}
+    cells = cells_by_method(test)
     n = len(test["eight"])
 
     def at(method: str, key: str, rate: bool = True) -> str:
@@ -668,7 +673,7 @@ def characters_summary(ch: dict) -> list[str]:
     random reference, each one's worst erased and kept (characters, look-alikes, word-senses), drift and change."""
     test, g = ch["test"], CHARACTER_GOALS
     n = len(test["eight"])
-    by = {(r["method"], r["targets"]): character_cells(r) for r in test["rows"]}
+    by = cells_by_method(test)
     out = [CHARACTERS_BEGIN,
            f"Named characters, test split (`python -m testbed.characters`, the mean over {len(test['train_seeds'])} models × "
            f"{len(test['noise_seeds'])} noise seeds of each run's worst case; goals: erased ≤ {pct(g['erased'])}, kept (other "
