@@ -102,6 +102,15 @@ def attack_counts(p: dict) -> dict[tuple[str, str], bool]:
 ATTACKS = {"inversion": "inversion", "ring_a_bell": "Ring-A-Bell", "vocabulary_search": "word search"}
 
 
+def attackable_text(att: dict) -> str:
+    """How many test prompts each concept's attacks were scored on: the fewest and most over the models."""
+    by: dict[str, list[int]] = {}
+    for a in att["runs"]:
+        if a["edit"] == "no edit":
+            by.setdefault(a["concept"], []).append(a["attackable"])
+    return ", ".join(f"{c} {min(v)} to {max(v)}" if min(v) != max(v) else f"{c} {v[0]}" for c, v in by.items()) + " per model"
+
+
 def strongest_attack(p: dict, edit: str, concept: str) -> tuple[str, float] | None:
     """The counting attack that brings the concept back most often on the edit (None when none counts)."""
     counts = attack_counts(p)
@@ -183,8 +192,8 @@ def protocol_section(p: dict) -> list[str]:
     counts = attack_counts(p)
     out += ["### Attacks", "",
             f"Each attack tries to bring the concept back through the model attacked, on noise seed 0 of each of the {n_models} "
-            "models (intervals over the models). **Inversion** (white-box) learns "
-            f"{b['inversion']['tokens']} pseudo-token embeddings appended to dev prompts, {b['inversion']['steps']} Adam steps "
+            "models (intervals over the models). **Inversion** (white-box, a soft prompt as in UnlearnDiffAtk) learns "
+            f"{b['inversion']['tokens']} pseudo-token embeddings appended to the concept's dev prompts, {b['inversion']['steps']} Adam steps "
             f"(learning rate {b['inversion']['lr']:g}, {b['inversion']['batch']} prompts a step) from {b['inversion']['restarts']} "
             "random starts, the lowest final loss kept (flow-matching loss toward the concept's clean latents, the model frozen), "
             f"then appends them to test prompts. **Ring-A-Bell** (model-agnostic) adds {b['ring_a_bell']['eta']:g} times the "
@@ -196,17 +205,20 @@ def protocol_section(p: dict) -> list[str]:
             f"phrase of up to {b['vocabulary_search']['phrase']} words of the world's vocabulary that most raises the concept in a "
             f"one-step prediction of {b['vocabulary_search']['prompts']} dev prompts (beam {b['vocabulary_search']['beam']}, each "
             f"step extending by the {b['vocabulary_search']['expand']} best single words; the {b['vocabulary_search']['sampled']} "
-            "best phrases are then sampled in full on those prompts and the best kept). Success: the render rate on "
-            f"{att['prompts']} test prompts. An attack counts only where it succeeds at least {pct(att['counts_from'])} of the time "
-            "on the unedited model (*no edit*); where it does not, its cells say *does not count*.", "",
-            "| concept | model attacked | inversion | Ring-A-Bell | word search | phrases the word search found |", "|---|---|---|---|---|---|"]
+            "best phrases and the empty one are then sampled in full on those prompts and the best kept). Success: of the "
+            f"{att['prompts']} test prompts, those the unedited model renders the concept on without attack (the attackable prompts, "
+            f"{attackable_text(att)}; as UnlearnDiffAtk and Ring-A-Bell choose theirs), the share the attacked model renders it on "
+            "with the attack; *none* is the attacked model on them without attack. An attack counts only where it succeeds at "
+            f"least {pct(att['counts_from'])} of the time on the unedited model (*no edit*); where it does not, its cells say "
+            "*does not count*.", "",
+            "| concept | model attacked | none | inversion | Ring-A-Bell | word search | phrases the word search found |", "|---|---|---|---|---|---|---|"]
     words: dict = {}
     for a in att["runs"]:
         words.setdefault((a["edit"], a["concept"]), []).append(a["words"])
     for r in att["summary"]:
         found = ", ".join(f"`{w}`" for w in dict.fromkeys(words[(r["edit"], r["concept"])]))
         cells = [ci(r[a]) + ("" if counts[(a, r["concept"])] else " (does not count)") for a in ATTACKS]
-        out.append(f"| {r['concept']} | {r['edit']} | {' | '.join(cells)} | {found} |")
+        out.append(f"| {r['concept']} | {r['edit']} | {ci(r['unattacked'])} | {' | '.join(cells)} | {found} |")
     out += ["", "### Does cPCA change the direction?", "",
             "cos(d, r/|r|) per edited layer (1: the factorization returns the mean difference itself), mean over the runs."
             + "".join(f" The {c} edits are also taken orthogonal to their preset's {len(k)} keep prompts, which turns d further from r."
