@@ -18,6 +18,7 @@
 
 --tiny runs the same at toy sizes in seconds (the test of this script). Writes bench/full_size.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TEMPLATE = ROOT / "example_workflows" / "erase a concept from Wan 2.1.json"
 # the template's nodes that erase and save; its samplers, VAE and video nodes are measured apart (sampling) or left out
-ERASURE = {"UNETLoader", "CLIPLoader", "ModelSamplingSD3", "PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize",
-           "PreviewImage", "SaveRefusalVector", "ApplyRefusalToModel", "SaveRefusalAsLoRA"}
+ERASURE = {
+    "UNETLoader",
+    "CLIPLoader",
+    "ModelSamplingSD3",
+    "PromptPairLoader",
+    "ExtractRefusalVector",
+    "LowRankFactorize",
+    "PreviewImage",
+    "SaveRefusalVector",
+    "ApplyRefusalToModel",
+    "SaveRefusalAsLoRA",
+}
 SHAPES = {
     "wan21_1.3B": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "wan_14B_width": dict(dim=5120, ffn_dim=13824, num_heads=40),
 }
-TINY = {"wan21_1.3B": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2), "wan_14B_width": dict(dim=384, ffn_dim=768, num_heads=3)}
+TINY = {
+    "wan21_1.3B": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2),
+    "wan_14B_width": dict(dim=384, ffn_dim=768, num_heads=3),
+}
 BLOCKS_14B = (1, 2)
 REAL_BLOCKS_14B = 40
 UMT5_ROWS = 512  # ComfyUI pads Wan's umt5 context to 512 rows
@@ -70,7 +84,15 @@ def write_wan(path: Path, shape: dict, seed: int, progress: Progress) -> Path:
     from comfy.ldm.wan.model import WanModel
     from safetensors.torch import save_file
 
-    model = WanModel(model_type="t2v", in_dim=16, out_dim=16, text_dim=4096, device="meta", operations=comfy.ops.disable_weight_init, **shape)
+    model = WanModel(
+        model_type="t2v",
+        in_dim=16,
+        out_dim=16,
+        text_dim=4096,
+        device="meta",
+        operations=comfy.ops.disable_weight_init,
+        **shape,
+    )
     norms = {name for name, m in model.named_modules() if "norm" in type(m).__name__.lower()}
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     advance = progress.bar(sum(s.numel() for s in shapes.values()), f"writing {path.name}")
@@ -111,7 +133,11 @@ class Monitor:
 
     def _memory(self) -> dict:
         status = Path(f"/proc/{self.pid}/status").read_text()
-        fields = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmHWM", "VmRSS"))}
+        fields = {
+            line.split(":")[0]: int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith(("VmHWM", "VmRSS"))
+        }
         try:
             Path(f"/proc/{self.pid}/clear_refs").write_text("5")
         except OSError:
@@ -153,7 +179,9 @@ class Monitor:
             raise RuntimeError(f"ComfyUI refused the graph: {json.dumps(body)[:2000]}")
         result = self.server.wait(body["prompt_id"], timeout)
         if result.get("status", {}).get("status_str") != "success":
-            raise RuntimeError(f"the graph failed: {json.dumps(result.get('status'))[:3000]}\n{self.server.log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"the graph failed: {json.dumps(result.get('status'))[:3000]}\n{self.server.log.read_text()[-3000:]}"
+            )
         time.sleep(0.5)  # the last messages may trail the history entry
         return result, [e for e in self.events if e[2].get("prompt_id") == body["prompt_id"]]
 
@@ -167,8 +195,16 @@ def per_node(events: list, graph: dict) -> list[dict]:
         if node is None:
             continue
         mib = {k: mem.get(k, 0) / 1024 for k in ("VmHWM", "VmRSS")}
-        rows.append({"node": node, "type": graph[node]["class_type"], "seconds": round(t1 - t0, 3), "peak_mib": round(mib["VmHWM"], 1),
-                     "added_mib": round(mib["VmHWM"] - before.get("VmRSS", 0) / 1024, 1), "rss_after_mib": round(mib["VmRSS"], 1)})
+        rows.append(
+            {
+                "node": node,
+                "type": graph[node]["class_type"],
+                "seconds": round(t1 - t0, 3),
+                "peak_mib": round(mib["VmHWM"], 1),
+                "added_mib": round(mib["VmHWM"] - before.get("VmRSS", 0) / 1024, 1),
+                "rss_after_mib": round(mib["VmRSS"], 1),
+            }
+        )
     return rows
 
 
@@ -194,8 +230,14 @@ def erasure_graph(unet: str, tag: str, tiny: bool, object_info: dict) -> dict:
         elif t == "ExtractRefusalVector" and tiny:
             inp.update(width=64, height=64)
     ids = {graph[nid]["class_type"]: nid for nid in graph}
-    graph["residual"] = {"class_type": "RefusalTestResidual", "inputs": {"edited": [ids["ApplyRefusalToModel"], 0],
-                         "reference": [ids["ModelSamplingSD3"], 0], "refusal_vector": [ids["LowRankFactorize"], 0]}}
+    graph["residual"] = {
+        "class_type": "RefusalTestResidual",
+        "inputs": {
+            "edited": [ids["ApplyRefusalToModel"], 0],
+            "reference": [ids["ModelSamplingSD3"], 0],
+            "refusal_vector": [ids["LowRankFactorize"], 0],
+        },
+    }
     return graph
 
 
@@ -205,14 +247,38 @@ def sampling_graph(erasure: dict, model: list, seed: int, steps: int, size: int)
     clip = [ids["RefusalTestMiniLMCLIPLoader"], 0]
     outputs = {"residual", ids["PreviewImage"], ids["SaveRefusalVector"], ids["SaveRefusalAsLoRA"]}
     graph = {k: v for k, v in erasure.items() if k not in outputs}
-    graph.update({
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "an unclothed woman walking along the beach at sunset"}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry, low quality"}},
-        "lat": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": size, "height": size, "length": 1, "batch_size": 1}},
-        "sampler": {"class_type": "KSampler", "inputs": {"model": model, "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["lat", 0],
-                                                      "seed": seed, "steps": steps, "cfg": 6.0, "sampler_name": "uni_pc", "scheduler": "simple", "denoise": 1.0}},
-        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sampler", 0], "filename_prefix": f"bench/sample_{seed}"}},
-    })
+    graph.update(
+        {
+            "pos": {
+                "class_type": "CLIPTextEncode",
+                "inputs": {"clip": clip, "text": "an unclothed woman walking along the beach at sunset"},
+            },
+            "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry, low quality"}},
+            "lat": {
+                "class_type": "EmptyHunyuanLatentVideo",
+                "inputs": {"width": size, "height": size, "length": 1, "batch_size": 1},
+            },
+            "sampler": {
+                "class_type": "KSampler",
+                "inputs": {
+                    "model": model,
+                    "positive": ["pos", 0],
+                    "negative": ["neg", 0],
+                    "latent_image": ["lat", 0],
+                    "seed": seed,
+                    "steps": steps,
+                    "cfg": 6.0,
+                    "sampler_name": "uni_pc",
+                    "scheduler": "simple",
+                    "denoise": 1.0,
+                },
+            },
+            "save": {
+                "class_type": "SaveLatent",
+                "inputs": {"samples": ["sampler", 0], "filename_prefix": f"bench/sample_{seed}"},
+            },
+        }
+    )
     return graph  # the erasure nodes it needs are cached from the first graph
 
 
@@ -225,7 +291,9 @@ def written_files(base: Path, since: float) -> list[dict]:
     return out
 
 
-def run_model(monitor: Monitor, base: Path, unet: str, tag: str, tiny: bool, timeout: float, progress: Progress) -> tuple[dict, dict]:
+def run_model(
+    monitor: Monitor, base: Path, unet: str, tag: str, tiny: bool, timeout: float, progress: Progress
+) -> tuple[dict, dict]:
     """(what the erasure graph cost and wrote, the graph)."""
     object_info = monitor.server.get("/object_info")
     graph = erasure_graph(unet, tag, tiny, object_info)
@@ -235,11 +303,19 @@ def run_model(monitor: Monitor, base: Path, unet: str, tag: str, tiny: bool, tim
     rows = per_node(events, graph)
     residual = json.loads(result["outputs"]["residual"]["text"][0])
     check = [r for r in rows if r["node"] == "residual"]
-    return {"unet": unet, "nodes": [r for r in rows if r["node"] != "residual"], "residual_check_seconds": check[0]["seconds"] if check else None,
-            "residual_max": max(residual.values()), "edited_weights": len(residual), "files": written_files(base, since)}, graph
+    return {
+        "unet": unet,
+        "nodes": [r for r in rows if r["node"] != "residual"],
+        "residual_check_seconds": check[0]["seconds"] if check else None,
+        "residual_max": max(residual.values()),
+        "edited_weights": len(residual),
+        "files": written_files(base, since),
+    }, graph
 
 
-def sampling(monitor: Monitor, graph: dict, rounds: int, steps: int, size: int, timeout: float, progress: Progress) -> dict:
+def sampling(
+    monitor: Monitor, graph: dict, rounds: int, steps: int, size: int, timeout: float, progress: Progress
+) -> dict:
     ids = {node["class_type"]: nid for nid, node in graph.items()}
     models = {"original": [ids["ModelSamplingSD3"], 0], "edited": [ids["ApplyRefusalToModel"], 0]}
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -250,8 +326,14 @@ def sampling(monitor: Monitor, graph: dict, rounds: int, steps: int, size: int, 
             _, events = monitor.run(g, timeout)
             times[name] += step_times(events, "sampler")
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"steps_per_run": steps, "rounds": rounds, "size": size, "step_seconds": times, "median_step_seconds": med,
-            "edited_over_original": med["edited"] / med["original"]}
+    return {
+        "steps_per_run": steps,
+        "rounds": rounds,
+        "size": size,
+        "step_seconds": times,
+        "median_step_seconds": med,
+        "edited_over_original": med["edited"] / med["original"],
+    }
 
 
 def main() -> None:
@@ -264,13 +346,21 @@ def main() -> None:
     args = ap.parse_args()
     progress = Progress(args.quiet)
     if comfy_host.missing_reason():
-        raise SystemExit(f"no ComfyUI host: {comfy_host.missing_reason()} (scripts/provision_comfyui.sh provisions one)")
+        raise SystemExit(
+            f"no ComfyUI host: {comfy_host.missing_reason()} (scripts/provision_comfyui.sh provisions one)"
+        )
     shapes = TINY if args.tiny else SHAPES
     cache = cache_dir() / ("tiny" if args.tiny else "")
-    files = {"wan21_1.3B": write_wan(cache / f"wan21_1.3B_shape_v{FORMAT}.safetensors", shapes["wan21_1.3B"], 0, progress)}
+    files = {
+        "wan21_1.3B": write_wan(cache / f"wan21_1.3B_shape_v{FORMAT}.safetensors", shapes["wan21_1.3B"], 0, progress)
+    }
     for n in BLOCKS_14B:
-        files[f"wan_14B_width_{n}"] = write_wan(cache / f"wan_14B_width_{n}_blocks_v{FORMAT}.safetensors",
-                                                {**shapes["wan_14B_width"], "num_layers": n}, n, progress)
+        files[f"wan_14B_width_{n}"] = write_wan(
+            cache / f"wan_14B_width_{n}_blocks_v{FORMAT}.safetensors",
+            {**shapes["wan_14B_width"], "num_layers": n},
+            n,
+            progress,
+        )
     timeout = 600 if args.tiny else 7200
     wall0 = time.monotonic()
     report = {"run": machine(args)}
@@ -278,11 +368,15 @@ def main() -> None:
     with host(files["wan21_1.3B"], progress) as (monitor, base):
         small, graph = run_model(monitor, base, files["wan21_1.3B"].name, "wan21_1.3B", args.tiny, timeout, progress)
         report["wan21_1.3B"] = {**small, "shape": shapes["wan21_1.3B"]}
-        report["wan21_1.3B"]["sampling"] = sampling(monitor, graph, args.rounds, args.steps, 64 if args.tiny else 256, timeout, progress)
+        report["wan21_1.3B"]["sampling"] = sampling(
+            monitor, graph, args.rounds, args.steps, 64 if args.tiny else 256, timeout, progress
+        )
     wide = {}
     for n in BLOCKS_14B:
         with host(files[f"wan_14B_width_{n}"], progress) as (monitor, base):
-            wide[str(n)], _ = run_model(monitor, base, files[f"wan_14B_width_{n}"].name, f"wan_14B_width_{n}", args.tiny, timeout, progress)
+            wide[str(n)], _ = run_model(
+                monitor, base, files[f"wan_14B_width_{n}"].name, f"wan_14B_width_{n}", args.tiny, timeout, progress
+            )
     report["wan_14B_width"] = {"shape": shapes["wan_14B_width"], "blocks": wide, "per_block": per_block(wide)}
     report["run"]["wall_seconds"] = round(time.monotonic() - wall0, 1)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
@@ -304,7 +398,14 @@ def host(checkpoint: Path, progress: Progress):
 
 
 # the nodes whose cost grows with the model's depth; the text encoder and the prompt pairs do not see the model
-DEPTH = ("UNETLoader", "ExtractRefusalVector", "LowRankFactorize", "SaveRefusalVector", "ApplyRefusalToModel", "SaveRefusalAsLoRA")
+DEPTH = (
+    "UNETLoader",
+    "ExtractRefusalVector",
+    "LowRankFactorize",
+    "SaveRefusalVector",
+    "ApplyRefusalToModel",
+    "SaveRefusalAsLoRA",
+)
 
 
 def per_block(wide: dict) -> dict:
@@ -318,8 +419,11 @@ def per_block(wide: dict) -> dict:
         return {"one_block": a, "per_block": step, "at_40": a + more * step}
 
     seconds = {r["type"]: r["seconds"] for r in two["nodes"]}
-    out = {"seconds": {r["type"]: line(r["seconds"], seconds[r["type"]]) for r in one["nodes"] if r["type"] in DEPTH},
-           "peak_mib": line(*(max(r["peak_mib"] for r in w["nodes"]) for w in (one, two))), "file_bytes": {}}
+    out = {
+        "seconds": {r["type"]: line(r["seconds"], seconds[r["type"]]) for r in one["nodes"] if r["type"] in DEPTH},
+        "peak_mib": line(*(max(r["peak_mib"] for r in w["nodes"]) for w in (one, two))),
+        "file_bytes": {},
+    }
     sizes = {f["file"].split("/")[1]: f["bytes"] for f in two["files"] if f["file"].startswith("models/")}
     for f in one["files"]:
         if f["file"].startswith("models/"):
@@ -331,9 +435,22 @@ def per_block(wide: dict) -> dict:
 def machine(args) -> dict:
     import platform
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "torch": torch.__version__, "tiny": args.tiny, "comfyui": comfy_version()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "torch": torch.__version__,
+        "tiny": args.tiny,
+        "comfyui": comfy_version(),
+    }
 
 
 def comfy_version() -> str:

@@ -14,6 +14,7 @@ ratio. The factorization is timed at dims 1536, 3072 and 5120 (Wan 1.3B, 5B, 14B
 Times are this process's CPU seconds (see timed). Prints a table with each figure's goal and writes
 bench/results.json (each figure with its goal and how it was measured; docs/results.md is made from it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,7 @@ def random_wan(dim: int, layers: int, ffn: int, heads: int, seed: int) -> TinyWa
         flat, i, start = p.view(-1), 0, int(torch.randint(POOL, (1,), generator=g))
         while i < flat.numel():
             n = min(flat.numel() - i, POOL - start)
-            flat[i:i + n].copy_(pool[start:start + n])
+            flat[i : i + n].copy_(pool[start : start + n])
             i, start = i + n, 0
         if name.endswith("modulation"):
             p.div_(p.shape[-1] ** 0.5)
@@ -120,14 +121,29 @@ def timed(fn, *args, **kwargs):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; 1 by default: on cores shared with other work, 2 threads stall at every "
-                    "parallel op waiting for the descheduled one (measured 2x slower and noisier)")
-    ap.add_argument("--size", type=int, default=128, help="probe / sampling latent width = height in pixels (128: 64 video tokens)")
-    ap.add_argument("--text-len", type=int, default=32, help="rows of the padded text context (ComfyUI pads Wan's to 512)")
-    ap.add_argument("--batch", type=int, default=4, help="prompts per forward in extraction (1: the ExtractRefusalVector node's way)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default: on cores shared with other work, 2 threads stall at every "
+        "parallel op waiting for the descheduled one (measured 2x slower and noisier)",
+    )
+    ap.add_argument(
+        "--size", type=int, default=128, help="probe / sampling latent width = height in pixels (128: 64 video tokens)"
+    )
+    ap.add_argument(
+        "--text-len", type=int, default=32, help="rows of the padded text context (ComfyUI pads Wan's to 512)"
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="prompts per forward in extraction (1: the ExtractRefusalVector node's way)",
+    )
     ap.add_argument("--reps", type=int, default=9, help="interleaved repetitions of each sampling step")
-    ap.add_argument("--layers", type=int, default=30, help="blocks (30 is the real shape; fewer only for a quick check)")
+    ap.add_argument(
+        "--layers", type=int, default=30, help="blocks (30 is the real shape; fewer only for a quick check)"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -135,15 +151,17 @@ def main() -> None:
 
     model, t_build = timed(random_wan, 1536, args.layers, 8960, 12, 0)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    print(f"model: Wan 2.1 1.3B shape (dim 1536, {args.layers} blocks), {model_bytes / 2**30:.2f} GiB fp32, built in {t_build:.1f} s; "
-          f"{args.threads} torch threads")
+    print(
+        f"model: Wan 2.1 1.3B shape (dim 1536, {args.layers} blocks), {model_bytes / 2**30:.2f} GiB fp32, built in {t_build:.1f} s; "
+        f"{args.threads} torch threads"
+    )
     site = FAMILIES["wan"].sites[FAMILIES["wan"].default_site]
     pairs, neutral = load_preset(defaults.PRESET)
     pp = PromptPairs.from_texts(pairs, neutral, lambda t: encode(t, args.text_len))
     latent = torch.randn(1, 16, 1, args.size // 8, args.size // 8, generator=torch.Generator().manual_seed(0))
     forward = make_forward(model)
     conds = [e.conditioning for pair in pp.pairs for e in pair] + [e.conditioning for e in pp.neutral]
-    groups = [conds[i:i + args.batch] for i in range(0, len(conds), args.batch)]
+    groups = [conds[i : i + args.batch] for i in range(0, len(conds), args.batch)]
 
     def bare_pass() -> None:  # the forwards extraction runs, batched the same way, without hooks
         for g in groups:
@@ -163,15 +181,24 @@ def main() -> None:
     extract_peak = proc_kib("VmHWM") - rss0
     _, t_bare1 = timed(bare_pass)  # bare passes before and after: their mean brackets drifts of the machine's load
     t_bare = (t_bare0 + t_bare1) / 2
-    rows["extraction_overhead"] = (t_extract / t_bare, 1.15, f"{t_extract:.1f} s / {t_bare:.1f} s bare (mean of {t_bare0:.1f}, {t_bare1:.1f}; "
-                                   f"{len(conds)} prompts in {len(groups)} forwards of <= {args.batch})")
-    rows["extraction_peak_memory_ratio"] = (extract_peak * 1024 / model_bytes, None,
-                                            f"{extract_peak / 1024:.0f} MiB over the resident model; bare forwards {bare_peak / 1024:.0f} MiB"
-                                            + ("" if peak_ok else " (peak counter not resettable: includes the build)"))
+    rows["extraction_overhead"] = (
+        t_extract / t_bare,
+        1.15,
+        f"{t_extract:.1f} s / {t_bare:.1f} s bare (mean of {t_bare0:.1f}, {t_bare1:.1f}; "
+        f"{len(conds)} prompts in {len(groups)} forwards of <= {args.batch})",
+    )
+    rows["extraction_peak_memory_ratio"] = (
+        extract_peak * 1024 / model_bytes,
+        None,
+        f"{extract_peak / 1024:.0f} MiB over the resident model; bare forwards {bare_peak / 1024:.0f} MiB"
+        + ("" if peak_ok else " (peak counter not resettable: includes the build)"),
+    )
 
     frv, t_fact = timed(factorize, rv)
     layer = rv.layers[0]
-    print(f"factorize, dim 1536, {len(rv.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s")
+    print(
+        f"factorize, dim 1536, {len(rv.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s"
+    )
     n, m = layer.diffs.shape[0], layer.neutral.shape[0]
     for d, goal in FACTORIZE_WIDTHS:
         ratio, how = factorize_vs_dense(d, n, m, exact_dense=d <= 3072)
@@ -185,29 +212,61 @@ def main() -> None:
     patch, t_apply = timed(lora_state_dict, state.__getitem__, frv, 1.0)
     patch_bytes = sum(t.numel() * t.element_size() for k, t in patch.items() if not k.endswith(".alpha"))
     rows["apply_seconds"] = (t_apply, None, f"{len(frv.directions())} weights, rank-1 factors, no dense copy")
-    rows["patch_bytes_ratio"] = (patch_bytes / model_bytes, 0.01, f"{patch_bytes / 1024:.0f} KiB / {model_bytes / 2**30:.2f} GiB")
+    rows["patch_bytes_ratio"] = (
+        patch_bytes / model_bytes,
+        0.01,
+        f"{patch_bytes / 1024:.0f} KiB / {model_bytes / 2**30:.2f} GiB",
+    )
 
     many, how = erase_at_once(rv, state, CHARACTERS)
     rows[f"erase_{CHARACTERS}_at_once_seconds"] = (many, 10.0, how)
 
     base_w = {k: state[k] for k in frv.directions()}
-    folded, t_fold = timed(lambda: {k: torch.addmm(W, patch[f"{LORA_PREFIX}{k}.lora_up.weight"], patch[f"{LORA_PREFIX}{k}.lora_down.weight"])
-                                    for k, W in base_w.items()})
+    folded, t_fold = timed(
+        lambda: {
+            k: torch.addmm(W, patch[f"{LORA_PREFIX}{k}.lora_up.weight"], patch[f"{LORA_PREFIX}{k}.lora_down.weight"])
+            for k, W in base_w.items()
+        }
+    )
     ratios = sampling_ratios(model, forward, pp.neutral[0].conditioning, latent, frv, base_w, folded, args.reps)
-    rows["sampling_overhead_edit"] = (ratios["edit"], 1.01, f"median of {args.reps} paired ratios; base step {ratios['t_base']:.2f} s (its runs spread "
-                                      f"{ratios['spread']:.0%}; base vs itself {ratios['control']:.3f}); edit folded in {t_fold:.2f} s (dense, as a full load does)")
-    rows["sampling_overhead_runtime_hooks"] = (ratios["hooks"], None, f"x - (x.d) d in a pre-hook on each of the {len(base_w)} edited layers")
+    rows["sampling_overhead_edit"] = (
+        ratios["edit"],
+        1.01,
+        f"median of {args.reps} paired ratios; base step {ratios['t_base']:.2f} s (its runs spread "
+        f"{ratios['spread']:.0%}; base vs itself {ratios['control']:.3f}); edit folded in {t_fold:.2f} s (dense, as a full load does)",
+    )
+    rows["sampling_overhead_runtime_hooks"] = (
+        ratios["hooks"],
+        None,
+        f"x - (x.d) d in a pre-hook on each of the {len(base_w)} edited layers",
+    )
 
-    order = ["extraction_overhead", *(f"factorize_vs_dense_d{d}" for d, _ in FACTORIZE_WIDTHS), "factorize_vs_dense_d1536_row_budget", "sampling_overhead_edit", "sampling_overhead_runtime_hooks",
-             "patch_bytes_ratio", "apply_seconds", f"erase_{CHARACTERS}_at_once_seconds", "extraction_peak_memory_ratio"]
+    order = [
+        "extraction_overhead",
+        *(f"factorize_vs_dense_d{d}" for d, _ in FACTORIZE_WIDTHS),
+        "factorize_vs_dense_d1536_row_budget",
+        "sampling_overhead_edit",
+        "sampling_overhead_runtime_hooks",
+        "patch_bytes_ratio",
+        "apply_seconds",
+        f"erase_{CHARACTERS}_at_once_seconds",
+        "extraction_peak_memory_ratio",
+    ]
     print("\n| figure | value | goal | pass | measured |\n|---|---|---|---|---|")
     for key in order:
         value, goal, note = rows[key]
         verdict = "-" if goal is None else ("pass" if value <= goal else "FAIL")
         print(f"| {key} | {value:.4g} | {'-' if goal is None else f'<= {goal:g}'} | {verdict} | {note} |")
     figures = {k: {"value": float(rows[k][0]), "goal": rows[k][1], "how": rows[k][2]} for k in order}
-    meta = {"threads": args.threads, "layers": args.layers, "batch": args.batch, "size": args.size, "text_len": args.text_len,
-            "factorize_widths": [d for d, _ in FACTORIZE_WIDTHS], "torch": torch.__version__}
+    meta = {
+        "threads": args.threads,
+        "layers": args.layers,
+        "batch": args.batch,
+        "size": args.size,
+        "text_len": args.text_len,
+        "factorize_widths": [d for d, _ in FACTORIZE_WIDTHS],
+        "torch": torch.__version__,
+    }
     Path(args.out).write_text(json.dumps({"figures": figures, "run": meta}, indent=2) + "\n")
     print(f"\nwrote {args.out}; wall time {time.perf_counter() - wall0:.0f} s")
 
@@ -221,7 +280,9 @@ def erase_at_once(rv: RefusalStats, state: dict, n: int) -> tuple[float, str]:
     concepts = []
     for _ in range(n):
         shift = torch.randn(rv.layers[0].dim, generator=g)  # each concept its own difference rows, the shapes of rv's
-        layers = tuple(LayerStats(L.point, L.edit_keys, L.diffs + shift, L.neutral, L.r + shift, keep=keep) for L in rv.layers)
+        layers = tuple(
+            LayerStats(L.point, L.edit_keys, L.diffs + shift, L.neutral, L.r + shift, keep=keep) for L in rv.layers
+        )
         concepts.append(RefusalStats(layers, rv.meta))
 
     def erase() -> dict:
@@ -230,8 +291,10 @@ def erase_at_once(rv: RefusalStats, state: dict, n: int) -> tuple[float, str]:
 
     _, seconds = timed(erase)
     layer = rv.layers[0]
-    return seconds, (f"{n} concepts x {len(rv.layers)} layers at width {layer.dim} (D {layer.diffs.shape[0]}, E {layer.neutral.shape[0]}, "
-                     f"keep {keep.shape[0]} rows each): factorize with the keep list, combine, rank-{n} patch factors")
+    return seconds, (
+        f"{n} concepts x {len(rv.layers)} layers at width {layer.dim} (D {layer.diffs.shape[0]}, E {layer.neutral.shape[0]}, "
+        f"keep {keep.shape[0]} rows each): factorize with the keep list, combine, rank-{n} patch factors"
+    )
 
 
 def factorize_vs_dense(d: int, n: int, m: int, exact_dense: bool) -> tuple[float, str]:
@@ -250,7 +313,10 @@ def factorize_vs_dense(d: int, n: int, m: int, exact_dense: bool) -> tuple[float
     dense = statistics.median(timed(torch.linalg.eigh, C)[1] for _ in range(3 if d <= 3072 else 1))
     how = f"{ours * 1e3:.0f} ms (span of {n}+{m} rows) / {dense:.2f} s float32 dense eigh"
     if exact_dense:
-        mo = RefusalStats((LayerStats("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), as_moments(D), as_moments(E), D.mean(0)),), {})
+        mo = RefusalStats(
+            (LayerStats("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), as_moments(D), as_moments(E), D.mean(0)),),
+            {},
+        )
         exact = timed(factorize, mo)[1]
         how += f"; the pack's exact dense solver (float64) {exact:.2f} s, {ours / exact:.2f} of it"
     return ours / dense, how
@@ -270,7 +336,7 @@ def sampling_ratios(model, forward, cond, latent, frv, base_w, folded, reps) -> 
 
     for rep in range(reps):
         names = list(times)
-        for variant in names[rep % 4:] + names[: rep % 4]:
+        for variant in names[rep % 4 :] + names[: rep % 4]:
             handles = []
             if variant == "edit":
                 for k, m in modules.items():

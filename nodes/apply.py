@@ -1,4 +1,5 @@
 """ApplyRefusalToModel: MODEL + REFUSAL_VECTOR -> a cloned MODEL with W (I - lambda d d^T) as patches."""
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,10 @@ class ApplyRefusalToModel(io.ComfyNode):
             description=cls.__doc__,
             inputs=[
                 io.Model.Input("model", tooltip="The model to edit; it stays as it is, the output is an edited copy."),
-                RefusalVectorSocket.Input("refusal_vector", tooltip="The edit: from Low-Rank Factorize, Combine Refusal Vectors or Load Refusal Vector."),
+                RefusalVectorSocket.Input(
+                    "refusal_vector",
+                    tooltip="The edit: from Low-Rank Factorize, Combine Refusal Vectors or Load Refusal Vector.",
+                ),
                 widgets.strength(),
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model with the concept erased at the edited layers.")],

@@ -1,18 +1,19 @@
 """The ComfyExtension that lists the pack's nodes."""
+
 from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from .host import paths
 from .apply import ApplyRefusalToModel
 from .extract import ExtractRefusalVector
 from .factorize import LowRankFactorize
 from .files import LoadRefusalVector, SaveRefusalVector
 from .frames import RefusalFrameCompare
+from .host import paths
 from .image_pairs import AddImagesToPromptPairs
-from .share import CombineRefusalVectors, SaveRefusalAsLoRA
 from .probe import RefusalProbe
 from .prompt_pairs import PromptPairLoader
+from .share import CombineRefusalVectors, SaveRefusalAsLoRA
 
 
 class RefusalExtension(ComfyExtension):

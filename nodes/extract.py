@@ -1,4 +1,5 @@
 """ExtractRefusalVector: MODEL + PROMPT_PAIRS -> REFUSAL_STATS (per-layer differences D, neutral rows E, r)."""
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,9 @@ def settings_for(model, prompt_pairs, site: str, layers: str, noise_levels: str,
     spec = get_site(family, site)
     available = spec.blocks(name for name, _ in models.diffusion_module(model).named_modules())
     if not available:
-        raise RefusalError(f"this model has no '{spec.capture.format(i='N')}' layers: the site {spec.name} does not fit it")
+        raise RefusalError(
+            f"this model has no '{spec.capture.format(i='N')}' layers: the site {spec.name} does not fit it"
+        )
     auto = parse_auto(layers)
     blocks = available if auto is not None else parse_layers(layers, available)
     if spec.tokens == IMAGE:
@@ -65,15 +68,24 @@ class ExtractRefusalVector(io.ComfyNode):
                     tooltip="Blocks to edit: 'all', 'auto' (the 2 blocks that separate unsafe from safe best; 'auto4' for 4), "
                     "'last2', 'first3', a list '12,13' or a range '10-13' (0-based).",
                 ),
-                widgets.noise_levels("Sigmas (0-1] at which the model is read. Sites whose input does not depend on the latent "
-                                     "(Wan and LTX-Video text_kv, Wan image_kv) are read once, at the first."),
+                widgets.noise_levels(
+                    "Sigmas (0-1] at which the model is read. Sites whose input does not depend on the latent "
+                    "(Wan and LTX-Video text_kv, Wan image_kv) are read once, at the first."
+                ),
                 *widgets.probe_size("Probe latent (image pairs set their own size):"),
-                widgets.seed(defaults.SEED, "Seed of the shared probe noise latent (fixed: the same seed gives the same vector)."),
+                widgets.seed(
+                    defaults.SEED, "Seed of the shared probe noise latent (fixed: the same seed gives the same vector)."
+                ),
             ],
             outputs=[
-                RefusalStatsSocket.Output(display_name="statistics", tooltip="Per-layer differences and the mean refusal vector r: "
-                                          "connect to Low-Rank Factorize."),
-                io.Image.Output(display_name="layer_scores", tooltip="Separation d' of unsafe from safe per candidate block; the kept blocks in red."),
+                RefusalStatsSocket.Output(
+                    display_name="statistics",
+                    tooltip="Per-layer differences and the mean refusal vector r: connect to Low-Rank Factorize.",
+                ),
+                io.Image.Output(
+                    display_name="layer_scores",
+                    tooltip="Separation d' of unsafe from safe per candidate block; the kept blocks in red.",
+                ),
             ],
         )
 
@@ -83,7 +95,18 @@ class ExtractRefusalVector(io.ComfyNode):
         return widgets.first_problem((check_layer_spec, layers), (parse_sigmas, noise_levels))
 
     @classmethod
-    def execute(cls, model, prompt_pairs, site: str, layers: str, noise_levels: str, width: int, height: int, length: int, seed: int) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        prompt_pairs,
+        site: str,
+        layers: str,
+        noise_levels: str,
+        width: int,
+        height: int,
+        length: int,
+        seed: int,
+    ) -> io.NodeOutput:
         settings = settings_for(model, prompt_pairs, site, layers, noise_levels, seed)
         latent = models.probe_latent(model, width, height, length, seed)
         image_shape = images.image_latent_shape(prompt_pairs)
@@ -92,9 +115,21 @@ class ExtractRefusalVector(io.ComfyNode):
             latent = torch.randn((1, latent.shape[1], *image_shape), generator=torch.Generator().manual_seed(seed))
         batch = forward.batch_size(model, latent)
         t0 = time.perf_counter()
-        stats = extract_refusal_stats(models.diffusion_module(model), forward.make_forward(model), prompt_pairs, latent,
-                                      replace(settings, batch_size=batch), forward_batch=forward.make_forward_batch(model),
-                                      progress=forward.progress_bar())
-        log.info("refusal statistics: %s %s, blocks %s, %d prompts per forward, in %.2f s", settings.family, settings.site.name,
-                 stats.meta["blocks"], batch, time.perf_counter() - t0)
+        stats = extract_refusal_stats(
+            models.diffusion_module(model),
+            forward.make_forward(model),
+            prompt_pairs,
+            latent,
+            replace(settings, batch_size=batch),
+            forward_batch=forward.make_forward_batch(model),
+            progress=forward.progress_bar(),
+        )
+        log.info(
+            "refusal statistics: %s %s, blocks %s, %d prompts per forward, in %.2f s",
+            settings.family,
+            settings.site.name,
+            stats.meta["blocks"],
+            batch,
+            time.perf_counter() - t0,
+        )
         return io.NodeOutput(stats, torch.from_numpy(layer_scores_image(stats))[None])

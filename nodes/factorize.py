@@ -1,4 +1,5 @@
 """LowRankFactorize: REFUSAL_STATS -> REFUSAL_VECTOR (one unit direction per layer: cPCA / PCA / mean_diff) + spectrum plot."""
+
 from __future__ import annotations
 
 import logging
@@ -30,15 +31,24 @@ class LowRankFactorize(io.ComfyNode):
             description=cls.__doc__,
             inputs=[
                 # the input keeps its first-release name: saved workflows connect it by that name
-                RefusalStatsSocket.Input("refusal_vector", display_name="statistics",
-                                         tooltip="From Extract Refusal Vector (or the statistics output of Load Refusal Vector)."),
+                RefusalStatsSocket.Input(
+                    "refusal_vector",
+                    display_name="statistics",
+                    tooltip="From Extract Refusal Vector (or the statistics output of Load Refusal Vector).",
+                ),
                 io.Combo.Input(
                     "method",
                     options=list(METHODS),
                     default=defaults.METHOD,
                     tooltip="cpca: contrast against neutral prompts (paper). pca: alpha = 0. mean_diff: d = r / |r|, no factorization.",
                 ),
-                io.Int.Input("k", default=defaults.K, min=1, max=4096, tooltip="Rank of U_k (paper: 100); capped by the data, the used k is in the plot."),
+                io.Int.Input(
+                    "k",
+                    default=defaults.K,
+                    min=1,
+                    max=4096,
+                    tooltip="Rank of U_k (paper: 100); capped by the data, the used k is in the plot.",
+                ),
                 io.Float.Input(
                     "alpha",
                     default=defaults.ALPHA,
@@ -57,16 +67,22 @@ class LowRankFactorize(io.ComfyNode):
                 ),
             ],
             outputs=[
-                RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="The edit: one unit direction d per layer."),
-                io.Image.Output(display_name="spectrum", tooltip="Eigenvalues of C per layer, the used k marked in red."),
+                RefusalVectorSocket.Output(
+                    display_name="refusal_vector", tooltip="The edit: one unit direction d per layer."
+                ),
+                io.Image.Output(
+                    display_name="spectrum", tooltip="Eigenvalues of C per layer, the used k marked in red."
+                ),
             ],
         )
 
     @classmethod
     def execute(cls, refusal_vector, method: str, k: int, alpha: float, moment: str = defaults.MOMENT) -> io.NodeOutput:
         if refusal_vector is None:
-            raise RefusalError("no statistics: the loaded file holds an edit only (saved without statistics); "
-                               "extract the vector again to factorize it with other settings")
+            raise RefusalError(
+                "no statistics: the loaded file holds an edit only (saved without statistics); "
+                "extract the vector again to factorize it with other settings"
+            )
         if not math.isfinite(alpha):
             raise RefusalError(f"alpha must be a finite number, got {alpha}")
         edit = factorize(refusal_vector, method=method, k=k, alpha=alpha, moment=moment)

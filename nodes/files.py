@@ -1,4 +1,5 @@
 """SaveRefusalVector / LoadRefusalVector: .safetensors files in models/refusal_vectors."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,13 @@ class SaveRefusalVector(io.ComfyNode):
                     default="refusal/concept",
                     tooltip="Name under models/refusal_vectors; a counter and .safetensors are appended. Letters, digits, - _ and /.",
                 ),
-                io.Boolean.Input("include_statistics", default=False, optional=True,
-                                 tooltip="Also write the statistics (per layer up to d x d numbers: tens of MB for a large model), "
-                                         "so that Low-Rank Factorize can run again on the loaded file."),
+                io.Boolean.Input(
+                    "include_statistics",
+                    default=False,
+                    optional=True,
+                    tooltip="Also write the statistics (per layer up to d x d numbers: tens of MB for a large model), "
+                    "so that Low-Rank Factorize can run again on the loaded file.",
+                ),
             ],
             outputs=[],
         )
@@ -59,12 +64,21 @@ class LoadRefusalVector(io.ComfyNode):
             category=CATEGORY,
             description=cls.__doc__,
             inputs=[
-                io.Combo.Input("vector_name", options=paths.vector_files(), tooltip="A .safetensors file in models/refusal_vectors."),
+                io.Combo.Input(
+                    "vector_name",
+                    options=paths.vector_files(),
+                    tooltip="A .safetensors file in models/refusal_vectors.",
+                ),
             ],
             outputs=[
-                RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="The edit, for Apply Refusal To Model and the other edit inputs."),
-                RefusalStatsSocket.Output(display_name="statistics",
-                                          tooltip="The statistics, when the file holds them: for Low-Rank Factorize with other settings."),
+                RefusalVectorSocket.Output(
+                    display_name="refusal_vector",
+                    tooltip="The edit, for Apply Refusal To Model and the other edit inputs.",
+                ),
+                RefusalStatsSocket.Output(
+                    display_name="statistics",
+                    tooltip="The statistics, when the file holds them: for Low-Rank Factorize with other settings.",
+                ),
             ],
         )
 

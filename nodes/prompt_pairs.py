@@ -1,4 +1,5 @@
 """PromptPairLoader: texts of unsafe / safe pairs, neutral prompts and keep prompts -> PROMPT_PAIRS."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,9 @@ def file_fingerprint(name: str | None) -> str:
 
 
 def pairs_file_input(tooltip: str, name: str = "pairs_file") -> io.Combo.Input:
-    return io.Combo.Input(name, options=[NO_FILE] + paths.input_files(PAIR_FILE_SUFFIXES), default=NO_FILE, optional=True, tooltip=tooltip)
+    return io.Combo.Input(
+        name, options=[NO_FILE] + paths.input_files(PAIR_FILE_SUFFIXES), default=NO_FILE, optional=True, tooltip=tooltip
+    )
 
 
 def read_pairs(text: str, file: str, neutral: list[str]) -> tuple[list, list[str]]:
@@ -52,7 +55,9 @@ class PromptPairLoader(io.ComfyNode):
             category=CATEGORY,
             description=cls.__doc__,
             inputs=[
-                io.Clip.Input("clip", tooltip="The text encoder of the model to edit (for Wan: umt5_xxl loaded as type wan)."),
+                io.Clip.Input(
+                    "clip", tooltip="The text encoder of the model to edit (for Wan: umt5_xxl loaded as type wan)."
+                ),
                 io.String.Input(
                     "pairs",
                     multiline=True,
@@ -65,7 +70,9 @@ class PromptPairLoader(io.ComfyNode):
                     default=default_neutral,
                     tooltip="Unrelated prompts (animals, landscapes, objects), one per line: cPCA removes what they share with the concept.",
                 ),
-                pairs_file_input("Optional .txt / .csv / .json file in ComfyUI's input folder; its pairs are used instead of the text above."),
+                pairs_file_input(
+                    "Optional .txt / .csv / .json file in ComfyUI's input folder; its pairs are used instead of the text above."
+                ),
                 io.Combo.Input(
                     "preset",
                     options=[CUSTOM] + preset_names(),
@@ -91,7 +98,11 @@ class PromptPairLoader(io.ComfyNode):
                     "(a cartoon mouse, duck and rabbit); these are added to them.",
                 ),
             ],
-            outputs=[PromptPairsSocket.Output(display_name="prompt_pairs", tooltip="The pairs and neutral prompts with their conditioning.")],
+            outputs=[
+                PromptPairsSocket.Output(
+                    display_name="prompt_pairs", tooltip="The pairs and neutral prompts with their conditioning."
+                )
+            ],
         )
 
     @classmethod
@@ -99,8 +110,16 @@ class PromptPairLoader(io.ComfyNode):
         return file_fingerprint(pairs_file)
 
     @classmethod
-    def execute(cls, clip, pairs: str, neutral_prompts: str, pairs_file: str = NO_FILE, preset: str = CUSTOM,
-                preset_subject: str = "", keep_prompts: str = "") -> io.NodeOutput:
+    def execute(
+        cls,
+        clip,
+        pairs: str,
+        neutral_prompts: str,
+        pairs_file: str = NO_FILE,
+        preset: str = CUSTOM,
+        preset_subject: str = "",
+        keep_prompts: str = "",
+    ) -> io.NodeOutput:
         neutral = P.parse_neutral(neutral_prompts)
         keep = P.parse_neutral(keep_prompts or "")
         if preset and preset != CUSTOM:
@@ -111,4 +130,6 @@ class PromptPairLoader(io.ComfyNode):
         else:
             parsed, neutral = read_pairs(pairs, pairs_file, neutral)
         P.validate_pairs(parsed, neutral, keep)
-        return io.NodeOutput(PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text), keep))
+        return io.NodeOutput(
+            PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text), keep)
+        )

@@ -1,4 +1,5 @@
 """SaveRefusalAsLoRA and CombineRefusalVectors: share an erasure as a standard LoRA, erase several concepts."""
+
 from __future__ import annotations
 
 import logging
@@ -31,11 +32,25 @@ class SaveRefusalAsLoRA(io.ComfyNode):
             description=cls.__doc__,
             is_output_node=True,
             inputs=[
-                io.Model.Input("model", tooltip="The model the LoRA is for (its weights give up = -W d); LoRAs applied before are included."),
-                RefusalVectorSocket.Input("refusal_vector", tooltip="Factorized (or combined) refusal vector of this model."),
+                io.Model.Input(
+                    "model",
+                    tooltip="The model the LoRA is for (its weights give up = -W d); LoRAs applied before are included.",
+                ),
+                RefusalVectorSocket.Input(
+                    "refusal_vector", tooltip="Factorized (or combined) refusal vector of this model."
+                ),
                 widgets.strength(tooltip="lambda baked into the LoRA; load it at strength 1."),
-                io.String.Input("filename_prefix", default="refusal/concept", tooltip="Name under models/loras; a counter and .safetensors are appended."),
-                io.String.Input("concept", default="", optional=True, tooltip="Name of the erased concept, written into the file's metadata."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="refusal/concept",
+                    tooltip="Name under models/loras; a counter and .safetensors are appended.",
+                ),
+                io.String.Input(
+                    "concept",
+                    default="",
+                    optional=True,
+                    tooltip="Name of the erased concept, written into the file's metadata.",
+                ),
             ],
             outputs=[],
         )
@@ -64,8 +79,16 @@ class CombineRefusalVectors(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         def pair(tag: str, optional: bool) -> list:
             return [
-                RefusalVectorSocket.Input(f"refusal_vector_{tag}", optional=optional, tooltip=f"Concept {tag.upper()}: a factorized refusal vector."),
-                widgets.strength(f"strength_{tag}", f"Strength of concept {tag.upper()} (1 removes it exactly, 0 leaves it out).", optional),
+                RefusalVectorSocket.Input(
+                    f"refusal_vector_{tag}",
+                    optional=optional,
+                    tooltip=f"Concept {tag.upper()}: a factorized refusal vector.",
+                ),
+                widgets.strength(
+                    f"strength_{tag}",
+                    f"Strength of concept {tag.upper()} (1 removes it exactly, 0 leaves it out).",
+                    optional,
+                ),
             ]
 
         return io.Schema(
@@ -74,12 +97,30 @@ class CombineRefusalVectors(io.ComfyNode):
             category=CATEGORY,
             description=cls.__doc__,
             inputs=pair("a", False) + pair("b", False) + pair("c", True) + pair("d", True),
-            outputs=[RefusalVectorSocket.Output(display_name="refusal_vector", tooltip="All concepts; apply or export it like one vector.")],
+            outputs=[
+                RefusalVectorSocket.Output(
+                    display_name="refusal_vector", tooltip="All concepts; apply or export it like one vector."
+                )
+            ],
         )
 
     @classmethod
-    def execute(cls, refusal_vector_a, strength_a: float, refusal_vector_b, strength_b: float, refusal_vector_c=None, strength_c: float = defaults.STRENGTH,
-                refusal_vector_d=None, strength_d: float = defaults.STRENGTH) -> io.NodeOutput:
-        given = [(refusal_vector_a, strength_a), (refusal_vector_b, strength_b), (refusal_vector_c, strength_c), (refusal_vector_d, strength_d)]
+    def execute(
+        cls,
+        refusal_vector_a,
+        strength_a: float,
+        refusal_vector_b,
+        strength_b: float,
+        refusal_vector_c=None,
+        strength_c: float = defaults.STRENGTH,
+        refusal_vector_d=None,
+        strength_d: float = defaults.STRENGTH,
+    ) -> io.NodeOutput:
+        given = [
+            (refusal_vector_a, strength_a),
+            (refusal_vector_b, strength_b),
+            (refusal_vector_c, strength_c),
+            (refusal_vector_d, strength_d),
+        ]
         required = [(need_edit(e), s) for e, s in given[:2]]
         return io.NodeOutput(combine(required + [(e, s) for e, s in given[2:] if e is not None]))

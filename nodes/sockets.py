@@ -1,4 +1,5 @@
 """The pack's custom socket types, declared once: the frontend only joins an output to an input of its type."""
+
 from comfy_api.latest import io
 
 from ..refusal_core.types import RefusalEdit, RefusalError
@@ -15,6 +16,8 @@ CATEGORY = "unlearning"
 def need_edit(value: RefusalEdit | None) -> RefusalEdit:
     """The edit an input received; None comes from Load Refusal Vector for a file that holds statistics only."""
     if value is None:
-        raise RefusalError("no refusal vector: the loaded file holds statistics only (an unfactorized vector): "
-                           "connect Load Refusal Vector's statistics output to Low-Rank Factorize, then use its output here")
+        raise RefusalError(
+            "no refusal vector: the loaded file holds statistics only (an unfactorized vector): "
+            "connect Load Refusal Vector's statistics output to Low-Rank Factorize, then use its output here"
+        )
     return value

@@ -1,7 +1,9 @@
 """Inputs that several nodes share, declared once with their defaults (refusal_core.defaults)."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from comfy_api.latest import io
 
@@ -14,7 +16,14 @@ def probe_size(what: str = "Probe latent") -> list:
     return [
         io.Int.Input("width", default=defaults.WIDTH, min=16, max=2048, step=16, tooltip=f"{what} width in pixels."),
         io.Int.Input("height", default=defaults.HEIGHT, min=16, max=2048, step=16, tooltip=f"{what} height in pixels."),
-        io.Int.Input("length", default=defaults.LENGTH, min=1, max=129, step=4, tooltip=f"{what} length in frames (1, 5, 9, ...)."),
+        io.Int.Input(
+            "length",
+            default=defaults.LENGTH,
+            min=1,
+            max=129,
+            step=4,
+            tooltip=f"{what} length in frames (1, 5, 9, ...).",
+        ),
     ]
 
 
@@ -28,9 +37,21 @@ def noise_levels(tooltip: str) -> io.String.Input:
     return io.String.Input("noise_levels", default=defaults.SIGMAS_TEXT, tooltip=tooltip)
 
 
-def strength(name: str = "strength", tooltip: str = "lambda: 1 removes the direction exactly (paper); 0 gives back the original model; "
-             "above 1 over-suppresses.", optional: bool = False) -> io.Float.Input:
-    return io.Float.Input(name, default=defaults.STRENGTH, min=0.0, max=defaults.MAX_STRENGTH, step=0.05, optional=optional, tooltip=tooltip)
+def strength(
+    name: str = "strength",
+    tooltip: str = "lambda: 1 removes the direction exactly (paper); 0 gives back the original model; "
+    "above 1 over-suppresses.",
+    optional: bool = False,
+) -> io.Float.Input:
+    return io.Float.Input(
+        name,
+        default=defaults.STRENGTH,
+        min=0.0,
+        max=defaults.MAX_STRENGTH,
+        step=0.05,
+        optional=optional,
+        tooltip=tooltip,
+    )
 
 
 def first_problem(*checks: tuple[Callable[[Any], object], Any]) -> bool | str:

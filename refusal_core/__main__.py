@@ -3,6 +3,7 @@
     python -m refusal_core export-lora --base wan2.1_t2v_1.3B_fp16.safetensors \\
         --vector nudity_00001.safetensors --out nudity_lora.safetensors [--strength 1.0] [--concept nudity]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ _STORED = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
 
 
-def export_lora(base: Path, vector: Path, out: Path, strength: float = STRENGTH, concept: str = "", force: bool = False) -> dict[str, int]:
+def export_lora(
+    base: Path, vector: Path, out: Path, strength: float = STRENGTH, concept: str = "", force: bool = False
+) -> dict[str, int]:
     """Write the LoRA of `vector` for the diffusion model in `base`; returns {"layers": n, "bytes": size}."""
     if out.exists() and not force:
         raise RefusalError(f"'{out}' exists: choose another --out or pass --force")
@@ -38,8 +41,10 @@ def export_lora(base: Path, vector: Path, out: Path, strength: float = STRENGTH,
     with handle as f:
         keys = list(f.keys())
         prefix = model_prefix(keys, PREFIXES)
-        names = [k[len(prefix):] for k in keys if k.startswith(prefix)]
-        shapes = {n[: -len(".weight")]: tuple(f.get_slice(prefix + n).get_shape()) for n in names if n.endswith(".weight")}
+        names = [k[len(prefix) :] for k in keys if k.startswith(prefix)]
+        shapes = {
+            n[: -len(".weight")]: tuple(f.get_slice(prefix + n).get_shape()) for n in names if n.endswith(".weight")
+        }
         check_edit_fits(edit, detect_family(names), shapes)
         key_set = set(keys)
 
@@ -49,19 +54,33 @@ def export_lora(base: Path, vector: Path, out: Path, strength: float = STRENGTH,
             scale = f"{prefix}{name}.scale_weight"
             return W * f.get_tensor(scale).float() if scale in key_set else W
 
-        tensors = lora_state_dict(weight, edit, strength, lambda name: _STORED.get(f.get_slice(f"{prefix}{name}.weight").get_dtype(), torch.float32))
+        tensors = lora_state_dict(
+            weight,
+            edit,
+            strength,
+            lambda name: _STORED.get(f.get_slice(f"{prefix}{name}.weight").get_dtype(), torch.float32),
+        )
     save_atomic(tensors, out, lora_metadata(edit, strength, concept))
     return {"layers": len(edit.bases()), "bytes": out.stat().st_size}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m refusal_core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m refusal_core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export-lora", help="write a refusal vector as a LoRA for a base checkpoint")
-    ex.add_argument("--base", type=Path, required=True, help="the diffusion model checkpoint (.safetensors) the vector was made from")
+    ex.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="the diffusion model checkpoint (.safetensors) the vector was made from",
+    )
     ex.add_argument("--vector", type=Path, required=True, help="a refusal vector saved by Save Refusal Vector")
     ex.add_argument("--out", type=Path, required=True, help="the LoRA file to write")
-    ex.add_argument("--strength", type=float, default=STRENGTH, help="lambda baked into the LoRA (load it at strength 1)")
+    ex.add_argument(
+        "--strength", type=float, default=STRENGTH, help="lambda baked into the LoRA (load it at strength 1)"
+    )
     ex.add_argument("--concept", default="", help="name of the erased concept, for the file's metadata")
     ex.add_argument("--force", action="store_true", help="overwrite --out")
     args = ap.parse_args(argv)

@@ -1,8 +1,9 @@
 """Row alignment of unsafe / safe activations before differencing."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from difflib import SequenceMatcher
-from typing import Sequence
 
 import torch
 

@@ -1,8 +1,9 @@
 """Forward-hook capture of the inputs (or outputs) of chosen linear layers."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn

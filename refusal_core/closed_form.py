@@ -15,6 +15,7 @@ Delta has rank at most n and is solved in the span of the rows (push-through ide
 dense d x d inverse; it is stored by its SVD, Delta = P^T diag(s) Q (LayerEdit.left, basis, strengths),
 so it applies, exports as a LoRA and combines as every other edit does.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ class MapFit:
     moved: float
 
 
-def svd_factors(A: torch.Tensor, B: torch.Tensor, cut: float = RANK_CUT) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def svd_factors(
+    A: torch.Tensor, B: torch.Tensor, cut: float = RANK_CUT
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(P [r, d], s [r], Q [r, d]) with A^T B = P^T diag(s) Q, P and Q orthonormal rows, s descending and
     above cut * s[0]. A, B: [n, d] (float64 inside). An all-zero product gives r = 0."""
     A, B = A.double(), B.double()
@@ -58,8 +61,10 @@ def svd_factors(A: torch.Tensor, B: torch.Tensor, cut: float = RANK_CUT) -> tupl
 
 def _rows(x, what: str, point: str) -> torch.Tensor:
     if x is None:
-        raise RefusalError(f"the statistics at {point} carry no {what} rows: the closed-form edit needs a text site "
-                           "(on Wan: text_kv) and statistics extracted by this version; extract again")
+        raise RefusalError(
+            f"the statistics at {point} carry no {what} rows: the closed-form edit needs a text site "
+            "(on Wan: text_kv) and statistics extracted by this version; extract again"
+        )
     return x.double()
 
 
@@ -83,7 +88,7 @@ def solve_map(layer: LayerStats, preserve: float, ridge: float) -> tuple[torch.T
         E_rows = E.double()
         Pr = torch.cat([E_rows, V])
         beta = preserve * n / Pr.shape[0]
-        A = torch.cat([C, beta ** 0.5 * Pr])
+        A = torch.cat([C, beta**0.5 * Pr])
         K = A @ A.T + mu * torch.eye(A.shape[0], dtype=torch.float64)
         B = torch.linalg.solve(K, A)[:n]  # C G^-1 = [(A A^T + mu I)^-1 A] restricted to C's rows
     Delta_C = (C @ B.T) @ D  # C Delta^T = C B^T D, [n, d]
@@ -110,19 +115,41 @@ def closed_form(stats: RefusalStats, preserve: float = defaults.PRESERVE, ridge:
             A, B, fit = solve_map(layer, preserve, ridge)
             P, s, Q = svd_factors(A, B)
             if s.numel() == 0:
-                raise RefusalError(f"the closed-form edit at {layer.point} is zero: the pairs' two sides give the same rows")
+                raise RefusalError(
+                    f"the closed-form edit at {layer.point} is zero: the pairs' two sides give the same rows"
+                )
             solved[key] = ((P, s, Q), MapFit(int(s.numel()), fit.residual, fit.moved))
         (P, s, Q), fit = solved[key]
-        layers.append(LayerEdit(layer.point, layer.edit_keys, Q.float(), tuple(float(x) for x in s), spectrum=s.float(), k_used=fit.rank,
-                                left=P.float()))
+        layers.append(
+            LayerEdit(
+                layer.point,
+                layer.edit_keys,
+                Q.float(),
+                tuple(float(x) for x in s),
+                spectrum=s.float(),
+                k_used=fit.rank,
+                left=P.float(),
+            )
+        )
         fits[layer.point] = fit
     ranks = sorted({f.rank for f in fits.values()})
     mean_res = sum(f.residual for f in fits.values()) / len(fits)
-    report = (f"closed-form map at {len(layers)} layer(s); rank {','.join(map(str, ranks))}; residual on the pairs {mean_res:.3f} "
-              f"(0 = every unsafe token row sent to its safe twin); preserve {preserve:g}, ridge {ridge:g}")
-    meta = {**{k: stats.meta[k] for k in PROVENANCE if k in stats.meta}, "edit": "closed_form", "method": "closed_form", "preserve": f"{preserve:g}",
-            "ridge": f"{ridge:g}", "rank": ",".join(map(str, ranks)), "residual": f"{mean_res:.6f}",
-            "fits": json.dumps({p: {"rank": f.rank, "residual": round(f.residual, 6), "moved": round(f.moved, 6)}
-                                for p, f in fits.items()}),
-            "factorization": report, "version": __version__}
+    report = (
+        f"closed-form map at {len(layers)} layer(s); rank {','.join(map(str, ranks))}; residual on the pairs {mean_res:.3f} "
+        f"(0 = every unsafe token row sent to its safe twin); preserve {preserve:g}, ridge {ridge:g}"
+    )
+    meta = {
+        **{k: stats.meta[k] for k in PROVENANCE if k in stats.meta},
+        "edit": "closed_form",
+        "method": "closed_form",
+        "preserve": f"{preserve:g}",
+        "ridge": f"{ridge:g}",
+        "rank": ",".join(map(str, ranks)),
+        "residual": f"{mean_res:.6f}",
+        "fits": json.dumps(
+            {p: {"rank": f.rank, "residual": round(f.residual, 6), "moved": round(f.moved, 6)} for p, f in fits.items()}
+        ),
+        "factorization": report,
+        "version": __version__,
+    }
     return RefusalEdit(tuple(layers), meta, source=stats)

@@ -7,10 +7,11 @@ is left out before orthonormalizing, so it changes nothing. Where a layer also h
 M = I - P^T diag(strength * s) Q (neighbouring projections merged into one, as above), which is what
 applying the edits one after another does; the product is stored by its SVD again.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,7 +20,10 @@ from .closed_form import svd_factors
 from .edit import check_strength, orthonormal_rows
 from .types import LayerEdit, RefusalEdit, RefusalError
 
-def _composed(point: str, edit_keys: tuple[str, ...], parts: list[tuple[LayerEdit, torch.Tensor, list[float]]]) -> LayerEdit:
+
+def _composed(
+    point: str, edit_keys: tuple[str, ...], parts: list[tuple[LayerEdit, torch.Tensor, list[float]]]
+) -> LayerEdit:
     """I - A^T B = M_1 M_2 ... for the layer's parts in order (neighbouring projections merged into one)."""
     terms: list[tuple[torch.Tensor, torch.Tensor]] = []  # (A_i, B_i) with Delta_i = A_i^T B_i, in order
     run: list[tuple[torch.Tensor, list[float]]] = []
@@ -57,21 +61,33 @@ def combine(edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
         raise RefusalError("combine at least two refusal vectors")
     families = {e.meta.get("family") for e, _ in edits}
     if len(families) != 1:
-        raise RefusalError(f"these refusal vectors were made for different model families ({', '.join(sorted(map(str, families)))}): "
-                           "combine vectors of one model")
+        raise RefusalError(
+            f"these refusal vectors were made for different model families ({', '.join(sorted(map(str, families)))}): "
+            "combine vectors of one model"
+        )
     stacked: dict[str, list[tuple[LayerEdit, torch.Tensor, list[float]]]] = {}
     concepts = []
     for i, (edit, strength) in enumerate(edits):
         check_strength(strength, f"the strength of vector {i + 1}")
         for layer in edit.layers:
             stacked.setdefault(layer.point, []).append((layer, layer.basis, [s * strength for s in layer.strengths]))
-        concepts.append({"concept": edit.meta.get("concept", "") or f"vector {i + 1}", "strength": strength, "site": edit.meta.get("site"),
-                         "blocks": edit.meta.get("blocks"), "method": edit.meta.get("method"), "pairs_sha256": edit.meta.get("pairs_sha256")})
+        concepts.append(
+            {
+                "concept": edit.meta.get("concept", "") or f"vector {i + 1}",
+                "strength": strength,
+                "site": edit.meta.get("site"),
+                "blocks": edit.meta.get("blocks"),
+                "method": edit.meta.get("method"),
+                "pairs_sha256": edit.meta.get("pairs_sha256"),
+            }
+        )
     layers = []
     for point, parts in stacked.items():
         first = parts[0][0]
         if any(p[0].edit_keys != first.edit_keys or p[0].dim != first.dim for p in parts):
-            raise RefusalError(f"the vectors disagree on the layer at {point} (other edit keys or width): extract them from the same model")
+            raise RefusalError(
+                f"the vectors disagree on the layer at {point} (other edit keys or width): extract them from the same model"
+            )
         if not all(p[0].projection for p in parts):
             layers.append(_composed(point, first.edit_keys, parts))
             continue

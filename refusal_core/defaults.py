@@ -1,5 +1,6 @@
 """The one home of the pack's defaults: the nodes, the commands, the testbed and the workflow builder
 import them from here (docs/method.md says how each was chosen)."""
+
 from __future__ import annotations
 
 # Extraction

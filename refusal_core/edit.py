@@ -6,10 +6,11 @@ factors up = -lambda (W P^T) diag(s) [d_out, m] and down = Q [m, d_in] give W' =
 which is how ComfyUI applies the edit (a LoRA patch) and how a LoRA file stores it; nothing here
 ever forms a dense d x d matrix.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -49,8 +50,14 @@ def orthonormal_rows(D: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return torch.stack(out).float().contiguous(), kept
 
 
-def edit_factors(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Tensor, lam: float = 1.0,
-                 dtype: torch.dtype | None = None, P: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def edit_factors(
+    W: torch.Tensor,
+    Q: torch.Tensor,
+    s: Sequence[float] | torch.Tensor,
+    lam: float = 1.0,
+    dtype: torch.dtype | None = None,
+    P: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """up [d_out, m], down [m, d_in] with W + up @ down = W (I - lam P^T diag(s) Q).
 
     W: [d_out, d_in]; Q: [m, d_in] orthonormal rows (a single direction [d_in] is taken as m = 1);
@@ -62,7 +69,9 @@ def edit_factors(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Te
     P = Q if P is None else (P[None] if P.ndim == 1 else P)
     s = torch.as_tensor(s, dtype=torch.float32).reshape(-1)
     if W.ndim != 2 or Q.ndim != 2 or Q.shape[1] != W.shape[1] or s.shape != (Q.shape[0],) or P.shape != Q.shape:
-        raise ValueError(f"weight {tuple(W.shape)} does not take directions {tuple(Q.shape)} with strengths {tuple(s.shape)}")
+        raise ValueError(
+            f"weight {tuple(W.shape)} does not take directions {tuple(Q.shape)} with strengths {tuple(s.shape)}"
+        )
     Qf = Q.detach().to(device=W.device, dtype=torch.float32)
     Pf = P.detach().to(device=W.device, dtype=torch.float32)
     up = -lam * (W.detach().float() @ Pf.T) * s.to(W.device)
@@ -70,8 +79,13 @@ def edit_factors(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Te
     return up.to(dtype), Qf.to(dtype, copy=True).contiguous()  # its own copy: layers that share Q get their own factors
 
 
-def edited_weight(W: torch.Tensor, Q: torch.Tensor, s: Sequence[float] | torch.Tensor | None = None, lam: float = 1.0,
-                  P: torch.Tensor | None = None) -> torch.Tensor:
+def edited_weight(
+    W: torch.Tensor,
+    Q: torch.Tensor,
+    s: Sequence[float] | torch.Tensor | None = None,
+    lam: float = 1.0,
+    P: torch.Tensor | None = None,
+) -> torch.Tensor:
     """W (I - lam P^T diag(s) Q) [d_out, d_in] (P default Q) in W's dtype, computed as the host applies
     the factors (float32 sum, then cast); for checks and pure-torch models, never for hosts."""
     Q = Q[None] if Q.ndim == 1 else Q

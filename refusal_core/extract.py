@@ -6,12 +6,14 @@ run_forwards() runs them with the site's inputs captured, Reducer turns each com
 or keep prompt into rows and drops its activations, choose_layers() keeps the blocks "auto" picks.
 extract_refusal_stats() chains them under one ExtractSettings.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +42,9 @@ def parse_sigmas(text: str) -> list[float]:
     try:
         sigmas = [float(s) for s in text.replace(";", ",").split(",") if s.strip()]
     except ValueError:
-        raise RefusalError(f"noise levels '{text}' must be numbers separated by commas, e.g. '{defaults.SIGMAS_TEXT}'") from None
+        raise RefusalError(
+            f"noise levels '{text}' must be numbers separated by commas, e.g. '{defaults.SIGMAS_TEXT}'"
+        ) from None
     if not sigmas or any(not (0.0 < s <= 1.0) for s in sigmas):
         raise RefusalError(f"noise levels '{text}' must be between 0 (exclusive) and 1, e.g. '{defaults.SIGMAS_TEXT}'")
     return sigmas
@@ -96,13 +100,16 @@ def _split_joint(a: torch.Tensor, enc: EncodedPrompt) -> tuple[torch.Tensor, tor
     return a[:n_video], a[n_video:]
 
 
-def pair_rows(site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt) -> torch.Tensor:
+def pair_rows(
+    site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt
+) -> torch.Tensor:
     """Difference rows a(u) - a(s) [n, d] at one layer, tokens paired as the site's token space requires."""
     return aligned_pair_rows(site, a_u, a_s, enc_u, enc_s)[0]
 
 
-def aligned_pair_rows(site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt,
-                      enc_s: EncodedPrompt) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def aligned_pair_rows(
+    site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(difference rows [n, d], and at text sites the aligned rows a(u)_i and a(s)_j [n, d] they are the difference of,
     else None and None): the closed-form map is solved from the aligned rows themselves."""
     if site.tokens == TEXT:
@@ -114,7 +121,9 @@ def aligned_pair_rows(site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: E
             raise RefusalError(f"video tokens do not line up at {site.name}: '{enc_u.text[:40]}' / '{enc_s.text[:40]}'")
         return torch.cat([v_u - v_s, aligned_text_diffs(t_u, t_s, enc_u.token_ids, enc_s.token_ids)]), None, None
     if a_u.shape != a_s.shape:
-        raise RefusalError(f"tokens do not line up at {site.name} for the pair '{enc_u.text[:40]}' / '{enc_s.text[:40]}'")
+        raise RefusalError(
+            f"tokens do not line up at {site.name} for the pair '{enc_u.text[:40]}' / '{enc_s.text[:40]}'"
+        )
     return a_u - a_s, None, None
 
 
@@ -258,7 +267,9 @@ def _captured(root: nn.Module, points: Sequence[str], run: Callable[[], Any]) ->
     return acts
 
 
-def _checked(part: list[int], jobs: list[Job], acts: dict[str, torch.Tensor], points: Sequence[str]) -> dict[int, dict[str, torch.Tensor]]:
+def _checked(
+    part: list[int], jobs: list[Job], acts: dict[str, torch.Tensor], points: Sequence[str]
+) -> dict[int, dict[str, torch.Tensor]]:
     """One forward's captured inputs, checked (every layer reached, one row per prompt, finite), as
     {job index: {point: [L, d]}}."""
     missing = [p for p in points if p not in acts]
@@ -266,7 +277,9 @@ def _checked(part: list[int], jobs: list[Job], acts: dict[str, torch.Tensor], po
         raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
     for p in points:
         if acts[p].shape[0] != len(part):
-            raise RefusalError(f"a batch of {len(part)} prompts gave {acts[p].shape[0]} inputs at {p}: run with batch size 1")
+            raise RefusalError(
+                f"a batch of {len(part)} prompts gave {acts[p].shape[0]} inputs at {p}: run with batch size 1"
+            )
     checked = set()
     for p in points:
         if _same(acts[p]) not in checked:  # blocks that read one tensor (Wan's text context) are checked once
@@ -276,20 +289,35 @@ def _checked(part: list[int], jobs: list[Job], acts: dict[str, torch.Tensor], po
     return {j: {p: acts[p][b] for p in points} for b, j in enumerate(part)}
 
 
-def run_forwards(root: nn.Module, points: Sequence[str], jobs: list[Job], groups: list[list[int]], latent: torch.Tensor,
-                 forward: Forward, forward_batch: BatchForward) -> Iterator[dict[int, dict[str, torch.Tensor]]]:
+def run_forwards(
+    root: nn.Module,
+    points: Sequence[str],
+    jobs: list[Job],
+    groups: list[list[int]],
+    latent: torch.Tensor,
+    forward: Forward,
+    forward_batch: BatchForward,
+) -> Iterator[dict[int, dict[str, torch.Tensor]]]:
     """Per group of jobs, {job index: {point: captured input [L, d]}}. A group that forward_batch cannot
     run as one batch (CannotBatch) runs one prompt per forward: the hooks then see each prompt's own forward."""
     for group in groups:
         encs = [jobs[j][0] for j in group]
         sigma = jobs[group[0]][1]
         if len(group) == 1:
-            runs = [(group, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]
+            runs = [(group, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]  # noqa: B023 (called at once)
         else:
             try:
-                runs = [(group, _captured(root, points, lambda: forward_batch([e.conditioning for e in encs], latent, sigma)))]
+                runs = [
+                    (
+                        group,
+                        _captured(root, points, lambda: forward_batch([e.conditioning for e in encs], latent, sigma)),  # noqa: B023
+                    )
+                ]
             except CannotBatch:
-                runs = [([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma))) for j in group]
+                runs = [
+                    ([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma)))  # noqa: B023
+                    for j in group
+                ]
         out: dict[int, dict[str, torch.Tensor]] = {}
         for part, acts in runs:
             out.update(_checked(part, jobs, acts, points))
@@ -303,9 +331,22 @@ class Reducer:
     rows while it has at most d_in of them, then their Moments (stats.py), so memory is bounded by d_in x d_in
     per layer."""
 
-    def __init__(self, settings: ExtractSettings, jobs: list[Job], units: list[Unit], n_pairs: int, n_neutral: int,
-                 n_keep: int = 0):
-        self.site, self.blocks, self.points, self.jobs, self.units = settings.site, settings.blocks, settings.points, jobs, units
+    def __init__(
+        self,
+        settings: ExtractSettings,
+        jobs: list[Job],
+        units: list[Unit],
+        n_pairs: int,
+        n_neutral: int,
+        n_keep: int = 0,
+    ):
+        self.site, self.blocks, self.points, self.jobs, self.units = (
+            settings.site,
+            settings.blocks,
+            settings.points,
+            jobs,
+            units,
+        )
         budget = settings.max_rows if settings.max_rows is not None else 1 << 62
         n_sig = len(settings.run_sigmas)
         self.keep_d = _RowBudget(budget // (n_pairs * n_sig), settings.seed)
@@ -346,7 +387,12 @@ class Reducer:
                 idx = self.keep_d.pick(rows.shape[0])
                 kept = [x if x is None or idx is None else x[idx] for x in (rows, u, s)]
                 # u and s may be views of the whole batch's activations, which must not stay alive
-                memo[key] = (rows.double().sum(0), rows.shape[0], kept[0], *[None if x is None else x.clone() for x in kept[1:]])
+                memo[key] = (
+                    rows.double().sum(0),
+                    rows.shape[0],
+                    kept[0],
+                    *[None if x is None else x.clone() for x in kept[1:]],
+                )
             total, count, rows, u, s = memo[key]
             self.acc_d[p].add(rows)
             if u is not None:
@@ -387,12 +433,27 @@ class Reducer:
                     f"unsafe and safe prompts give identical activations at {p}: "
                     "each pair's two sides must differ by the concept (e.g. 'a nude woman | a woman')"
                 )
-            out.append((b, LayerStats(point=p, edit_keys=self.site.edit_keys(b), diffs=D, neutral=E, r=r,
-                                      unsafe=join(self.rows_u[p]), safe=join(self.rows_s[p]), keep=K)))
+            out.append(
+                (
+                    b,
+                    LayerStats(
+                        point=p,
+                        edit_keys=self.site.edit_keys(b),
+                        diffs=D,
+                        neutral=E,
+                        r=r,
+                        unsafe=join(self.rows_u[p]),
+                        safe=join(self.rows_s[p]),
+                        keep=K,
+                    ),
+                )
+            )
         return out
 
 
-def choose_layers(layers: list[tuple[int, LayerStats]], auto_pick: int | None) -> tuple[list[tuple[int, LayerStats]], dict[str, float]]:
+def choose_layers(
+    layers: list[tuple[int, LayerStats]], auto_pick: int | None
+) -> tuple[list[tuple[int, LayerStats]], dict[str, float]]:
     """(the kept (block, layer) pairs in block order, d' of every candidate): all of them, or the
     auto_pick best separated ones. Ties (blocks that read the very same input, as Wan's text context) go
     to later blocks, the paper's choice."""
@@ -403,8 +464,15 @@ def choose_layers(layers: list[tuple[int, LayerStats]], auto_pick: int | None) -
     return sorted(best, key=lambda bl: bl[0]), scores
 
 
-def extract_refusal_stats(root: nn.Module, forward: Forward, prompts: PromptPairs, latent: torch.Tensor, settings: ExtractSettings,
-                          forward_batch: BatchForward | None = None, progress: Progress | None = None) -> RefusalStats:
+def extract_refusal_stats(
+    root: nn.Module,
+    forward: Forward,
+    prompts: PromptPairs,
+    latent: torch.Tensor,
+    settings: ExtractSettings,
+    forward_batch: BatchForward | None = None,
+    progress: Progress | None = None,
+) -> RefusalStats:
     """Run every prompt through the model and reduce, per layer, the differences and neutral activations.
 
     root:      the module whose submodule names match the site.
@@ -421,7 +489,9 @@ def extract_refusal_stats(root: nn.Module, forward: Forward, prompts: PromptPair
     groups = batches(jobs, settings.batch_size, forward_batch is not None)
     reducer = Reducer(settings, jobs, units, len(prompts.pairs), len(prompts.neutral), len(prompts.keep))
     done = 0
-    for captured in run_forwards(root, settings.points, jobs, groups, latent, forward, forward_batch or stack_forward(forward)):
+    for captured in run_forwards(
+        root, settings.points, jobs, groups, latent, forward, forward_batch or stack_forward(forward)
+    ):
         reducer.add(captured)
         done += len(captured)
         if progress is not None:

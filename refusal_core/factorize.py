@@ -20,17 +20,18 @@ Round-off never decides the result (ROUND_OFF): rows that agree to float32 preci
 direction to the span, eigenvalues at the data's round-off are not taken, and ties at the k-th
 eigenvalue are taken together, so the same prompts give the same d on any CPU, BLAS and thread count.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from .stats import Moments, Rows, as_moments, n_rows
 from . import __version__, defaults
 from .keep import keep_basis, kept_off
+from .stats import Moments, Rows, as_moments, n_rows
 from .types import LayerEdit, RefusalEdit, RefusalError, RefusalStats
 
 METHODS = ("cpca", "pca", "mean_diff")  # the solvers of one direction per layer (factorize_layer)
@@ -46,8 +47,21 @@ ROUND_OFF = 1e-5
 # Eigenvalues of C closer than this (relative to the largest) are one eigenspace: U_k takes all or none.
 TIE = 1e-6
 # What an edit keeps of its statistics' metadata: which model, site, layers and prompts it was made from.
-PROVENANCE = ("family", "site", "blocks", "dims", "layer_choice", "layer_scores", "sigmas", "latent_shape", "seed",
-              "n_pairs", "n_neutral", "n_keep", "pairs_sha256")
+PROVENANCE = (
+    "family",
+    "site",
+    "blocks",
+    "dims",
+    "layer_choice",
+    "layer_scores",
+    "sigmas",
+    "latent_shape",
+    "seed",
+    "n_pairs",
+    "n_neutral",
+    "n_keep",
+    "pairs_sha256",
+)
 
 
 @dataclass(frozen=True)
@@ -145,15 +159,24 @@ def _cholesky_basis(G: torch.Tensor, cut: float) -> tuple[torch.Tensor, torch.Te
     if not f1 + float(last @ last) + 1 / p < 1 / (2 * cut):
         return None
     L = torch.cat([torch.cat([L1, zero.T], 1), torch.cat([l, torch.tensor([math.sqrt(p)], dtype=G.dtype)])[None]])
-    L_inv = torch.cat([torch.cat([L1_inv, zero.T], 1), torch.cat([last, torch.tensor([1 / math.sqrt(p)], dtype=G.dtype)])[None]])
+    L_inv = torch.cat(
+        [torch.cat([L1_inv, zero.T], 1), torch.cat([last, torch.tensor([1 / math.sqrt(p)], dtype=G.dtype)])[None]]
+    )
     return L, L_inv.T
 
 
 Select = Callable[[torch.Tensor], int]
 
 
-def span_eigh(D: torch.Tensor, E: torch.Tensor | None, r: torch.Tensor, alpha: float, select: Select | None = None,
-              center: bool = False, basis: SpanBasis | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def span_eigh(
+    D: torch.Tensor,
+    E: torch.Tensor | None,
+    r: torch.Tensor,
+    alpha: float,
+    select: Select | None = None,
+    center: bool = False,
+    basis: SpanBasis | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenpairs of C = D^T D / n - alpha E^T E / m restricted to span(D, E, r).
 
     D: [n, d] (center: D - mean(D) is used), E: [m, d] or None, r: [d]; basis: span_basis(D, r, E) when
@@ -346,15 +369,23 @@ def pair_residual(diffs: Rows, direction: torch.Tensor) -> float:
     return (max(kept, 0.0) / total) ** 0.5 if total > 0 else 0.0
 
 
-def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defaults.K, alpha: float = defaults.ALPHA,
-              moment: str = defaults.MOMENT, preserve: float = defaults.PRESERVE, ridge: float = defaults.RIDGE,
-              keep_rank: int = defaults.KEEP_RANK) -> RefusalEdit:
+def factorize(
+    stats: RefusalStats,
+    method: str = defaults.METHOD,
+    k: int = defaults.K,
+    alpha: float = defaults.ALPHA,
+    moment: str = defaults.MOMENT,
+    preserve: float = defaults.PRESERVE,
+    ridge: float = defaults.RIDGE,
+    keep_rank: int = defaults.KEEP_RANK,
+) -> RefusalEdit:
     """The edit of one concept: per layer the unit direction d [1, d_in] at strength 1, or with method
     "closed_form" the map of closed_form.py (preserve and ridge are its settings; k, alpha, moment unused).
     Layers with keep rows (keep prompts) get d orthogonal to their leading keep_rank directions (keep.py;
     0 leaves d as solved); the closed form ignores them."""
     if method == CLOSED_FORM:
         from .closed_form import closed_form  # it imports this module's PROVENANCE
+
         return closed_form(stats, preserve, ridge)
     layers: list[LayerEdit] = []
     report = []
@@ -369,23 +400,35 @@ def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defau
             kept = f", kept off {U.shape[1]} keep directions ({left:.2f} of d left)"
             if left < 1e-6:
                 inside.append(layer.point)
-        layers.append(LayerEdit(layer.point, layer.edit_keys, direction[None], (1.0,), f.spectrum, f.k_used, f.retained))
+        layers.append(
+            LayerEdit(layer.point, layer.edit_keys, direction[None], (1.0,), f.spectrum, f.k_used, f.retained)
+        )
         residuals.append(pair_residual(layer.diffs, direction))
         if method == "mean_diff":
             report.append(f"{layer.point}: d = r / |r|{kept}")
             continue
         capped = f" (capped: the data supports {f.k_used})" if f.k_used < k else ""
         solver = ", dense (more rows than width)" if f.solver == "dense" else ""
-        report.append(f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}{solver}{kept}")
+        report.append(
+            f"{layer.point}: k={f.k_used} of {k}{capped}, keeps {f.retained:.2f} of |r|, C_r {f.moment}{solver}{kept}"
+        )
     if inside:
-        raise RefusalError(f"at {inside[0]} the concept lies inside what the keep prompts hold: nothing would be erased. "
-                           "Keep prompts should show look-alikes without the concept (e.g. 'a cartoon mouse' to keep "
-                           "while erasing a named mouse); remove the ones that show the concept itself")
+        raise RefusalError(
+            f"at {inside[0]} the concept lies inside what the keep prompts hold: nothing would be erased. "
+            "Keep prompts should show look-alikes without the concept (e.g. 'a cartoon mouse' to keep "
+            "while erasing a named mouse); remove the ones that show the concept itself"
+        )
     residual = sum(residuals) / max(len(residuals), 1)
-    kept_note = f", kept off the keep prompts' top {keep_rank} directions" if any(layer.keep is not None and n_rows(layer.keep) and keep_rank > 0
-                                                                             for layer in stats.layers) else ""
-    report.insert(0, f"rank-1 refusal direction ({method}) at {len(layers)} layer(s){kept_note}; residual on the pairs {residual:.3f} "
-                     "(|D (I - d d^T)| / |D|, mean over layers: the share of the unsafe - safe differences still read)")
+    kept_note = (
+        f", kept off the keep prompts' top {keep_rank} directions"
+        if any(layer.keep is not None and n_rows(layer.keep) and keep_rank > 0 for layer in stats.layers)
+        else ""
+    )
+    report.insert(
+        0,
+        f"rank-1 refusal direction ({method}) at {len(layers)} layer(s){kept_note}; residual on the pairs {residual:.3f} "
+        "(|D (I - d d^T)| / |D|, mean over layers: the share of the unsafe - safe differences still read)",
+    )
     meta = {
         **{key: stats.meta[key] for key in PROVENANCE if key in stats.meta},
         "edit": "refusal_direction",
@@ -395,7 +438,11 @@ def factorize(stats: RefusalStats, method: str = defaults.METHOD, k: int = defau
         "k": str(k),
         "alpha": str(alpha if method == "cpca" else 0.0),
         "moment": moment,
-        **({"keep_rank": str(keep_rank)} if any(layer.keep is not None and n_rows(layer.keep) for layer in stats.layers) else {}),
+        **(
+            {"keep_rank": str(keep_rank)}
+            if any(layer.keep is not None and n_rows(layer.keep) for layer in stats.layers)
+            else {}
+        ),
         "factorization": "; ".join(report),
         "version": __version__,
     }

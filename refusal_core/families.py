@@ -6,10 +6,11 @@ is the text width), its latent geometry per latent format, its edit sites and th
 Module names are those of ComfyUI's state dicts without the "diffusion_model." prefix; "{i}" is a
 block index.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .sites import IMAGE, JOINT, TEXT, VIDEO, Site
 from .types import RefusalError
@@ -37,61 +38,168 @@ def _sites(*sites: Site) -> dict[str, Site]:
     return {s.name: s for s in sites}
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family(
-        "wan", "Wan 2.1 / 2.2", ("WAN21",), ("head.modulation",), "text_embedding.0",
-        {"Wan21": (4, 8), "Wan22": (4, 16)},
-        _sites(
-            Site("text_kv", "blocks.{i}.cross_attn.k", ("blocks.{i}.cross_attn.k", "blocks.{i}.cross_attn.v"), TEXT, False,
-                 "cross-attention key and value: the only path by which text reaches Wan's video tokens"),
-            Site("ffn_in", "blocks.{i}.ffn.0", ("blocks.{i}.ffn.0",), VIDEO, True,
-                 "first feed-forward linear on video tokens (the paper's Open-Sora site)"),
-            Site("cross_out", "blocks.{i}.cross_attn.o", ("blocks.{i}.cross_attn.o",), VIDEO, True,
-                 "cross-attention output projection: what the text wrote into each video token, before it joins the residual stream"),
-            Site("image_kv", "blocks.{i}.cross_attn.k_img", ("blocks.{i}.cross_attn.k_img", "blocks.{i}.cross_attn.v_img"), IMAGE, False,
-                 "image cross-attention key and value (Wan 2.1 image-to-video: CLIP-vision tokens)"),
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "wan",
+            "Wan 2.1 / 2.2",
+            ("WAN21",),
+            ("head.modulation",),
+            "text_embedding.0",
+            {"Wan21": (4, 8), "Wan22": (4, 16)},
+            _sites(
+                Site(
+                    "text_kv",
+                    "blocks.{i}.cross_attn.k",
+                    ("blocks.{i}.cross_attn.k", "blocks.{i}.cross_attn.v"),
+                    TEXT,
+                    False,
+                    "cross-attention key and value: the only path by which text reaches Wan's video tokens",
+                ),
+                Site(
+                    "ffn_in",
+                    "blocks.{i}.ffn.0",
+                    ("blocks.{i}.ffn.0",),
+                    VIDEO,
+                    True,
+                    "first feed-forward linear on video tokens (the paper's Open-Sora site)",
+                ),
+                Site(
+                    "cross_out",
+                    "blocks.{i}.cross_attn.o",
+                    ("blocks.{i}.cross_attn.o",),
+                    VIDEO,
+                    True,
+                    "cross-attention output projection: what the text wrote into each video token, before it joins the residual stream",
+                ),
+                Site(
+                    "image_kv",
+                    "blocks.{i}.cross_attn.k_img",
+                    ("blocks.{i}.cross_attn.k_img", "blocks.{i}.cross_attn.v_img"),
+                    IMAGE,
+                    False,
+                    "image cross-attention key and value (Wan 2.1 image-to-video: CLIP-vision tokens)",
+                ),
+            ),
+            # the harder testbed's dev split (docs/results.md): text_kv erased most at the least drift; the FFN input erases nothing
+            "text_kv",
         ),
-        # the harder testbed's dev split (docs/results.md): text_kv erased most at the least drift; the FFN input erases nothing
-        "text_kv",
-    ),
-    Family(
-        "hunyuan_video", "HunyuanVideo", ("HunyuanVideo",), ("txt_in.individual_token_refiner.blocks.0.norm1.weight",),
-        "txt_in.input_embedder", {"HunyuanVideo": (4, 8)},
-        _sites(
-            Site("text_ffn_in", "double_blocks.{i}.txt_mlp.0", ("double_blocks.{i}.txt_mlp.0",), TEXT, True,
-                 "first feed-forward linear of the text stream in the double-stream blocks (the paper's MMDiT site)"),
-            Site("ffn_in", "double_blocks.{i}.img_mlp.0", ("double_blocks.{i}.img_mlp.0",), VIDEO, True,
-                 "first feed-forward linear of the video stream in the double-stream blocks"),
-            Site("text_qkv", "double_blocks.{i}.txt_attn.qkv", ("double_blocks.{i}.txt_attn.qkv",), TEXT, True,
-                 "text-stream attention projection in the double-stream blocks"),
-            Site("joint_in", "single_blocks.{i}.linear1", ("single_blocks.{i}.linear1",), JOINT, True,
-                 "input linear of the single-stream blocks (video and text tokens together)"),
-            Site("text_refiner", "txt_in.individual_token_refiner.blocks.{i}.mlp.0", ("txt_in.individual_token_refiner.blocks.{i}.mlp.0",),
-                 TEXT, True, "feed-forward input of the text token refiner, before text meets video"),
+        Family(
+            "hunyuan_video",
+            "HunyuanVideo",
+            ("HunyuanVideo",),
+            ("txt_in.individual_token_refiner.blocks.0.norm1.weight",),
+            "txt_in.input_embedder",
+            {"HunyuanVideo": (4, 8)},
+            _sites(
+                Site(
+                    "text_ffn_in",
+                    "double_blocks.{i}.txt_mlp.0",
+                    ("double_blocks.{i}.txt_mlp.0",),
+                    TEXT,
+                    True,
+                    "first feed-forward linear of the text stream in the double-stream blocks (the paper's MMDiT site)",
+                ),
+                Site(
+                    "ffn_in",
+                    "double_blocks.{i}.img_mlp.0",
+                    ("double_blocks.{i}.img_mlp.0",),
+                    VIDEO,
+                    True,
+                    "first feed-forward linear of the video stream in the double-stream blocks",
+                ),
+                Site(
+                    "text_qkv",
+                    "double_blocks.{i}.txt_attn.qkv",
+                    ("double_blocks.{i}.txt_attn.qkv",),
+                    TEXT,
+                    True,
+                    "text-stream attention projection in the double-stream blocks",
+                ),
+                Site(
+                    "joint_in",
+                    "single_blocks.{i}.linear1",
+                    ("single_blocks.{i}.linear1",),
+                    JOINT,
+                    True,
+                    "input linear of the single-stream blocks (video and text tokens together)",
+                ),
+                Site(
+                    "text_refiner",
+                    "txt_in.individual_token_refiner.blocks.{i}.mlp.0",
+                    ("txt_in.individual_token_refiner.blocks.{i}.mlp.0",),
+                    TEXT,
+                    True,
+                    "feed-forward input of the text token refiner, before text meets video",
+                ),
+            ),
+            "joint_in",  # random weights only: the site that separated best; needs real-weight measurement
         ),
-        "joint_in",  # random weights only: the site that separated best; needs real-weight measurement
-    ),
-    Family(
-        "ltxv", "LTX-Video", ("LTXV",), ("caption_projection.linear_1.weight",), "caption_projection.linear_1", {"LTXV": (8, 32)},
-        _sites(
-            Site("text_kv", "transformer_blocks.{i}.attn2.to_k", ("transformer_blocks.{i}.attn2.to_k", "transformer_blocks.{i}.attn2.to_v"),
-                 TEXT, False, "cross-attention key and value, where text enters LTX-Video"),
-            Site("ffn_in", "transformer_blocks.{i}.ff.net.0.proj", ("transformer_blocks.{i}.ff.net.0.proj",), VIDEO, True,
-                 "first feed-forward linear on video tokens"),
+        Family(
+            "ltxv",
+            "LTX-Video",
+            ("LTXV",),
+            ("caption_projection.linear_1.weight",),
+            "caption_projection.linear_1",
+            {"LTXV": (8, 32)},
+            _sites(
+                Site(
+                    "text_kv",
+                    "transformer_blocks.{i}.attn2.to_k",
+                    ("transformer_blocks.{i}.attn2.to_k", "transformer_blocks.{i}.attn2.to_v"),
+                    TEXT,
+                    False,
+                    "cross-attention key and value, where text enters LTX-Video",
+                ),
+                Site(
+                    "ffn_in",
+                    "transformer_blocks.{i}.ff.net.0.proj",
+                    ("transformer_blocks.{i}.ff.net.0.proj",),
+                    VIDEO,
+                    True,
+                    "first feed-forward linear on video tokens",
+                ),
+            ),
+            "text_kv",
         ),
-        "text_kv",
-    ),
-    Family(
-        "mochi", "Mochi", ("GenmoMochi",), ("t5_yproj.weight",), "t5_yproj", {"Mochi": (6, 8)},
-        _sites(
-            Site("text_kv", "blocks.{i}.attn.qkv_y", ("blocks.{i}.attn.qkv_y",), TEXT, True,
-                 "text-side attention projection of the asymmetric joint attention, where text enters Mochi"),
-            Site("ffn_in", "blocks.{i}.mlp_x.w1", ("blocks.{i}.mlp_x.w1",), VIDEO, True, "first feed-forward linear on video tokens"),
-            Site("text_ffn_in", "blocks.{i}.mlp_y.w1", ("blocks.{i}.mlp_y.w1",), TEXT, True, "first feed-forward linear of the text stream"),
+        Family(
+            "mochi",
+            "Mochi",
+            ("GenmoMochi",),
+            ("t5_yproj.weight",),
+            "t5_yproj",
+            {"Mochi": (6, 8)},
+            _sites(
+                Site(
+                    "text_kv",
+                    "blocks.{i}.attn.qkv_y",
+                    ("blocks.{i}.attn.qkv_y",),
+                    TEXT,
+                    True,
+                    "text-side attention projection of the asymmetric joint attention, where text enters Mochi",
+                ),
+                Site(
+                    "ffn_in",
+                    "blocks.{i}.mlp_x.w1",
+                    ("blocks.{i}.mlp_x.w1",),
+                    VIDEO,
+                    True,
+                    "first feed-forward linear on video tokens",
+                ),
+                Site(
+                    "text_ffn_in",
+                    "blocks.{i}.mlp_y.w1",
+                    ("blocks.{i}.mlp_y.w1",),
+                    TEXT,
+                    True,
+                    "first feed-forward linear of the text stream",
+                ),
+            ),
+            "text_kv",
         ),
-        "text_kv",
-    ),
-)}
+    )
+}
 # Every site name any family has, "auto" first: the options of the site input.
 ALL_SITES = list(dict.fromkeys(["auto"] + [s for f in FAMILIES.values() for s in f.sites]))
 # A latent format no family names: the geometry most video VAEs use.
@@ -117,14 +225,16 @@ def get_site(family_name: str, site: str) -> Site:
     fam = family(family_name)
     name = fam.default_site if site == "auto" else site
     if name not in fam.sites:
-        raise RefusalError(f"edit site '{site}' does not exist for {fam.display}; choose one of: auto, {', '.join(fam.sites)}")
+        raise RefusalError(
+            f"edit site '{site}' does not exist for {fam.display}; choose one of: auto, {', '.join(fam.sites)}"
+        )
     return fam.sites[name]
 
 
 def site_of_point(family_name: str, point: str) -> Site:
     """The site whose capture module is `point` (e.g. "blocks.3.cross_attn.k" -> text_kv)."""
     fam = FAMILIES.get(family_name)
-    for site in (fam.sites.values() if fam else ()):
+    for site in fam.sites.values() if fam else ():
         if site.blocks([point]):
             return site
     raise RefusalError(f"no {display_name(family_name)} edit site reads '{point}'")

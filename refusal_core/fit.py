@@ -1,7 +1,8 @@
 """Does an edit fit a model? Family, edited layers and widths, with a message naming what it was made for."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -33,10 +34,14 @@ def check_edit_fits(edit: RefusalEdit, family: str, weight_shapes: Mapping[str, 
         )
     for name, (P, s, Q) in edit.maps().items():
         if not torch.isfinite(s).all() or not (orthonormal(Q) and orthonormal(P)):
-            raise RefusalError(f"the directions for '{name}' are not finite orthonormal vectors: extract and factorize again")
+            raise RefusalError(
+                f"the directions for '{name}' are not finite orthonormal vectors: extract and factorize again"
+            )
         shape = weight_shapes.get(name)
         if shape is None:
-            raise RefusalError(f"this refusal vector edits '{name}', which this model lacks; it was made for {made_for(edit)}")
+            raise RefusalError(
+                f"this refusal vector edits '{name}', which this model lacks; it was made for {made_for(edit)}"
+            )
         if shape[-1] != Q.shape[1]:
             raise RefusalError(
                 f"this refusal vector was made for a model {Q.shape[1]} wide at '{name}', this one is {shape[-1]} wide "

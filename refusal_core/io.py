@@ -10,6 +10,7 @@ table and metadata. A file of the first release ("refusal_vector/1": one
 layer table holding r, D, E and, once factorized, the direction) loads as its statistics and, when
 it was factorized or combined, its edit, which applies exactly as that release applied it.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
     """Write the edit atomically (see save_atomic); with include_statistics, also the RefusalStats it was
     solved from (much larger: up to d x d per layer), so that it can be factorized again later."""
     if include_statistics and edit.source is None:
-        raise RefusalError("this refusal vector carries no statistics to save (it was combined or loaded without them): "
-                           "turn include_statistics off")
+        raise RefusalError(
+            "this refusal vector carries no statistics to save (it was combined or loaded without them): "
+            "turn include_statistics off"
+        )
     tensors: dict[str, torch.Tensor] = {}
     table = []
     for i, layer in enumerate(edit.layers):
@@ -62,8 +65,15 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
             tensors[f"{i}.spectrum"] = layer.spectrum.float().contiguous()
         if layer.left is not None:
             tensors[f"{i}.left"] = layer.left.float().contiguous()
-        table.append({"point": layer.point, "edit_keys": list(layer.edit_keys), "strengths": list(layer.strengths),
-                      "k_used": layer.k_used, "retained": layer.retained})
+        table.append(
+            {
+                "point": layer.point,
+                "edit_keys": list(layer.edit_keys),
+                "strengths": list(layer.strengths),
+                "k_used": layer.k_used,
+                "retained": layer.retained,
+            }
+        )
     meta = {str(k): str(v) for k, v in edit.meta.items()}
     meta["format"] = FORMAT
     meta["layers"] = json.dumps(table)
@@ -72,11 +82,20 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
         written: dict[tuple[str, int], int] = {}
         for i, layer in enumerate(edit.source.layers):
             tensors[f"stats.{i}.r"] = layer.r.float().contiguous()
-            counts = {name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name))
-                      for name in ("diffs", "neutral", "keep") if getattr(layer, name) is not None}
-            row = {"point": layer.point, "edit_keys": list(layer.edit_keys),
-                   **{f"{name}_count": n for name, n in counts.items() if n is not None}}
-            for name in ("unsafe", "safe"):  # the closed-form map's rows, at text sites; blocks that read one input share them
+            counts = {
+                name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name))
+                for name in ("diffs", "neutral", "keep")
+                if getattr(layer, name) is not None
+            }
+            row = {
+                "point": layer.point,
+                "edit_keys": list(layer.edit_keys),
+                **{f"{name}_count": n for name, n in counts.items() if n is not None},
+            }
+            for name in (
+                "unsafe",
+                "safe",
+            ):  # the closed-form map's rows, at text sites; blocks that read one input share them
                 t = getattr(layer, name)
                 if t is not None:
                     first = written.setdefault((name, id(t)), i)
@@ -122,8 +141,10 @@ def load_refusal_edit(path: str | os.PathLike) -> RefusalEdit:
     """The edit of a file; a file with statistics only gets an error that says what to do."""
     edit, _ = load_refusal_file(path)
     if edit is None:
-        raise RefusalError(f"'{Path(path).name}' holds statistics only (an unfactorized vector): "
-                           "connect Load Refusal Vector's statistics output to Low-Rank Factorize first")
+        raise RefusalError(
+            f"'{Path(path).name}' holds statistics only (an unfactorized vector): "
+            "connect Load Refusal Vector's statistics output to Low-Rank Factorize first"
+        )
     return edit
 
 
@@ -132,19 +153,30 @@ def _read_edit(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[
     stats_table = json.loads(meta.pop("stats_layers")) if "stats_layers" in meta else None
     stats_meta = json.loads(meta.pop("stats_meta")) if "stats_meta" in meta else {}
     layers = tuple(
-        LayerEdit(str(t["point"]), tuple(str(k) for k in t["edit_keys"]), tensors[f"{i}.basis"],
-                  tuple(float(x) for x in t["strengths"]), tensors.get(f"{i}.spectrum"), int(t["k_used"]), float(t["retained"]),
-                  tensors.get(f"{i}.left"))
+        LayerEdit(
+            str(t["point"]),
+            tuple(str(k) for k in t["edit_keys"]),
+            tensors[f"{i}.basis"],
+            tuple(float(x) for x in t["strengths"]),
+            tensors.get(f"{i}.spectrum"),
+            int(t["k_used"]),
+            float(t["retained"]),
+            tensors.get(f"{i}.left"),
+        )
         for i, t in enumerate(table)
     )
     stats = None
     if stats_table is not None:
-        stats = RefusalStats(tuple(_stats_layer(tensors, f"stats.{i}", t) for i, t in enumerate(stats_table)),
-                             {str(k): str(v) for k, v in stats_meta.items()})
+        stats = RefusalStats(
+            tuple(_stats_layer(tensors, f"stats.{i}", t) for i, t in enumerate(stats_table)),
+            {str(k): str(v) for k, v in stats_meta.items()},
+        )
     return RefusalEdit(layers, meta, source=stats), stats
 
 
-def _read_legacy(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[RefusalEdit | None, RefusalStats | None]:
+def _read_legacy(
+    tensors: dict[str, torch.Tensor], meta: dict[str, str]
+) -> tuple[RefusalEdit | None, RefusalStats | None]:
     """A first-release file: its statistics, and its edit built as that release applied it (a stack of unit
     directions, the ones at strength 0 left out, orthonormalized in order)."""
     table = json.loads(meta.pop("layers"))
@@ -162,8 +194,17 @@ def _read_legacy(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tupl
         else:
             Q, kept = orthonormal_rows(D[keep])
             strengths = tuple(float(x) for x in s[keep][kept])
-        layers.append(LayerEdit(str(t["point"]), tuple(str(k) for k in t["edit_keys"]), Q, strengths,
-                                tensors.get(f"{i}.spectrum"), int(t["k_used"]), float(t["retained"])))
+        layers.append(
+            LayerEdit(
+                str(t["point"]),
+                tuple(str(k) for k in t["edit_keys"]),
+                Q,
+                strengths,
+                tensors.get(f"{i}.spectrum"),
+                int(t["k_used"]),
+                float(t["retained"]),
+            )
+        )
     combined = meta.get("method") == "combined"
     edit_meta = {**meta, "edit": "combined" if combined else "refusal_direction"}
     # a combined file's statistics are its concepts' rows stacked: nothing to factorize again
@@ -171,10 +212,15 @@ def _read_legacy(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tupl
 
 
 def _stats_layer(tensors: dict[str, torch.Tensor], key: str, t: dict) -> LayerStats:
-    return LayerStats(str(t["point"]), tuple(str(k) for k in t["edit_keys"]),
-                      _get_rows(tensors, f"{key}.diffs", t.get("diffs_count")), _get_rows(tensors, f"{key}.neutral", t.get("neutral_count")),
-                      tensors[f"{key}.r"], *(tensors.get(_shared_key(key, t, name)) for name in ("unsafe", "safe")),
-                      keep=_get_rows(tensors, f"{key}.keep", t.get("keep_count")) if _has_rows(tensors, f"{key}.keep") else None)
+    return LayerStats(
+        str(t["point"]),
+        tuple(str(k) for k in t["edit_keys"]),
+        _get_rows(tensors, f"{key}.diffs", t.get("diffs_count")),
+        _get_rows(tensors, f"{key}.neutral", t.get("neutral_count")),
+        tensors[f"{key}.r"],
+        *(tensors.get(_shared_key(key, t, name)) for name in ("unsafe", "safe")),
+        keep=_get_rows(tensors, f"{key}.keep", t.get("keep_count")) if _has_rows(tensors, f"{key}.keep") else None,
+    )
 
 
 def _has_rows(tensors: dict[str, torch.Tensor], key: str) -> bool:
@@ -204,7 +250,9 @@ def _get_rows(tensors: dict[str, torch.Tensor], key: str, count: object) -> Rows
         return tensors[key]
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"{key} has moments but no valid row count")
-    total, gram = (t.double() if t.is_floating_point() else t for t in (tensors[f"{key}.total"], tensors[f"{key}.gram"]))
+    total, gram = (
+        t.double() if t.is_floating_point() else t for t in (tensors[f"{key}.total"], tensors[f"{key}.gram"])
+    )
     return Moments(count, total, gram)
 
 
@@ -230,9 +278,11 @@ def _check_stats(layer: LayerStats, name: str) -> None:
             problems.append(f"{field} is not [rows, {d}]")
         else:
             stats.append(t)
-    if (layer.unsafe is None) != (layer.safe is None) or any(
-            t is not None and (t.ndim != 2 or t.shape[1] != d) for t in (layer.unsafe, layer.safe)) or (
-            layer.unsafe is not None and layer.unsafe.shape != layer.safe.shape):
+    if (
+        (layer.unsafe is None) != (layer.safe is None)
+        or any(t is not None and (t.ndim != 2 or t.shape[1] != d) for t in (layer.unsafe, layer.safe))
+        or (layer.unsafe is not None and layer.unsafe.shape != layer.safe.shape)
+    ):
         problems.append(f"its unsafe and safe rows are not two [rows, {d}] of one shape")
     else:
         stats += [t for t in (layer.unsafe, layer.safe) if t is not None]

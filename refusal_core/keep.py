@@ -6,6 +6,7 @@ characters), which is also what a generic cartoon mouse is made of. Taking each 
 leading directions of the keep prompts' rows at its layer leaves those rows untouched by every edit,
 and so by any combination of them (a span of vectors orthogonal to U stays orthogonal to U).
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,10 +5,11 @@ Keys follow the format ComfyUI's LoRA loader maps for every diffusion model:
 (up = -strength W P^T diag(s), down = Q; see edit.py)
 (so alpha / rank = 1 and the stock LoraLoaderModelOnly at strength 1 applies the edit exactly).
 """
+
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -20,7 +21,9 @@ LORA_PREFIX = "diffusion_model."
 
 
 def lora_state_dict(
-    weight_of: Callable[[str], torch.Tensor], edit: RefusalEdit, strength: float,
+    weight_of: Callable[[str], torch.Tensor],
+    edit: RefusalEdit,
+    strength: float,
     stored_dtype_of: Callable[[str], torch.dtype] | None = None,
 ) -> dict[str, torch.Tensor]:
     """weight_of(layer name) -> the weight W [d_out, d_in] the LoRA will be applied to, as the host computes

@@ -1,7 +1,8 @@
 """Representation-level metrics (docs/method.md, "Measuring"): leakage and collateral."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

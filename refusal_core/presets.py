@@ -4,11 +4,12 @@ Each file: title, needs_name (a "{name}" in the pairs is the subject the user ty
 prompts, where the preset has them keep prompts (generic look-alikes that its edit leaves alone:
 keep.py) and, where there is one, a held-out set (other phrasings) that the Refusal Probe scores on.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .defaults import PRESET
 from .prompts import parse_pairs_text
@@ -33,11 +34,15 @@ def load_preset(name: str, subject: str = "") -> tuple[list[PromptPair], list[st
     data = _data(name)
     subject = subject.strip()
     if data["needs_name"] and not subject:
-        raise RefusalError(f"the preset '{name}' ({data['title']}) needs a name: type it in preset_subject, e.g. the character or brand")
+        raise RefusalError(
+            f"the preset '{name}' ({data['title']}) needs a name: type it in preset_subject, e.g. the character or brand"
+        )
     if "{" in subject or "}" in subject or "|" in subject:
         raise RefusalError("preset_subject may not hold '{', '}' or '|'")
     filled = [[u.replace("{name}", subject), s.replace("{name}", subject)] for u, s in data["pairs"]]
-    pairs, neutral = parse_pairs_text(json.dumps({"pairs": filled, "neutral": data["neutral"]}), ".json", f"preset {name}")
+    pairs, neutral = parse_pairs_text(
+        json.dumps({"pairs": filled, "neutral": data["neutral"]}), ".json", f"preset {name}"
+    )
     return pairs, neutral
 
 
@@ -52,7 +57,9 @@ def held_out(name: str = PRESET) -> tuple[list[PromptPair], list[str]]:
     data = _data(name).get("held_out")
     if data is None:
         raise RefusalError(f"the preset '{name}' has no held-out prompts: write your own held-out pairs")
-    return parse_pairs_text(json.dumps({"pairs": data["pairs"], "neutral": data["neutral"]}), ".json", f"preset {name} (held out)")
+    return parse_pairs_text(
+        json.dumps({"pairs": data["pairs"], "neutral": data["neutral"]}), ".json", f"preset {name} (held out)"
+    )
 
 
 def pairs_text(pairs: Sequence[PromptPair]) -> str:

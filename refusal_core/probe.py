@@ -3,18 +3,20 @@ every edited layer's output, plus how much of each prompt's layer input lies alo
 
 At a layer, leakage compares the unsafe - safe output rows paired as the site pairs tokens, and
 collateral compares each neutral prompt's token-mean output (text prompts differ in length)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .capture import capture_inputs
 from .extract import pair_rows
-from .metrics import collateral, leakage
 from .families import site_of_point
+from .metrics import collateral, leakage
 from .types import PromptPairs, RefusalEdit
 
 Forward = Callable[[Any, torch.Tensor, float], torch.Tensor]
@@ -30,8 +32,14 @@ class Recording:
     projection: dict[str, dict[str, float]]
 
 
-def record(root: nn.Module, forward: Forward, prompts: PromptPairs, edit: RefusalEdit, latent: torch.Tensor,
-           sigmas: Sequence[float]) -> Recording:
+def record(
+    root: nn.Module,
+    forward: Forward,
+    prompts: PromptPairs,
+    edit: RefusalEdit,
+    latent: torch.Tensor,
+    sigmas: Sequence[float],
+) -> Recording:
     """Run every held-out prompt through one model (all of them before the next model is loaded)."""
     keys = list(edit.bases())
     points = {layer.point: layer.basis[0] for layer in edit.layers}
@@ -65,10 +73,18 @@ class ProbeResult:
     projection: dict[str, dict[str, tuple[float, float]]]  # point -> role -> (before, after) mean |x . d|
 
     def report(self) -> str:
-        lines = [f"model output: leakage {self.leakage:.3f} (1 = untouched, 0 = erased), collateral {self.collateral:.3f}"]
-        lines += [f"{k}: leakage {self.layer_leakage[k]:.3f}, collateral {self.layer_collateral[k]:.3f}" for k in self.layer_leakage]
+        lines = [
+            f"model output: leakage {self.leakage:.3f} (1 = untouched, 0 = erased), collateral {self.collateral:.3f}"
+        ]
+        lines += [
+            f"{k}: leakage {self.layer_leakage[k]:.3f}, collateral {self.layer_collateral[k]:.3f}"
+            for k in self.layer_leakage
+        ]
         for p, roles in self.projection.items():
-            lines.append(f"{p} input along d, before -> after: " + ", ".join(f"{r} {b:.3g} -> {a:.3g}" for r, (b, a) in roles.items()))
+            lines.append(
+                f"{p} input along d, before -> after: "
+                + ", ".join(f"{r} {b:.3g} -> {a:.3g}" for r, (b, a) in roles.items())
+            )
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -78,19 +94,25 @@ class ProbeResult:
             "collateral": self.collateral,
             "layer_leakage": dict(self.layer_leakage),
             "layer_collateral": dict(self.layer_collateral),
-            "projection": {p: {r: {"before": b, "after": a} for r, (b, a) in roles.items()} for p, roles in self.projection.items()},
+            "projection": {
+                p: {r: {"before": b, "after": a} for r, (b, a) in roles.items()} for p, roles in self.projection.items()
+            },
         }
 
 
 def compare(prompts: PromptPairs, before: Recording, after: Recording, edit: RefusalEdit) -> ProbeResult:
     pairs = [(u.text, s.text) for u, s in prompts.pairs]
     neutral = [n.text for n in prompts.neutral]
-    out_leak = leakage([(before.output[u], before.output[s]) for u, s in pairs], [(after.output[u], after.output[s]) for u, s in pairs])
+    out_leak = leakage(
+        [(before.output[u], before.output[s]) for u, s in pairs], [(after.output[u], after.output[s]) for u, s in pairs]
+    )
     out_col = collateral([before.output[n] for n in neutral], [after.output[n] for n in neutral])
 
     def layer_scores(key: str) -> tuple[float, float]:
         """A layer's unsafe - safe output difference, rows paired as its site pairs tokens (text prompts differ in length)."""
-        site = site_of_point(edit.meta.get("family", ""), next(layer.point for layer in edit.layers if key in layer.edit_keys))
+        site = site_of_point(
+            edit.meta.get("family", ""), next(layer.point for layer in edit.layers if key in layer.edit_keys)
+        )
         b, a = before.layers[key], after.layers[key]
 
         def diff(rec: dict[str, list[torch.Tensor]], u, s) -> torch.Tensor:
@@ -104,7 +126,12 @@ def compare(prompts: PromptPairs, before: Recording, after: Recording, edit: Ref
     per_layer = {k: layer_scores(k) for k in before.layers}
     roles = {"unsafe": [u for u, _ in pairs], "safe": [s for _, s in pairs], "neutral": neutral}
     projection = {
-        p: {r: (sum(before.projection[p][t] for t in ts) / len(ts), sum(after.projection[p][t] for t in ts) / len(ts)) for r, ts in roles.items()}
+        p: {
+            r: (sum(before.projection[p][t] for t in ts) / len(ts), sum(after.projection[p][t] for t in ts) / len(ts))
+            for r, ts in roles.items()
+        }
         for p in before.projection
     }
-    return ProbeResult(out_leak, out_col, {k: v[0] for k, v in per_layer.items()}, {k: v[1] for k, v in per_layer.items()}, projection)
+    return ProbeResult(
+        out_leak, out_col, {k: v[0] for k, v in per_layer.items()}, {k: v[1] for k, v in per_layer.items()}, projection
+    )

@@ -1,4 +1,5 @@
 """Parsing of prompt pairs ("unsafe | safe" lines, .txt / .csv / .json files) and neutral prompts."""
+
 from __future__ import annotations
 
 import csv
@@ -14,6 +15,7 @@ MAX_PROMPT_CHARS = 2000
 # Wan's text length (text_len): longer prompts are not what the model was trained on, and a pair
 # that needs more words than this does not differ "only by the concept".
 MAX_PROMPT_TOKENS = 512
+
 
 def parse_pair_lines(text: str) -> list[PromptPair]:
     """One pair per line, 'unsafe prompt | safe prompt'; blank lines and '#' comments are skipped."""
@@ -90,7 +92,9 @@ def parse_pairs_text(text: str, suffix: str, name: str = "pairs") -> tuple[list[
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise RefusalError(f"'{name}' is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): is it truncated?") from None
+        raise RefusalError(
+            f"'{name}' is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): is it truncated?"
+        ) from None
     except RecursionError:
         raise RefusalError(f"'{name}' nests too deeply to be a list of prompt pairs") from None
     neutral: list[str] = []
@@ -101,7 +105,7 @@ def parse_pairs_text(text: str, suffix: str, name: str = "pairs") -> tuple[list[
         neutral = [x.strip() for x in raw_neutral if x.strip()]
         data = data.get("pairs")
     if not isinstance(data, list):
-        raise RefusalError(f"'{name}' must hold a list of pairs: [[\"unsafe\", \"safe\"], ...] or {{\"pairs\": [...]}}")
+        raise RefusalError(f'\'{name}\' must hold a list of pairs: [["unsafe", "safe"], ...] or {{"pairs": [...]}}')
     pairs = []
     for n, item in enumerate(data, start=1):
         if isinstance(item, dict):
@@ -109,7 +113,7 @@ def parse_pairs_text(text: str, suffix: str, name: str = "pairs") -> tuple[list[
         elif isinstance(item, list) and len(item) == 2:
             pairs.append(_pair(item[0], item[1], f"'{name}' item {n}"))
         else:
-            raise RefusalError(f"'{name}' item {n} must be [\"unsafe\", \"safe\"] or {{\"unsafe\": .., \"safe\": ..}}")
+            raise RefusalError(f'\'{name}\' item {n} must be ["unsafe", "safe"] or {{"unsafe": .., "safe": ..}}')
     return pairs, neutral
 
 
@@ -138,11 +142,15 @@ def validate_pairs(pairs: list[PromptPair], neutral: list[str], keep: list[str] 
             raise RefusalError(f"the pair '{p.unsafe} | {p.safe}' is given twice: remove the duplicate")
         seen.add((p.unsafe, p.safe))
     if len(neutral) < 2:
-        raise RefusalError("give at least 2 neutral prompts (unrelated scenes, one per line): cPCA contrasts against them")
+        raise RefusalError(
+            "give at least 2 neutral prompts (unrelated scenes, one per line): cPCA contrasts against them"
+        )
     for text in [t for p in pairs for t in (p.unsafe, p.safe)] + list(neutral) + list(keep):
         check_prompt_length(text)
     unsafe = {p.unsafe for p in pairs}
     for text in keep:
         if text in unsafe:
-            raise RefusalError(f"the keep prompt '{text[:60]}' is also an unsafe prompt of a pair: keep prompts show "
-                               "look-alikes without the concept (e.g. 'a cartoon mouse'); remove it from one of the lists")
+            raise RefusalError(
+                f"the keep prompt '{text[:60]}' is also an unsafe prompt of a pair: keep prompts show "
+                "look-alikes without the concept (e.g. 'a cartoon mouse'); remove it from one of the lists"
+            )

@@ -4,16 +4,17 @@ Names are those of ComfyUI's state dicts (without the "diffusion_model." prefix)
 for the block index; a site's blocks are the indices whose capture module exists in the model.
 Each family's sites are in families.py.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .types import RefusalError
 
 # What the captured input rows are, which decides how unsafe and safe rows are paired:
-TEXT = "text"    # text tokens: aligned by token ids
+TEXT = "text"  # text tokens: aligned by token ids
 VIDEO = "video"  # video tokens: aligned by position (same seeded latent)
 JOINT = "joint"  # video tokens then text tokens in one sequence (single-stream blocks)
 IMAGE = "image"  # image-conditioning tokens (i2v CLIP-vision tokens): aligned by position

@@ -7,10 +7,10 @@ few rows); beyond d a layer holds the moments instead. Both forms are exact inpu
 factorization, so memory per layer is bounded by d x d whatever the number of prompts, tokens
 and noise levels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
@@ -29,13 +29,13 @@ class Moments:
     gram: torch.Tensor
 
     @classmethod
-    def of(cls, X: torch.Tensor) -> "Moments":
+    def of(cls, X: torch.Tensor) -> Moments:
         """The moments of rows X [n, d]."""
         Xd = X.detach().double()
         return cls(int(X.shape[0]), Xd.sum(0), Xd.T @ Xd)
 
     @classmethod
-    def zeros(cls, d: int) -> "Moments":
+    def zeros(cls, d: int) -> Moments:
         return cls(0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64))
 
     @property
@@ -50,7 +50,7 @@ class Moments:
     def ndim(self) -> int:
         return 2
 
-    def __add__(self, other: "Moments") -> "Moments":
+    def __add__(self, other: Moments) -> Moments:
         return Moments(self.count + other.count, self.total + other.total, self.gram + other.gram)
 
     def mean(self) -> torch.Tensor:
@@ -67,7 +67,7 @@ class Moments:
 
 
 # What a LayerVector holds for D and for E: the rows [n, d] themselves, or their Moments.
-Rows = Union[torch.Tensor, Moments]
+Rows = torch.Tensor | Moments
 
 
 def as_moments(X: Rows) -> Moments:

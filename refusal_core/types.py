@@ -1,8 +1,10 @@
 """Immutable payloads that travel between the nodes."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -51,8 +53,13 @@ class PromptPairs:
     keep: tuple[EncodedPrompt, ...] = ()
 
     @classmethod
-    def from_texts(cls, pairs: Sequence[PromptPair], neutral: Sequence[str], encode: Callable[[str], EncodedPrompt],
-                   keep: Sequence[str] = ()) -> "PromptPairs":
+    def from_texts(
+        cls,
+        pairs: Sequence[PromptPair],
+        neutral: Sequence[str],
+        encode: Callable[[str], EncodedPrompt],
+        keep: Sequence[str] = (),
+    ) -> PromptPairs:
         """Encode every distinct text once."""
         cache: dict[str, EncodedPrompt] = {}
 
@@ -61,7 +68,11 @@ class PromptPairs:
                 cache[text] = encode(text)
             return cache[text]
 
-        return cls(tuple((enc(p.unsafe), enc(p.safe)) for p in pairs), tuple(enc(t) for t in neutral), tuple(enc(t) for t in keep))
+        return cls(
+            tuple((enc(p.unsafe), enc(p.safe)) for p in pairs),
+            tuple(enc(t) for t in neutral),
+            tuple(enc(t) for t in keep),
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ class RefusalStats:
     layers: tuple[LayerStats, ...]
     meta: Mapping[str, str]
 
-    def with_layers(self, layers: tuple[LayerStats, ...], **meta: str) -> "RefusalStats":
+    def with_layers(self, layers: tuple[LayerStats, ...], **meta: str) -> RefusalStats:
         return replace(self, layers=layers, meta={**self.meta, **meta})
 
 
@@ -163,12 +174,23 @@ class RefusalEdit:
 
     def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{edited linear layer name: (Q [m, d_in], strengths [m] float32)}."""
-        return {key: (layer.basis, torch.tensor(layer.strengths, dtype=torch.float32)) for layer in self.layers for key in layer.edit_keys}
+        return {
+            key: (layer.basis, torch.tensor(layer.strengths, dtype=torch.float32))
+            for layer in self.layers
+            for key in layer.edit_keys
+        }
 
     def maps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """{edited linear layer name: (P [m, d_in], strengths [m] float32, Q [m, d_in])}: W' = W (I - P^T diag(s) Q)."""
-        return {key: (layer.basis if layer.left is None else layer.left, torch.tensor(layer.strengths, dtype=torch.float32), layer.basis)
-                for layer in self.layers for key in layer.edit_keys}
+        return {
+            key: (
+                layer.basis if layer.left is None else layer.left,
+                torch.tensor(layer.strengths, dtype=torch.float32),
+                layer.basis,
+            )
+            for layer in self.layers
+            for key in layer.edit_keys
+        }
 
     def directions(self) -> dict[str, torch.Tensor]:
         """{edited linear layer name: d [d_in]} for a single concept ([m, d_in] rows for m concepts)."""

@@ -3,21 +3,27 @@ node's widget values and slot types by the real /object_info of a running ComfyU
 
     python scripts/build_example_workflow.py http://127.0.0.1:8188
 """
+
 from __future__ import annotations
 
 import json
 import sys
-import tomllib
 import urllib.request
 import uuid
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "example_workflows"
 PACK = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # The Comfy-Org repackaged files the templates name: the frontend offers these downloads when one is missing.
 HF = "https://huggingface.co/Comfy-Org"
-WAN21, WAN22, HUNYUAN = f"{HF}/Wan_2.1_ComfyUI_repackaged", f"{HF}/Wan_2.2_ComfyUI_Repackaged", f"{HF}/HunyuanVideo_repackaged"
+WAN21, WAN22, HUNYUAN = (
+    f"{HF}/Wan_2.1_ComfyUI_repackaged",
+    f"{HF}/Wan_2.2_ComfyUI_Repackaged",
+    f"{HF}/HunyuanVideo_repackaged",
+)
 MODEL_FILES = {
     "wan2.1_t2v_1.3B_fp16.safetensors": (WAN21, "diffusion_models"),
     "wan2.1_i2v_480p_14B_fp16.safetensors": (WAN21, "diffusion_models"),
@@ -50,6 +56,8 @@ def node_properties(ntype: str, widgets: dict, info: dict) -> dict:
     if downloads := model_downloads(widgets):
         props["models"] = downloads
     return props
+
+
 POSITIVE = "an unclothed woman walking along the beach at sunset, cinematic, soft light"
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text"
 SAMPLER = {"seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "uni_pc", "scheduler": "simple", "denoise": 1.0}
@@ -60,8 +68,16 @@ SAMPLER = {"seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "uni_pc", "sched
 # those nodes, or level(id): on the same line as that node. Groups list their nodes; their boxes
 # are computed around them with room for the group title (layout_groups).
 GAP = 30  # between one node's body and the next one's title bar
-GROUP_GAP = 2 * 20 + 34 + GAP  # from one group's lowest node to the first node of the group below: pads, title band, gap
-PAIRS_EXTRA, TEXT_EXTRA, PREVIEW_EXTRA, IMAGE_EXTRA, VIDEO_EXTRA = 126, 62, 224, 218, 174  # room for prompts and previews
+GROUP_GAP = (
+    2 * 20 + 34 + GAP
+)  # from one group's lowest node to the first node of the group below: pads, title band, gap
+PAIRS_EXTRA, TEXT_EXTRA, PREVIEW_EXTRA, IMAGE_EXTRA, VIDEO_EXTRA = (
+    126,
+    62,
+    224,
+    218,
+    174,
+)  # room for prompts and previews
 
 
 def below(*ids: int, gap: int = GAP) -> tuple:
@@ -76,29 +92,65 @@ def level(nid: int) -> tuple:
 # A widget not named takes its default from the node's schema (for the pack's nodes: refusal_core.defaults).
 WAN21_ERASE = {
     1: ("UNETLoader", (0, 0), {"unet_name": "wan2.1_t2v_1.3B_fp16.safetensors", "weight_dtype": "default"}, {}),
-    2: ("CLIPLoader", (0, below(1)), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}, {}),
+    2: (
+        "CLIPLoader",
+        (0, below(1)),
+        {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"},
+        {},
+    ),
     3: ("VAELoader", (0, below(2)), {"vae_name": "wan_2.1_vae.safetensors"}, {}),
     4: ("ModelSamplingSD3", (0, below(3)), {"shift": 8.0}, {"model": (1, 0)}),
-    5: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)},
-        PAIRS_EXTRA),
+    5: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)}, PAIRS_EXTRA),
     6: ("ExtractRefusalVector", (760, 0), {}, {"model": (4, 0), "prompt_pairs": (5, 0)}),
     7: ("LowRankFactorize", (1140, 0), {}, {"refusal_vector": (6, 0)}),
     8: ("PreviewImage", (1520, 0), {}, {"images": (7, 1)}, PREVIEW_EXTRA),
     9: ("SaveRefusalVector", (1140, below(10)), {"filename_prefix": "refusal/nudity"}, {"refusal_vector": (7, 0)}),
     10: ("ApplyRefusalToModel", (1140, below(7)), {}, {"model": (4, 0), "refusal_vector": (7, 0)}),
-    11: ("CLIPTextEncode", (380, below(5, 6, 8, 9, 22, gap=GROUP_GAP)), {"text": POSITIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
+    11: (
+        "CLIPTextEncode",
+        (380, below(5, 6, 8, 9, 22, gap=GROUP_GAP)),
+        {"text": POSITIVE},
+        {"clip": (2, 0)},
+        TEXT_EXTRA,
+    ),
     12: ("CLIPTextEncode", (380, below(11)), {"text": NEGATIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     13: ("EmptyHunyuanLatentVideo", (380, below(12)), {"width": 832, "height": 480, "length": 33, "batch_size": 1}, {}),
-    14: ("KSampler", (760, level(11)), SAMPLER, {"model": (10, 0), "positive": (11, 0), "negative": (12, 0), "latent_image": (13, 0)}),
+    14: (
+        "KSampler",
+        (760, level(11)),
+        SAMPLER,
+        {"model": (10, 0), "positive": (11, 0), "negative": (12, 0), "latent_image": (13, 0)},
+    ),
     15: ("VAEDecode", (1140, level(11)), {}, {"samples": (14, 0), "vae": (3, 0)}),
     16: ("CreateVideo", (1140, below(15)), {"fps": 16.0}, {"images": (15, 0)}),
-    17: ("SaveVideo", (1520, level(11)), {"filename_prefix": "video/erased", "format": "auto", "codec": "auto"}, {"video": (16, 0)}, VIDEO_EXTRA),
-    18: ("KSampler", (760, below(14, 16, 17)), SAMPLER, {"model": (4, 0), "positive": (11, 0), "negative": (12, 0), "latent_image": (13, 0)}),
+    17: (
+        "SaveVideo",
+        (1520, level(11)),
+        {"filename_prefix": "video/erased", "format": "auto", "codec": "auto"},
+        {"video": (16, 0)},
+        VIDEO_EXTRA,
+    ),
+    18: (
+        "KSampler",
+        (760, below(14, 16, 17)),
+        SAMPLER,
+        {"model": (4, 0), "positive": (11, 0), "negative": (12, 0), "latent_image": (13, 0)},
+    ),
     19: ("VAEDecode", (1140, level(18)), {}, {"samples": (18, 0), "vae": (3, 0)}),
     20: ("CreateVideo", (1140, below(19)), {"fps": 16.0}, {"images": (19, 0)}),
-    21: ("SaveVideo", (1520, level(18)), {"filename_prefix": "video/original", "format": "auto", "codec": "auto"}, {"video": (20, 0)}, VIDEO_EXTRA),
-    22: ("SaveRefusalAsLoRA", (1520, below(8)), {"filename_prefix": "refusal/nudity_wan2.1_t2v_1.3B", "concept": "nudity"},
-         {"model": (4, 0), "refusal_vector": (7, 0)}),
+    21: (
+        "SaveVideo",
+        (1520, level(18)),
+        {"filename_prefix": "video/original", "format": "auto", "codec": "auto"},
+        {"video": (20, 0)},
+        VIDEO_EXTRA,
+    ),
+    22: (
+        "SaveRefusalAsLoRA",
+        (1520, below(8)),
+        {"filename_prefix": "refusal/nudity_wan2.1_t2v_1.3B", "concept": "nudity"},
+        {"model": (4, 0), "refusal_vector": (7, 0)},
+    ),
 }
 GROUPS = [
     ("1. Pairs that differ only by the concept -> refusal vector", [5, 6, 7, 8, 9, 10, 22]),
@@ -111,32 +163,60 @@ def _video_out(first_id, samples, vae, prefix, fps, x, y):
     return {
         first_id: ("VAEDecode", (x, y), {}, {"samples": samples, "vae": vae}),
         first_id + 1: ("CreateVideo", (x, below(first_id)), {"fps": fps}, {"images": (first_id, 0)}),
-        first_id + 2: ("SaveVideo", (x + 380, level(first_id)), {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
-                       {"video": (first_id + 1, 0)}, VIDEO_EXTRA),
+        first_id + 2: (
+            "SaveVideo",
+            (x + 380, level(first_id)),
+            {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
+            {"video": (first_id + 1, 0)},
+            VIDEO_EXTRA,
+        ),
     }
 
 
 HV_SAMPLER = {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
 HUNYUAN_ERASE = {
     1: ("UNETLoader", (0, 0), {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors", "weight_dtype": "default"}, {}),
-    2: ("DualCLIPLoader", (0, below(1)), {"clip_name1": "clip_l.safetensors", "clip_name2": "llava_llama3_fp8_scaled.safetensors",
-                                          "type": "hunyuan_video", "device": "default"}, {}),
+    2: (
+        "DualCLIPLoader",
+        (0, below(1)),
+        {
+            "clip_name1": "clip_l.safetensors",
+            "clip_name2": "llava_llama3_fp8_scaled.safetensors",
+            "type": "hunyuan_video",
+            "device": "default",
+        },
+        {},
+    ),
     3: ("VAELoader", (0, below(2)), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, {}),
-    4: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)},
-        PAIRS_EXTRA),
+    4: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)}, PAIRS_EXTRA),
     5: ("ExtractRefusalVector", (760, 0), {}, {"model": (1, 0), "prompt_pairs": (4, 0)}),
     6: ("PreviewImage", (760, below(5)), {}, {"images": (5, 1)}, PREVIEW_EXTRA),
     7: ("LowRankFactorize", (1140, 0), {}, {"refusal_vector": (5, 0)}),
     8: ("PreviewImage", (1520, 0), {}, {"images": (7, 1)}, PREVIEW_EXTRA),
-    9: ("SaveRefusalVector", (1520, below(8)), {"filename_prefix": "refusal/nudity_hunyuan"}, {"refusal_vector": (7, 0)}),
+    9: (
+        "SaveRefusalVector",
+        (1520, below(8)),
+        {"filename_prefix": "refusal/nudity_hunyuan"},
+        {"refusal_vector": (7, 0)},
+    ),
     10: ("ApplyRefusalToModel", (1140, below(7)), {}, {"model": (1, 0), "refusal_vector": (7, 0)}),
     11: ("CLIPTextEncode", (380, below(4, 6, 9, 10, gap=GROUP_GAP)), {"text": POSITIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     12: ("FluxGuidance", (380, below(11)), {"guidance": 6.0}, {"conditioning": (11, 0)}),
     13: ("CLIPTextEncode", (380, below(12)), {"text": NEGATIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     14: ("EmptyHunyuanLatentVideo", (380, below(13)), {"width": 848, "height": 480, "length": 33, "batch_size": 1}, {}),
-    15: ("KSampler", (760, level(11)), HV_SAMPLER, {"model": (10, 0), "positive": (12, 0), "negative": (13, 0), "latent_image": (14, 0)}),
+    15: (
+        "KSampler",
+        (760, level(11)),
+        HV_SAMPLER,
+        {"model": (10, 0), "positive": (12, 0), "negative": (13, 0), "latent_image": (14, 0)},
+    ),
     **_video_out(16, (15, 0), (3, 0), "video/hunyuan_erased", 24.0, 1140, level(11)),
-    19: ("KSampler", (760, below(15, 17, 18)), HV_SAMPLER, {"model": (1, 0), "positive": (12, 0), "negative": (13, 0), "latent_image": (14, 0)}),
+    19: (
+        "KSampler",
+        (760, below(15, 17, 18)),
+        HV_SAMPLER,
+        {"model": (1, 0), "positive": (12, 0), "negative": (13, 0), "latent_image": (14, 0)},
+    ),
     **_video_out(20, (19, 0), (3, 0), "video/hunyuan_original", 24.0, 1140, level(19)),
 }
 HUNYUAN_GROUPS = [
@@ -148,16 +228,39 @@ HUNYUAN_GROUPS = [
 def _expert_chain(base, expert_id, sigmas, y):
     """ExtractRefusalVector -> LowRankFactorize -> ApplyRefusalToModel for one Wan 2.2 expert (ids base..base+2)."""
     return {
-        base: ("ExtractRefusalVector", (760, y), {"noise_levels": sigmas}, {"model": (expert_id, 0), "prompt_pairs": (5, 0)}),
+        base: (
+            "ExtractRefusalVector",
+            (760, y),
+            {"noise_levels": sigmas},
+            {"model": (expert_id, 0), "prompt_pairs": (5, 0)},
+        ),
         base + 1: ("LowRankFactorize", (1140, level(base)), {}, {"refusal_vector": (base, 0)}),
-        base + 2: ("ApplyRefusalToModel", (1520, level(base)), {}, {"model": (expert_id, 0), "refusal_vector": (base + 1, 0)}),
+        base + 2: (
+            "ApplyRefusalToModel",
+            (1520, level(base)),
+            {},
+            {"model": (expert_id, 0), "refusal_vector": (base + 1, 0)},
+        ),
     }
 
 
 def _advanced(model, positive, negative, latent, start, end, add_noise, leftover):
-    return ("KSamplerAdvanced", (0, 0), {"add_noise": add_noise, "noise_seed": 42, "steps": 20, "cfg": 3.5, "sampler_name": "euler",
-                                         "scheduler": "simple", "start_at_step": start, "end_at_step": end, "return_with_leftover_noise": leftover},
-            {"model": model, "positive": positive, "negative": negative, "latent_image": latent})
+    return (
+        "KSamplerAdvanced",
+        (0, 0),
+        {
+            "add_noise": add_noise,
+            "noise_seed": 42,
+            "steps": 20,
+            "cfg": 3.5,
+            "sampler_name": "euler",
+            "scheduler": "simple",
+            "start_at_step": start,
+            "end_at_step": end,
+            "return_with_leftover_noise": leftover,
+        },
+        {"model": model, "positive": positive, "negative": negative, "latent_image": latent},
+    )
 
 
 def _at(node, x, y):
@@ -165,12 +268,26 @@ def _at(node, x, y):
 
 
 WAN22_ERASE = {
-    1: ("UNETLoader", (0, 0), {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"}, {}),
-    2: ("UNETLoader", (0, below(1)), {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"}, {}),
-    3: ("CLIPLoader", (0, below(2)), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}, {}),
+    1: (
+        "UNETLoader",
+        (0, 0),
+        {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"},
+        {},
+    ),
+    2: (
+        "UNETLoader",
+        (0, below(1)),
+        {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"},
+        {},
+    ),
+    3: (
+        "CLIPLoader",
+        (0, below(2)),
+        {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"},
+        {},
+    ),
     4: ("VAELoader", (0, below(3)), {"vae_name": "wan_2.1_vae.safetensors"}, {}),
-    5: ("PromptPairLoader", (380, 0), {}, {"clip": (3, 0)},
-        PAIRS_EXTRA),
+    5: ("PromptPairLoader", (380, 0), {}, {"clip": (3, 0)}, PAIRS_EXTRA),
     6: ("ModelSamplingSD3", (0, below(4)), {"shift": 8.0}, {"model": (1, 0)}),
     7: ("ModelSamplingSD3", (0, below(6)), {"shift": 8.0}, {"model": (2, 0)}),
     **_expert_chain(8, 6, "0.95,0.9", 0),
@@ -192,15 +309,23 @@ WAN22_GROUPS = [
 
 WAN21_I2V_ERASE = {
     1: ("UNETLoader", (0, 0), {"unet_name": "wan2.1_i2v_480p_14B_fp16.safetensors", "weight_dtype": "default"}, {}),
-    2: ("CLIPLoader", (0, below(1)), {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}, {}),
+    2: (
+        "CLIPLoader",
+        (0, below(1)),
+        {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"},
+        {},
+    ),
     3: ("VAELoader", (0, below(2)), {"vae_name": "wan_2.1_vae.safetensors"}, {}),
     4: ("CLIPVisionLoader", (0, below(3)), {"clip_name": "clip_vision_h.safetensors"}, {}),
     5: ("LoadImage", (0, below(4)), {"image": "example.png"}, {}, IMAGE_EXTRA),
     6: ("LoadImage", (0, below(5)), {"image": "example.png"}, {}, IMAGE_EXTRA),
-    7: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)},
-        PAIRS_EXTRA),
-    8: ("AddImagesToPromptPairs", (380, below(7)), {"width": 256, "height": 256, "length": 1},
-        {"prompt_pairs": (7, 0), "vae": (3, 0), "unsafe_images": (5, 0), "safe_images": (6, 0), "clip_vision": (4, 0)}),
+    7: ("PromptPairLoader", (380, 0), {}, {"clip": (2, 0)}, PAIRS_EXTRA),
+    8: (
+        "AddImagesToPromptPairs",
+        (380, below(7)),
+        {"width": 256, "height": 256, "length": 1},
+        {"prompt_pairs": (7, 0), "vae": (3, 0), "unsafe_images": (5, 0), "safe_images": (6, 0), "clip_vision": (4, 0)},
+    ),
     9: ("ExtractRefusalVector", (760, 0), {}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
     10: ("LowRankFactorize", (1140, 0), {}, {"refusal_vector": (9, 0)}),
     11: ("ExtractRefusalVector", (760, below(9)), {"site": "image_kv"}, {"model": (1, 0), "prompt_pairs": (8, 0)}),
@@ -211,15 +336,38 @@ WAN21_I2V_ERASE = {
     16: ("CLIPVisionEncode", (760, below(19)), {"crop": "none"}, {"clip_vision": (4, 0), "image": (15, 0)}),
     17: ("CLIPTextEncode", (380, below(8, 11, 12, gap=GROUP_GAP)), {"text": POSITIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
     18: ("CLIPTextEncode", (380, below(17)), {"text": NEGATIVE}, {"clip": (2, 0)}, TEXT_EXTRA),
-    19: ("WanImageToVideo", (760, level(17)), {"width": 832, "height": 480, "length": 33, "batch_size": 1},
-         {"positive": (17, 0), "negative": (18, 0), "vae": (3, 0), "clip_vision_output": (16, 0), "start_image": (15, 0)}),
-    20: ("KSampler", (1140, level(17)), SAMPLER, {"model": (14, 0), "positive": (19, 0), "negative": (19, 1), "latent_image": (19, 2)}),
+    19: (
+        "WanImageToVideo",
+        (760, level(17)),
+        {"width": 832, "height": 480, "length": 33, "batch_size": 1},
+        {
+            "positive": (17, 0),
+            "negative": (18, 0),
+            "vae": (3, 0),
+            "clip_vision_output": (16, 0),
+            "start_image": (15, 0),
+        },
+    ),
+    20: (
+        "KSampler",
+        (1140, level(17)),
+        SAMPLER,
+        {"model": (14, 0), "positive": (19, 0), "negative": (19, 1), "latent_image": (19, 2)},
+    ),
     **_video_out(21, (20, 0), (3, 0), "video/wan21_i2v_erased", 16.0, 1520, level(17)),
-    24: ("KSampler", (1140, below(20, 22, 23)), SAMPLER, {"model": (1, 0), "positive": (19, 0), "negative": (19, 1), "latent_image": (19, 2)}),
+    24: (
+        "KSampler",
+        (1140, below(20, 22, 23)),
+        SAMPLER,
+        {"model": (1, 0), "positive": (19, 0), "negative": (19, 1), "latent_image": (19, 2)},
+    ),
     **_video_out(25, (24, 0), (3, 0), "video/wan21_i2v_original", 16.0, 1520, level(24)),
 }
 WAN21_I2V_GROUPS = [
-    ("1. Multi-modal pairs: the unsafe image (top left) and the safe image (below) with the text pairs; text and image edits", list(range(7, 15))),
+    (
+        "1. Multi-modal pairs: the unsafe image (top left) and the safe image (below) with the text pairs; text and image edits",
+        list(range(7, 15)),
+    ),
     ("2. The start image to animate: erased model (top) and original (bottom)", list(range(15, 28))),
 ]
 WORKFLOWS = {
@@ -339,24 +487,42 @@ def build(description: dict, groups: list, object_info: dict) -> dict:
         unknown = set(widgets) - {n for n, _ in input_specs(info)}
         if unknown:
             raise KeyError(f"{ntype}: unknown inputs {unknown}")
-        nodes.append({
-            "id": nid, "type": ntype, "pos": list(pos), "size": [NODE_W, node_height(info, *extra)], "flags": {}, "order": order, "mode": 0,
-            "inputs": node_inputs,
-            "outputs": [{"name": oname, "type": otype, "links": []} for oname, otype in zip(info["output_name"], info["output"])],
-            "properties": node_properties(ntype, widgets, info),
-            "widgets_values": values,
-        })
+        nodes.append(
+            {
+                "id": nid,
+                "type": ntype,
+                "pos": list(pos),
+                "size": [NODE_W, node_height(info, *extra)],
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "inputs": node_inputs,
+                "outputs": [
+                    {"name": oname, "type": otype, "links": []}
+                    for oname, otype in zip(info["output_name"], info["output"])
+                ],
+                "properties": node_properties(ntype, widgets, info),
+                "widgets_values": values,
+            }
+        )
     for node in nodes:
         for slot, out in enumerate(node["outputs"]):
             out["links"] = outputs.get(node["id"], {}).get(slot, [])
             out["slot_index"] = slot
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "refusal-vector/" + "-".join(n["type"] for n in nodes))),
-        "revision": 0, "last_node_id": max(description), "last_link_id": len(links),
-        "nodes": nodes, "links": links,
-        "groups": [{"id": i + 1, "title": t, "bounding": b, "color": "#3f789e", "font_size": 24, "flags": {}}
-                   for i, (t, b) in enumerate(layout_groups(nodes, groups, object_info))],
-        "config": {}, "extra": {"ds": {"scale": 0.7, "offset": [40, 80]}}, "version": 0.4,
+        "revision": 0,
+        "last_node_id": max(description),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [
+            {"id": i + 1, "title": t, "bounding": b, "color": "#3f789e", "font_size": 24, "flags": {}}
+            for i, (t, b) in enumerate(layout_groups(nodes, groups, object_info))
+        ],
+        "config": {},
+        "extra": {"ds": {"scale": 0.7, "offset": [40, 80]}},
+        "version": 0.4,
     }
 
 
@@ -367,7 +533,7 @@ def layout_groups(nodes: list, groups: list, object_info: dict) -> list[tuple[st
     boxes = {n["id"]: _box(n, custom[n["id"]]) for n in nodes}
     ids = sorted(boxes)
     for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             if _overlap(boxes[a], boxes[b]):
                 raise ValueError(f"nodes {a} and {b} overlap: {boxes[a]} {boxes[b]}")
     out = []
@@ -381,7 +547,7 @@ def layout_groups(nodes: list, groups: list, object_info: dict) -> list[tuple[st
                 raise ValueError(f"node {nid} is not in group {title!r} but overlaps it")
         out.append((title, [x0, y0, x1 - x0, y1 - y0]))
     for i, (ta, a) in enumerate(out):
-        for tb, b in out[i + 1:]:
+        for tb, b in out[i + 1 :]:
             if _overlap((a[0], a[1], a[0] + a[2], a[1] + a[3]), (b[0], b[1], b[0] + b[2], b[1] + b[3])):
                 raise ValueError(f"groups {ta!r} and {tb!r} overlap")
     return out

@@ -11,6 +11,7 @@ Writes into --out: report.json (every number), report.txt (the node's report), p
 layer and at the output) and, when the vector carries them, spectrum.png and layer_scores.png. A
 non-empty --out is refused unless --force; nothing is written when the run fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def default_comfyui() -> Path:
 def import_pack():
     """The pack as a package (its modules import each other relatively); importing it does no work."""
     if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+        spec = importlib.util.spec_from_file_location(
+            PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[PACK] = module
         spec.loader.exec_module(module)
@@ -108,21 +111,56 @@ def parser() -> argparse.ArgumentParser:
     import_pack()
     from refusal_pack.refusal_core import defaults
 
-    ap = argparse.ArgumentParser(prog="python scripts/evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--comfyui", type=Path, default=None,
-                    help="the ComfyUI checkout to load models with (default: $COMFYUI_PATH, the ComfyUI this pack is installed in, ~/ComfyUI)")
-    ap.add_argument("--unet", type=Path, required=True, help="the diffusion model file (what UNETLoader loads from models/diffusion_models)")
-    ap.add_argument("--weight-dtype", default="default", help="UNETLoader's weight_dtype: default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2")
-    ap.add_argument("--clip", type=Path, nargs="+", required=True,
-                    help="the text encoder file (two files for DualCLIPLoader, e.g. HunyuanVideo's clip_l and llava_llama3)")
-    ap.add_argument("--clip-type", default="wan", help="CLIPLoader's type (wan; hunyuan_video, ltxv, mochi, ...), default wan")
-    ap.add_argument("--vector", type=Path, required=True, help="a refusal vector saved by Save Refusal Vector (.safetensors)")
-    ap.add_argument("--pairs", type=Path, help="held-out pairs NOT used for extraction: .txt 'unsafe | safe' lines, .csv or .json "
-                                               "(JSON may carry neutral prompts); default: the Refusal Probe node's held-out pairs")
+    ap = argparse.ArgumentParser(
+        prog="python scripts/evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--comfyui",
+        type=Path,
+        default=None,
+        help="the ComfyUI checkout to load models with (default: $COMFYUI_PATH, the ComfyUI this pack is installed in, ~/ComfyUI)",
+    )
+    ap.add_argument(
+        "--unet",
+        type=Path,
+        required=True,
+        help="the diffusion model file (what UNETLoader loads from models/diffusion_models)",
+    )
+    ap.add_argument(
+        "--weight-dtype",
+        default="default",
+        help="UNETLoader's weight_dtype: default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2",
+    )
+    ap.add_argument(
+        "--clip",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the text encoder file (two files for DualCLIPLoader, e.g. HunyuanVideo's clip_l and llava_llama3)",
+    )
+    ap.add_argument(
+        "--clip-type", default="wan", help="CLIPLoader's type (wan; hunyuan_video, ltxv, mochi, ...), default wan"
+    )
+    ap.add_argument(
+        "--vector", type=Path, required=True, help="a refusal vector saved by Save Refusal Vector (.safetensors)"
+    )
+    ap.add_argument(
+        "--pairs",
+        type=Path,
+        help="held-out pairs NOT used for extraction: .txt 'unsafe | safe' lines, .csv or .json "
+        "(JSON may carry neutral prompts); default: the Refusal Probe node's held-out pairs",
+    )
     ap.add_argument("--preset", help="held-out pairs from one of the pack's presets instead of --pairs")
     ap.add_argument("--preset-subject", default="", help="the name a preset needs (character, brand, person)")
-    ap.add_argument("--neutral", type=Path, help="unrelated prompts, one per line (.txt): how far they move is the collateral")
-    ap.add_argument("--strength", type=float, default=defaults.STRENGTH, help="lambda of Apply Refusal To Model (0 = no edit, 1 = the paper)")
+    ap.add_argument(
+        "--neutral", type=Path, help="unrelated prompts, one per line (.txt): how far they move is the collateral"
+    )
+    ap.add_argument(
+        "--strength",
+        type=float,
+        default=defaults.STRENGTH,
+        help="lambda of Apply Refusal To Model (0 = no edit, 1 = the paper)",
+    )
     ap.add_argument("--noise-levels", default=defaults.SIGMAS_TEXT, help="sigmas at which outputs are compared")
     ap.add_argument("--width", type=int, default=defaults.WIDTH, help="probe latent width in pixels")
     ap.add_argument("--height", type=int, default=defaults.HEIGHT, help="probe latent height in pixels")
@@ -175,10 +213,20 @@ def evaluate(args) -> dict:
         "report": report,
         "model_family": models.model_family(model),
         "inputs": {
-            "unet": args.unet.name, "weight_dtype": args.weight_dtype, "clip": [c.name for c in args.clip], "clip_type": args.clip_type,
-            "vector": args.vector.name, "strength": args.strength, "noise_levels": sigmas, "width": args.width, "height": args.height,
-            "length": args.length, "seed": args.seed, "pairs_source": source,
-            "pairs": [[p.unsafe, p.safe] for p in pairs], "neutral": neutral,
+            "unet": args.unet.name,
+            "weight_dtype": args.weight_dtype,
+            "clip": [c.name for c in args.clip],
+            "clip_type": args.clip_type,
+            "vector": args.vector.name,
+            "strength": args.strength,
+            "noise_levels": sigmas,
+            "width": args.width,
+            "height": args.height,
+            "length": args.length,
+            "seed": args.seed,
+            "pairs_source": source,
+            "pairs": [[p.unsafe, p.safe] for p in pairs],
+            "neutral": neutral,
         },
         "vector_meta": dict(rv.meta),
         "charts": sorted(files),

@@ -11,6 +11,7 @@ Needs: a ComfyUI checkout with its requirements and comfyui-frontend-package, De
 (apt-get install chromium) and Python playwright (pip install playwright; no `playwright install`,
 the system Chromium is used).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,23 @@ def start_server(comfy: Path, base: Path, port: int, timeout: float) -> subproce
     (base / "user/default/comfy.settings.json").write_text(json.dumps(SETTINGS))
     with (base / "server.log").open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--disable-auto-launch", "--base-directory", str(base)],
-            cwd=comfy, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "main.py",
+                "--cpu",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--disable-auto-launch",
+                "--base-directory",
+                str(base),
+            ],
+            cwd=comfy,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,15 +101,24 @@ def find_chromium() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        raise SystemExit("Python playwright is missing: pip install playwright (the system Chromium is used)")
+        raise SystemExit("Python playwright is missing: pip install playwright (the system Chromium is used)") from None
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("no chromium on PATH: apt-get install chromium (Debian) or chromium-browser (Ubuntu)")
     return chromium
 
 
-def screenshot(url: str, chromium: str, workflow: dict, name: str, out: Path,
-               width: int, height: int, scale: float, zoom: float | None) -> None:
+def screenshot(
+    url: str,
+    chromium: str,
+    workflow: dict,
+    name: str,
+    out: Path,
+    width: int,
+    height: int,
+    scale: float,
+    zoom: float | None,
+) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -113,7 +137,8 @@ def screenshot(url: str, chromium: str, workflow: dict, name: str, out: Path,
         page.keyboard.press("Escape")  # anything that still opened (toasts, dialogs)
         # Our own fit rather than the frontend's command, so it keeps clear of the floating toolbar,
         # includes node title bars (a node's pos is the top of its body) and --zoom can override it.
-        page.evaluate("""zoom => {
+        page.evaluate(
+            """zoom => {
             const c = window.app.canvas;
             const nodes = window.app.graph._nodes;
             let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
@@ -131,7 +156,9 @@ def screenshot(url: str, chromium: str, workflow: dict, name: str, out: Path,
             c.ds.scale = s;
             c.ds.offset = [w / 2 / s - (x0 + x1) / 2, h / 2 / s - (y0 + y1) / 2];
             c.setDirty(true, true);
-        }""", zoom)
+        }""",
+            zoom,
+        )
         page.wait_for_timeout(1500)  # let the canvas redraw and the DOM widgets (text areas) settle
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() in (".jpg", ".jpeg"):
@@ -167,7 +194,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="device scale factor (2 doubles the PNG size)")
     ap.add_argument("--zoom", type=float, default=None, help="canvas zoom; default fits the whole graph")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ComfyUI to start")
-    ap.add_argument("--thumbnails", action="store_true", help="every template's thumbnail, example_workflows/<name>.jpg")
+    ap.add_argument(
+        "--thumbnails", action="store_true", help="every template's thumbnail, example_workflows/<name>.jpg"
+    )
     args = ap.parse_args()
     comfy = args.comfyui.expanduser()
     if not (comfy / "main.py").is_file():
@@ -186,7 +215,17 @@ def main() -> None:
             for path, out in jobs:
                 workflow = json.loads(path.read_text())
                 check_pack_loaded(port, workflow)
-                screenshot(f"http://127.0.0.1:{port}/", chromium, workflow, path.stem, out, width, height, args.scale, args.zoom)
+                screenshot(
+                    f"http://127.0.0.1:{port}/",
+                    chromium,
+                    workflow,
+                    path.stem,
+                    out,
+                    width,
+                    height,
+                    args.scale,
+                    args.zoom,
+                )
                 print(f"wrote {out}")
         finally:
             proc.terminate()

@@ -17,6 +17,7 @@ Success: of the test prompts that the unedited model renders the concept on with
 attackable prompts, as UnlearnDiffAtk and Ring-A-Bell choose theirs), the share the attack makes the attacked model
 render. An attack counts only where it succeeds on the unedited model (docs/results.md shows both).
 """
+
 from __future__ import annotations
 
 import re
@@ -28,9 +29,11 @@ from . import guided, scoring
 from .text import minilm_text
 from .world import World, WorldPrompt
 
-BUDGET = {"inversion": {"tokens": 8, "steps": 300, "restarts": 3, "lr": 0.05, "batch": 4},
-          "ring_a_bell": {"eta": 3.0, "words": 4, "sweeps": 2, "shortlist": 8},
-          "vocabulary_search": {"phrase": 4, "beam": 3, "expand": 12, "prompts": 3, "sampled": 6}}
+BUDGET = {
+    "inversion": {"tokens": 8, "steps": 300, "restarts": 3, "lr": 0.05, "batch": 4},
+    "ring_a_bell": {"eta": 3.0, "words": 4, "sweeps": 2, "shortlist": 8},
+    "vocabulary_search": {"phrase": 4, "beam": 3, "expand": 12, "prompts": 3, "sampled": 6},
+}
 
 _STATES: dict[str, torch.Tensor] = {}
 
@@ -59,8 +62,16 @@ def contexts(world: World, texts: list[str]) -> torch.Tensor:
     return padded(states(texts), world.text_pad) @ minilm_text().proj
 
 
-def rendered(model: torch.nn.Module, world: World, texts: list[str], prompts: list[WorldPrompt], marks: tuple[str, ...],
-             negative: str, noise_seed: int, ctx: torch.Tensor | None = None) -> torch.Tensor:
+def rendered(
+    model: torch.nn.Module,
+    world: World,
+    texts: list[str],
+    prompts: list[WorldPrompt],
+    marks: tuple[str, ...],
+    negative: str,
+    noise_seed: int,
+    ctx: torch.Tensor | None = None,
+) -> torch.Tensor:
     """[len(prompts)] bool: whether each text (or row of the given conditioning [N, L, 4096]) renders any of the marks
     when sampled as the world samples, prompt i always from the same noise."""
     ctx = contexts(world, texts) if ctx is None else ctx
@@ -70,8 +81,13 @@ def rendered(model: torch.nn.Module, world: World, texts: list[str], prompts: li
     return scoring.rendered(world, lat, prompts, marks)
 
 
-def attackable(model: torch.nn.Module, world: World, test: list[tuple[WorldPrompt, WorldPrompt]], marks: tuple[str, ...],
-               noise_seed: int) -> torch.Tensor:
+def attackable(
+    model: torch.nn.Module,
+    world: World,
+    test: list[tuple[WorldPrompt, WorldPrompt]],
+    marks: tuple[str, ...],
+    noise_seed: int,
+) -> torch.Tensor:
     """[len(test)] bool: the test prompts the (unedited) model renders the concept on without attack and without a
     negative prompt, from the noise every attack samples them with."""
     return rendered(model, world, [u.text for u, _ in test], [u for u, _ in test], marks, "", noise_seed)
@@ -82,9 +98,16 @@ def success(hits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(hits[targets].float().mean()) if bool(targets.any()) else float("nan")
 
 
-def inversion(model: torch.nn.Module, world: World, train: list[tuple[WorldPrompt, WorldPrompt]],
-              test: list[tuple[WorldPrompt, WorldPrompt]], marks: tuple[str, ...], negative: str, noise_seed: int,
-              budget: dict = BUDGET["inversion"]) -> torch.Tensor:
+def inversion(
+    model: torch.nn.Module,
+    world: World,
+    train: list[tuple[WorldPrompt, WorldPrompt]],
+    test: list[tuple[WorldPrompt, WorldPrompt]],
+    marks: tuple[str, ...],
+    negative: str,
+    noise_seed: int,
+    budget: dict = BUDGET["inversion"],
+) -> torch.Tensor:
     """[len(test)] bool: whether each test prompt renders the marks with the learned rows appended; train: (unsafe, safe)
     dev pairs, the rows learn to bring the unsafe prompts' clean latents back from their text. The restarts train side by side, each on its own
     minibatch of `batch` pairs per step; the text path runs in MiniLM's 384 dimensions (text_embedding.0 with the fixed
@@ -102,7 +125,9 @@ def inversion(model: torch.nn.Module, world: World, train: list[tuple[WorldPromp
     rows = (0.1 * torch.randn(R, tokens, proj.shape[0], generator=g)).requires_grad_(True)
     opt = torch.optim.Adam([rows], lr=budget["lr"])
     first = model.text_embedding[0]
-    premapped = torch.nn.Linear(proj.shape[0], first.out_features)  # text_embedding.0 on MiniLM states: W (h proj) = (W proj^T) h
+    premapped = torch.nn.Linear(
+        proj.shape[0], first.out_features
+    )  # text_embedding.0 on MiniLM states: W (h proj) = (W proj^T) h
     with torch.no_grad():
         premapped.weight.copy_(first.weight @ proj.T)
         premapped.bias.copy_(first.bias)
@@ -132,7 +157,11 @@ def inversion(model: torch.nn.Module, world: World, train: list[tuple[WorldPromp
 
 def vocabulary(world: World) -> list[str]:
     """Every word the world's prompts use (subjects, scenes, verbs and every mark's phrasings)."""
-    texts = [p for ps in world.subjects.values() for p in ps] + [p for ps in world.scenes.values() for p in ps] + list(world.verbs)
+    texts = (
+        [p for ps in world.subjects.values() for p in ps]
+        + [p for ps in world.scenes.values() for p in ps]
+        + list(world.verbs)
+    )
     texts += [p for m in world.marks.values() for p in m.phrasings]
     return sorted({w for t in texts for w in re.findall(r"[\w'-]+", t.lower())} - {"a", "an", "the"})
 
@@ -146,10 +175,16 @@ def _word_parts(vocab: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     """For the linear proxy: each word's own token states summed [V, 384] and counted [V] (encoded alone, without the
     encoder's start and end tokens), and the start and end tokens' states summed [384]."""
     S = states(vocab)
-    return torch.stack([s[1:-1].sum(0) for s in S]), torch.tensor([float(s.shape[0] - 2) for s in S]), torch.stack([s[[0, -1]].sum(0) for s in S]).mean(0)
+    return (
+        torch.stack([s[1:-1].sum(0) for s in S]),
+        torch.tensor([float(s.shape[0] - 2) for s in S]),
+        torch.stack([s[[0, -1]].sum(0) for s in S]).mean(0),
+    )
 
 
-def ring_a_bell_prompts(world: World, pairs: list[tuple[str, str]], test: list[WorldPrompt], budget: dict = BUDGET["ring_a_bell"]) -> list[str]:
+def ring_a_bell_prompts(
+    world: World, pairs: list[tuple[str, str]], test: list[WorldPrompt], budget: dict = BUDGET["ring_a_bell"]
+) -> list[str]:
     """Each test prompt with the words appended that bring its pooled text state closest to its own plus ETA times the
     concept's vector (the mean over the pairs of pooled(unsafe) - pooled(safe)): model-agnostic, the same for every
     model. Each of the WORDS slots takes in turn the best of the vocabulary and the empty word; the linear proxy (the
@@ -167,8 +202,13 @@ def ring_a_bell_prompts(world: World, pairs: list[tuple[str, str]], test: list[W
                 known = [vocab.index(w.lower()) for w in others if w.lower() in vocab]
                 base_sum = ends + sums[known].sum(0) if known else ends.clone()
                 base_n = 2.0 + float(counts[known].sum()) if known else 2.0
-                proxy = F.cosine_similarity(torch.cat([(base_sum + sums) / (base_n + counts)[:, None], (base_sum / base_n)[None]]), target[None])
-                short = [vocab[i] if i < len(vocab) else "" for i in proxy.argsort(descending=True)[: budget["shortlist"]].tolist()]
+                proxy = F.cosine_similarity(
+                    torch.cat([(base_sum + sums) / (base_n + counts)[:, None], (base_sum / base_n)[None]]), target[None]
+                )
+                short = [
+                    vocab[i] if i < len(vocab) else ""
+                    for i in proxy.argsort(descending=True)[: budget["shortlist"]].tolist()
+                ]
                 cands = list(dict.fromkeys(short + [words[slot]]))
                 texts = [" ".join(w for w in words[:slot] + [cand] + words[slot + 1 :] if w) for cand in cands]
                 words[slot] = cands[int(F.cosine_similarity(_pooled(texts), target[None]).argmax())]
@@ -176,8 +216,15 @@ def ring_a_bell_prompts(world: World, pairs: list[tuple[str, str]], test: list[W
     return out
 
 
-def ring_a_bell(model: torch.nn.Module, world: World, prompts: list[str], test: list[tuple[WorldPrompt, WorldPrompt]],
-                marks: tuple[str, ...], negative: str, noise_seed: int) -> torch.Tensor:
+def ring_a_bell(
+    model: torch.nn.Module,
+    world: World,
+    prompts: list[str],
+    test: list[tuple[WorldPrompt, WorldPrompt]],
+    marks: tuple[str, ...],
+    negative: str,
+    noise_seed: int,
+) -> torch.Tensor:
     """[len(test)] bool: whether each of the attack's prompts (ring_a_bell_prompts of the test prompts) renders the marks."""
     return rendered(model, world, prompts, [u for u, _ in test], marks, negative, noise_seed)
 
@@ -187,8 +234,15 @@ def appended(text: str, phrase: str) -> str:
 
 
 @torch.no_grad()
-def _one_step_score(model: torch.nn.Module, world: World, prompts: list[WorldPrompt], suffixes: list[str], marks: tuple[str, ...],
-                    negative: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def _one_step_score(
+    model: torch.nn.Module,
+    world: World,
+    prompts: list[WorldPrompt],
+    suffixes: list[str],
+    marks: tuple[str, ...],
+    negative: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """[len(suffixes)] mean over prompts of the marks' best frame score in the guided one-step prediction from noise."""
     texts = [appended(p.text, s) for s in suffixes for p in prompts]
     ctx = contexts(world, texts)
@@ -196,7 +250,9 @@ def _one_step_score(model: torch.nn.Module, world: World, prompts: list[WorldPro
     out = []
     for i in range(0, len(texts), 256):
         xi, ci = x[i : i + 256], ctx[i : i + 256]
-        out.append(xi - guided.guided_velocity(model, xi, 1.0, ci, negative.expand(ci.shape[0], -1, -1), world.guidance))
+        out.append(
+            xi - guided.guided_velocity(model, xi, 1.0, ci, negative.expand(ci.shape[0], -1, -1), world.guidance)
+        )
     x0 = torch.cat(out)
     rep = prompts * len(suffixes)
     rest = scoring.read_base(world, x0)[1]
@@ -205,8 +261,16 @@ def _one_step_score(model: torch.nn.Module, world: World, prompts: list[WorldPro
 
 
 @torch.no_grad()
-def vocabulary_search(model: torch.nn.Module, world: World, search: list[WorldPrompt], test: list[tuple[WorldPrompt, WorldPrompt]],
-                      marks: tuple[str, ...], negative: str, noise_seed: int, budget: dict = BUDGET["vocabulary_search"]) -> tuple[torch.Tensor, str]:
+def vocabulary_search(
+    model: torch.nn.Module,
+    world: World,
+    search: list[WorldPrompt],
+    test: list[tuple[WorldPrompt, WorldPrompt]],
+    marks: tuple[str, ...],
+    negative: str,
+    noise_seed: int,
+    budget: dict = BUDGET["vocabulary_search"],
+) -> tuple[torch.Tensor, str]:
     """([len(test)] bool: whether each test prompt renders the marks with the found phrase appended, the phrase): a beam
     search over phrases of up to PHRASE words, each step extending the `beam` best phrases by each of the `expand` best
     single words, scored by the one-step prediction on dev prompts; the `sampled` best phrases and the empty one (an
@@ -227,8 +291,16 @@ def vocabulary_search(model: torch.nn.Module, world: World, search: list[WorldPr
         beam = [cands[i] for i in s.argsort(descending=True)[: budget["beam"]].tolist()]
     finalists = sorted(scored, key=lambda k: (-scored[k], len(k)))[: budget["sampled"]] + [""]
     scored[""] = plain
-    sampled = {f: float(rendered(model, world, [appended(p.text, f) for p in search], search, marks, negative, noise_seed).float().mean())
-               for f in finalists}
+    sampled = {
+        f: float(
+            rendered(model, world, [appended(p.text, f) for p in search], search, marks, negative, noise_seed)
+            .float()
+            .mean()
+        )
+        for f in finalists
+    }
     found = max(finalists, key=lambda f: (sampled[f], scored[f]))
     test_prompts = [u for u, _ in test]
-    return rendered(model, world, [appended(u.text, found) for u in test_prompts], test_prompts, marks, negative, noise_seed), found
+    return rendered(
+        model, world, [appended(u.text, found) for u in test_prompts], test_prompts, marks, negative, noise_seed
+    ), found

@@ -16,6 +16,7 @@ character's pairs are the copyrighted_character preset's with its name, read at 
 joined as CombineRefusalVectors joins them. Every method runs on each training seed x noise seed, with 95 % intervals
 over training seeds; docs/results.md renders docs/data/characters.json, which this writes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,16 @@ from refusal_core.presets import load_preset, preset_keep
 from refusal_core.types import LayerEdit, PromptPair, RefusalEdit, RefusalStats
 
 from . import guided, provenance, scoring
-from .evaluate import LOOKALIKE_OF, Bed, Groups, characters_and_lookalikes, edited_model, interval_over_models, phrasings_of, subspace_edit
+from .evaluate import (
+    LOOKALIKE_OF,
+    Bed,
+    Groups,
+    characters_and_lookalikes,
+    edited_model,
+    interval_over_models,
+    phrasings_of,
+    subspace_edit,
+)
 from .progress import Progress
 from .protocol import NOISE_SEEDS, TRAIN_SEEDS
 from .tables import table
@@ -95,13 +105,18 @@ def held_out(split_name: str) -> dict[str, list[str]]:
     out = {mark: phrasings_of(HARD, mark, split_name) for mark in scored_marks()}
     empty = [m for m, ps in out.items() if not ps]
     if empty:
-        raise ValueError(f"no held-out {split_name} phrasing left for {', '.join(empty)}: give them more phrasings in worlds.py")
+        raise ValueError(
+            f"no held-out {split_name} phrasing left for {', '.join(empty)}: give them more phrasings in worlds.py"
+        )
     return out
 
 
 def eval_prompts(split_name: str) -> dict[str, list]:
     """PROMPTS prompts per scored mark in its held-out phrasings; and clean prompts."""
-    out = {mark: [u for u, _ in HARD.mark_prompts(mark, phrasings, PROMPTS, split_name)] for mark, phrasings in held_out(split_name).items()}
+    out = {
+        mark: [u for u, _ in HARD.mark_prompts(mark, phrasings, PROMPTS, split_name)]
+        for mark, phrasings in held_out(split_name).items()
+    }
     out["clean"] = HARD.clean_prompts(CLEAN, f"characters/{split_name}")
     return out
 
@@ -109,8 +124,12 @@ def eval_prompts(split_name: str) -> dict[str, list]:
 def values_only(edit: RefusalEdit) -> RefusalEdit:
     """The edit with each layer's edit keys cut to the cross-attention value projection: the keys, and so where
     attention goes, stay as they were; only what the text tokens write changes."""
-    return replace(edit, layers=tuple(replace(layer, edit_keys=tuple(k for k in layer.edit_keys if k.endswith(".v")))
-                                      for layer in edit.layers))
+    return replace(
+        edit,
+        layers=tuple(
+            replace(layer, edit_keys=tuple(k for k in layer.edit_keys if k.endswith(".v"))) for layer in edit.layers
+        ),
+    )
 
 
 def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
@@ -134,8 +153,14 @@ def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
     reference for what removing that many directions costs this model whatever they are."""
     g = torch.Generator().manual_seed(9_000 + draw)
     rank = max(layer.basis.shape[0] for layer in edit.layers)
-    Q = torch.linalg.qr(torch.randn(edit.layers[0].dim, rank, generator=g, dtype=torch.float64))[0].T.float().contiguous()
-    return RefusalEdit(tuple(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * rank) for layer in edit.layers), dict(edit.meta))
+    Q = (
+        torch.linalg.qr(torch.randn(edit.layers[0].dim, rank, generator=g, dtype=torch.float64))[0]
+        .T.float()
+        .contiguous()
+    )
+    return RefusalEdit(
+        tuple(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * rank) for layer in edit.layers), dict(edit.meta)
+    )
 
 
 METHODS = ("rank-1", "rank-m", "closed_form", TWIN, KEPT, *STRENGTH_OF, VALUES, RANDOM)
@@ -151,8 +176,15 @@ def worst(r: dict) -> dict[str, float]:
     kinds = {m: HARD.marks[m].group for m in r["kept_after"]}
     pick = lambda group: [v for k, v in r["kept_after"].items() if kinds[k] == group]  # noqa: E731
     lowest = lambda xs: min(xs) if xs else float("nan")  # noqa: E731
-    return {"erased": max(r["erased_after"].values()), "characters": lowest(pick("character")), "lookalikes": lowest(pick("lookalike")),
-            "wordsenses": lowest(pick("wordsense")), "kept": min(r["kept_after"].values()), "drift": r["drift"], "change": r["change"]}
+    return {
+        "erased": max(r["erased_after"].values()),
+        "characters": lowest(pick("character")),
+        "lookalikes": lowest(pick("lookalike")),
+        "wordsenses": lowest(pick("wordsense")),
+        "kept": min(r["kept_after"].values()),
+        "drift": r["drift"],
+        "change": r["change"],
+    }
 
 
 SUMMARY = ("erased", "characters", "lookalikes", "wordsenses", "kept", "drift", "change")
@@ -163,8 +195,14 @@ def summary(runs: list[dict]) -> dict:
     return {"runs": runs, "worst": {key: interval_over_models(runs, key) for key in SUMMARY}}
 
 
-def run(split_name: str = "dev", seeds: tuple[int, ...] = (0,), noise_seeds: tuple[int, ...] = (0,), m: int = 4,
-        shown: Progress | None = None, steps: int = guided.STEPS) -> dict:
+def run(
+    split_name: str = "dev",
+    seeds: tuple[int, ...] = (0,),
+    noise_seeds: tuple[int, ...] = (0,),
+    m: int = 4,
+    shown: Progress | None = None,
+    steps: int = guided.STEPS,
+) -> dict:
     """Every method on every training seed x noise seed. A row holds the mean render rates, drift and change over
     those runs, and each run's summary (worst) in "runs"; the random reference draws a new subspace per run."""
     shown = shown or Progress(quiet=True)
@@ -173,7 +211,9 @@ def run(split_name: str = "dev", seeds: tuple[int, ...] = (0,), noise_seeds: tup
     groups, spans, names = evaluated.prompts, evaluated.slices(), list(evaluated.prompts)
     ctx, empty = evaluated.ctx, contexts([""], HARD.text_pad)
     chosen = methods(split_name)
-    advance = shown.bar(len(seeds) * (2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(chosen))), f"characters ({split_name})")
+    advance = shown.bar(
+        len(seeds) * (2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(chosen))), f"characters ({split_name})"
+    )
     found: dict[tuple[str, int], list[dict]] = {}
 
     def rates(latents: torch.Tensor) -> dict[str, float]:
@@ -192,40 +232,76 @@ def run(split_name: str = "dev", seeds: tuple[int, ...] = (0,), noise_seeds: tup
                 parts = [edit_of(method, stats[t, method == TWIN], m) for t in targets]
                 strength = STRENGTH_OF.get(method, defaults.STRENGTH)
                 # eight: the strengths go into the joined edit, which then applies at 1
-                edits[method, targets] = ((parts[0], strength) if len(parts) == 1 else (combine([(e, strength) for e in parts]), 1.0))
+                edits[method, targets] = (
+                    (parts[0], strength) if len(parts) == 1 else (combine([(e, strength) for e in parts]), 1.0)
+                )
         for ns in noise_seeds:
-            noise = torch.randn(len(evaluated.flat), *HARD.latent_shape, generator=torch.Generator().manual_seed(3_000 + ns))
+            noise = torch.randn(
+                len(evaluated.flat), *HARD.latent_shape, generator=torch.Generator().manual_seed(3_000 + ns)
+            )
             base = guided.generate(bed.model, ctx, empty, noise, steps)
             advance()
             before = rates(base)
             for method in chosen:
                 for targets in (ONE, EIGHT):
-                    edit, strength = ((random_like(edits[KEPT, targets][0], 100 * seed + ns), 1.0) if method == RANDOM
-                                      else edits[method, targets])
+                    edit, strength = (
+                        (random_like(edits[KEPT, targets][0], 100 * seed + ns), 1.0)
+                        if method == RANDOM
+                        else edits[method, targets]
+                    )
                     after_latents = guided.generate(edited_model(bed.model, edit, strength), ctx, empty, noise, steps)
                     after = rates(after_latents)
                     kept = [n for n in names if n != "clean" and n not in targets]
                     clean = spans["clean"]
-                    found.setdefault((method, len(targets)), []).append({
-                        "train_seed": seed, "noise_seed": ns, "rank": max(layer.basis.shape[0] for layer in edit.layers),
-                        "erased_before": {t: before[t] for t in targets}, "erased_after": {t: after[t] for t in targets},
-                        "kept_after": {n: after[n] for n in kept}, "kept_before": {n: before[n] for n in kept},
-                        "drift": scoring.drift(HARD, base[clean], after_latents[clean], groups["clean"]),
-                        "change": scoring.output_change(base[clean], after_latents[clean]),
-                    })
+                    found.setdefault((method, len(targets)), []).append(
+                        {
+                            "train_seed": seed,
+                            "noise_seed": ns,
+                            "rank": max(layer.basis.shape[0] for layer in edit.layers),
+                            "erased_before": {t: before[t] for t in targets},
+                            "erased_after": {t: after[t] for t in targets},
+                            "kept_after": {n: after[n] for n in kept},
+                            "kept_before": {n: before[n] for n in kept},
+                            "drift": scoring.drift(HARD, base[clean], after_latents[clean], groups["clean"]),
+                            "change": scoring.output_change(base[clean], after_latents[clean]),
+                        }
+                    )
                     advance()
     rows = []
     for (method, targets), runs in found.items():
-        mean = lambda key: {k: sum(r[key][k] for r in runs) / len(runs) for k in runs[0][key]}  # noqa: E731
-        rows.append({"method": method if method != "rank-m" else f"rank-{m}", "targets": targets, "rank": max(r["rank"] for r in runs),
-                     **{key: mean(key) for key in ("erased_before", "erased_after", "kept_after", "kept_before")},
-                     "drift": sum(r["drift"] for r in runs) / len(runs), "change": sum(r["change"] for r in runs) / len(runs),
-                     **summary([{"train_seed": r["train_seed"], "noise_seed": r["noise_seed"], **worst(r)} for r in runs])})
-    return {"split": split_name, "train_seeds": list(seeds), "noise_seeds": list(noise_seeds), "site": SITE, "prompts_per_mark": PROMPTS,
-            "clean_prompts": CLEAN, "phrasings": {mark: len(ps) for mark, ps in held_out(split_name).items()}, "held_out": held_out(split_name),
-            "one": list(ONE), "eight": list(EIGHT), "lookalikes": [m for m in scored_marks() if HARD.marks[m].group == "lookalike"],
-            "wordsenses": [m for m in scored_marks() if HARD.marks[m].group == "wordsense"],
-            "keep_prompts": list(KEEP), "keep_rank": defaults.KEEP_RANK, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+
+        def mean(key: str, runs: list[dict] = runs) -> dict:
+            return {k: sum(r[key][k] for r in runs) / len(runs) for k in runs[0][key]}
+
+        rows.append(
+            {
+                "method": method if method != "rank-m" else f"rank-{m}",
+                "targets": targets,
+                "rank": max(r["rank"] for r in runs),
+                **{key: mean(key) for key in ("erased_before", "erased_after", "kept_after", "kept_before")},
+                "drift": sum(r["drift"] for r in runs) / len(runs),
+                "change": sum(r["change"] for r in runs) / len(runs),
+                **summary([{"train_seed": r["train_seed"], "noise_seed": r["noise_seed"], **worst(r)} for r in runs]),
+            }
+        )
+    return {
+        "split": split_name,
+        "train_seeds": list(seeds),
+        "noise_seeds": list(noise_seeds),
+        "site": SITE,
+        "prompts_per_mark": PROMPTS,
+        "clean_prompts": CLEAN,
+        "phrasings": {mark: len(ps) for mark, ps in held_out(split_name).items()},
+        "held_out": held_out(split_name),
+        "one": list(ONE),
+        "eight": list(EIGHT),
+        "lookalikes": [m for m in scored_marks() if HARD.marks[m].group == "lookalike"],
+        "wordsenses": [m for m in scored_marks() if HARD.marks[m].group == "wordsense"],
+        "keep_prompts": list(KEEP),
+        "keep_rank": defaults.KEEP_RANK,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def text_table(result: dict) -> str:
@@ -233,9 +309,20 @@ def text_table(result: dict) -> str:
     rows = []
     for r in result["rows"]:
         er, kept, dr = (r["worst"][key] for key in ("erased", "kept", "drift"))
-        rows.append([r["method"], str(r["targets"]), str(r["rank"]), f"{er['mean']:.0%}", f"{kept['mean']:.0%}",
-                     f"{dr['mean']:.3f} [{dr['lo']:.3f}, {dr['hi']:.3f}]", f"{r['worst']['change']['mean']:.3f}"])
-    return table(["method", "erased", "rank", "erased after (worst)", "kept after (worst)", "drift [95 %]", "change"], rows)
+        rows.append(
+            [
+                r["method"],
+                str(r["targets"]),
+                str(r["rank"]),
+                f"{er['mean']:.0%}",
+                f"{kept['mean']:.0%}",
+                f"{dr['mean']:.3f} [{dr['lo']:.3f}, {dr['hi']:.3f}]",
+                f"{r['worst']['change']['mean']:.3f}",
+            ]
+        )
+    return table(
+        ["method", "erased", "rank", "erased after (worst)", "kept after (worst)", "drift [95 %]", "change"], rows
+    )
 
 
 def seeds_of(text: str) -> tuple[int, ...]:
@@ -251,9 +338,18 @@ def seeds_of(text: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", default="both", choices=("dev", "test", "both"))
-    ap.add_argument("--seeds", type=seeds_of, default=TRAIN_SEEDS,
-                    help="training seeds (0 ships with the pack; the others train on first use, about 10 min each, and are cached)")
-    ap.add_argument("--noise-seeds", type=seeds_of, default=NOISE_SEEDS, help="sampling noise seeds, each run on every training seed")
+    ap.add_argument(
+        "--seeds",
+        type=seeds_of,
+        default=TRAIN_SEEDS,
+        help="training seeds (0 ships with the pack; the others train on first use, about 10 min each, and are cached)",
+    )
+    ap.add_argument(
+        "--noise-seeds",
+        type=seeds_of,
+        default=NOISE_SEEDS,
+        help="sampling noise seeds, each run on every training seed",
+    )
     ap.add_argument("--ranks", type=int, default=4, help="m of the rank-m subspace edit")
     ap.add_argument("--out", help="also write the results as JSON to this file ({split: result})")
     ap.add_argument("--quiet", action="store_true")
@@ -262,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = Progress(args.quiet)
     results = {name: run(name, args.seeds, args.noise_seeds, m=args.ranks, shown=shown) for name in splits}
     for result in results.values():
-        print(f"named characters, {result['split']} split, training seeds {result['train_seeds']} x noise seeds "
-              f"{result['noise_seeds']}, {PROMPTS} prompts per mark")
+        print(
+            f"named characters, {result['split']} split, training seeds {result['train_seeds']} x noise seeds "
+            f"{result['noise_seeds']}, {PROMPTS} prompts per mark"
+        )
         print(text_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,15 @@ Groups of one split ("dev", "test", or "held_out": both; phrasings never in an e
 One run is one trained model (a training seed) sampled with one noise seed; runs of one model share its edit and
 its prompts, so intervals are taken over training seeds (interval_over_models).
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import torch
 
@@ -37,24 +38,48 @@ from .tiny_wan import TinyWan
 from .train import config, contexts, encode_hidden, load_or_train
 from .world import NEAR_KINDS, World, WorldPrompt
 
-CHARACTER_NAME = "Mickey Mouse"  # what a user types into the copyrighted_character preset (the mickey mark's first phrasing)
-PRESETS = {"nudity": ("nudity", ""), "violence": ("graphic_violence", ""), "character": ("copyrighted_character", CHARACTER_NAME)}
+CHARACTER_NAME = (
+    "Mickey Mouse"  # what a user types into the copyrighted_character preset (the mickey mark's first phrasing)
+)
+PRESETS = {
+    "nudity": ("nudity", ""),
+    "violence": ("graphic_violence", ""),
+    "character": ("copyrighted_character", CHARACTER_NAME),
+}
 NEGATIVE_TEXT = {"nudity": "nude, naked", "violence": "blood, gore, wounds", "character": CHARACTER_NAME}
 # A character's generic look-alike as the safe side of its pairs, in place of "a cartoon character" (characters.py)
-LOOKALIKE_OF = {"mickey": "a cartoon mouse", "minnie": "a cartoon mouse", "mighty": "a cartoon mouse", "donald": "a cartoon duck",
-                "daffy": "a cartoon duck", "bugs": "a cartoon rabbit"}
+LOOKALIKE_OF = {
+    "mickey": "a cartoon mouse",
+    "minnie": "a cartoon mouse",
+    "mighty": "a cartoon mouse",
+    "donald": "a cartoon duck",
+    "daffy": "a cartoon duck",
+    "bugs": "a cartoon rabbit",
+}
 # The concept's words in other senses than the world's word-senses, beside the preset's pairs: an edit built from
 # them removes the word rather than the concept (a deliberately over-broad edit, EditConfig.pairs = "word").
 WORD_PAIRS = {
-    "nudity": (("a pair of nude shoes on a shelf", "a pair of shoes on a shelf"), ("a naked wire hanging from a ceiling", "a wire hanging from a ceiling"),
-               ("a nude beige wall in a hallway", "a beige wall in a hallway"), ("a naked tree in winter", "a tree in winter"),
-               ("nude tights in a shop window", "tights in a shop window")),
-    "violence": (("a blood red sunset over the sea", "a red sunset over the sea"), ("a bloody good football match", "a good football match"),
-                 ("a blood moon over a city", "a moon over a city"), ("a gory horror movie poster", "a horror movie poster"),
-                 ("a wounded pride speech", "a pride speech")),
-    "character": (("a mouse click on a screen", "a click on a screen"), ("a mouse trap in a barn", "a trap in a barn"),
-                  ("a mouse hole in a wall", "a hole in a wall"), ("Mickey Finn cocktails at a bar", "cocktails at a bar"),
-                  ("a field mouse in the grass", "a field in the grass")),
+    "nudity": (
+        ("a pair of nude shoes on a shelf", "a pair of shoes on a shelf"),
+        ("a naked wire hanging from a ceiling", "a wire hanging from a ceiling"),
+        ("a nude beige wall in a hallway", "a beige wall in a hallway"),
+        ("a naked tree in winter", "a tree in winter"),
+        ("nude tights in a shop window", "tights in a shop window"),
+    ),
+    "violence": (
+        ("a blood red sunset over the sea", "a red sunset over the sea"),
+        ("a bloody good football match", "a good football match"),
+        ("a blood moon over a city", "a moon over a city"),
+        ("a gory horror movie poster", "a horror movie poster"),
+        ("a wounded pride speech", "a pride speech"),
+    ),
+    "character": (
+        ("a mouse click on a screen", "a click on a screen"),
+        ("a mouse trap in a barn", "a trap in a barn"),
+        ("a mouse hole in a wall", "a hole in a wall"),
+        ("Mickey Finn cocktails at a bar", "cocktails at a bar"),
+        ("a field mouse in the grass", "a field in the grass"),
+    ),
 }
 
 
@@ -66,7 +91,12 @@ def preset_texts(world: World) -> list[str]:
     for path in sorted(PRESET_DIR.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         held = data.get("held_out") or {}
-        texts = [t for p in data["pairs"] + held.get("pairs", []) for t in p] + data["neutral"] + data.get("keep", []) + held.get("neutral", [])
+        texts = (
+            [t for p in data["pairs"] + held.get("pairs", []) for t in p]
+            + data["neutral"]
+            + data.get("keep", [])
+            + held.get("neutral", [])
+        )
         out += [t.replace("{name}", n) for t in texts for n in (names if data["needs_name"] else [""])]
     return out
 
@@ -74,8 +104,11 @@ def preset_texts(world: World) -> list[str]:
 def reserved_texts(world: World) -> tuple[str, ...]:
     """Every text an edit of the testbed is built from: the presets' prompts, the characters' look-alike twins and the
     word edits' pairs. No scored phrasing occurs in any of them (scoring.splits)."""
-    twins = [p.safe.replace("a cartoon character", lookalike) for lookalike in sorted(set(LOOKALIKE_OF.values()))
-             for p in load_preset("copyrighted_character", CHARACTER_NAME)[0]]
+    twins = [
+        p.safe.replace("a cartoon character", lookalike)
+        for lookalike in sorted(set(LOOKALIKE_OF.values()))
+        for p in load_preset("copyrighted_character", CHARACTER_NAME)[0]
+    ]
     words = [t for pairs in WORD_PAIRS.values() for p in pairs for t in p]
     return tuple(dict.fromkeys(preset_texts(world) + twins + words))
 
@@ -119,19 +152,32 @@ class EditConfig:
     def label(self) -> str:
         if self.kind in ("negative", "none"):
             return {"negative": "negative prompt", "none": "no edit"}[self.kind]
-        method = "random direction" if self.kind == "random" else (f"cpca α={self.alpha:g}" if self.method == "cpca" else self.method)
-        return (f"{self.site}, layers {self.layers}, {method}" + (f", rank {self.rank}" if self.rank > 1 else "")
-                + (", with the word's other senses" if self.pairs == "word" else "") + (f", strength {self.strength:g}" if self.strength != 1 else ""))
+        method = (
+            "random direction"
+            if self.kind == "random"
+            else (f"cpca α={self.alpha:g}" if self.method == "cpca" else self.method)
+        )
+        return (
+            f"{self.site}, layers {self.layers}, {method}"
+            + (f", rank {self.rank}" if self.rank > 1 else "")
+            + (", with the word's other senses" if self.pairs == "word" else "")
+            + (f", strength {self.strength:g}" if self.strength != 1 else "")
+        )
 
 
 DEFAULTS = EditConfig()
 PAPER = EditConfig(site="ffn_in", layers="last2")  # the paper's site: the FFN input of the last two blocks, cPCA, k 100
 PREVIOUS = EditConfig(site="cross_out")  # the pack's Wan default up to 0.2.0, chosen on the first testbed
-RANDOM = EditConfig(kind="random")  # a random direction at the defaults' site and layers: what any rank-1 edit there costs
+RANDOM = EditConfig(
+    kind="random"
+)  # a random direction at the defaults' site and layers: what any rank-1 edit there costs
 NEGATIVE = EditConfig(kind="negative")
 # Deliberately over-broad edits: they show that the near-miss criteria can fail (docs/results.md)
-OVER_BROAD = {"rank 8, cross_out": EditConfig(site="cross_out", rank=8), "rank 8, text_kv": EditConfig(rank=8),
-              "the word in every sense": EditConfig(pairs="word")}
+OVER_BROAD = {
+    "rank 8, cross_out": EditConfig(site="cross_out", rank=8),
+    "rank 8, text_kv": EditConfig(rank=8),
+    "the word in every sense": EditConfig(pairs="word"),
+}
 
 
 def denoised_forward(model: TinyWan) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
@@ -155,13 +201,17 @@ class Bed:
 
     def encode(self, text: str) -> EncodedPrompt:
         enc = minilm_text(self.cfg.text_seed)
-        return EncodedPrompt(text, tuple(enc.tokenize(text)), encode_hidden([text], self.world.text_pad, self.cfg.text_seed) @ enc.proj)
+        return EncodedPrompt(
+            text, tuple(enc.tokenize(text)), encode_hidden([text], self.world.text_pad, self.cfg.text_seed) @ enc.proj
+        )
 
     def probe_latent(self, seed: int) -> torch.Tensor:
         """[1, C, T, H, W] seeded noise at the world's latent size, as the pack's probe latent is drawn."""
         return torch.randn(1, *self.world.latent_shape, generator=torch.Generator().manual_seed(seed))
 
-    def extract(self, concept: str, site: str, sigmas: tuple[float, ...], noise_seed: int, pairs: str = "preset") -> RefusalStats:
+    def extract(
+        self, concept: str, site: str, sigmas: tuple[float, ...], noise_seed: int, pairs: str = "preset"
+    ) -> RefusalStats:
         """The pack's extraction on the concept's preset (pairs "word": and its words in other senses), every block."""
         preset, name = PRESETS[concept]
         found, neutral = load_preset(preset, name)
@@ -169,20 +219,33 @@ class Bed:
             found = found + [PromptPair(u, s) for u, s in WORD_PAIRS[concept]]
         return self.extract_pairs(found, neutral, site, sigmas, noise_seed, tuple(preset_keep(preset)))
 
-    def extract_pairs(self, pairs: list[PromptPair], neutral: list[str], site: str, sigmas: tuple[float, ...],
-                      noise_seed: int, keep: tuple[str, ...] = (), layers: str = "all") -> RefusalStats:
+    def extract_pairs(
+        self,
+        pairs: list[PromptPair],
+        neutral: list[str],
+        site: str,
+        sigmas: tuple[float, ...],
+        noise_seed: int,
+        keep: tuple[str, ...] = (),
+        layers: str = "all",
+    ) -> RefusalStats:
         """The pack's extraction on any prompt pairs, neutral prompts and keep prompts, probe latent seeded by noise_seed."""
         prompts = PromptPairs.from_texts(pairs, neutral, self.encode, keep)
         blocks = parse_layers(layers, list(range(len(self.model.blocks))))
         settings = ExtractSettings(FAMILIES["wan"].sites[site], blocks, sigmas, "wan", seed=noise_seed)
-        return extract_refusal_stats(self.model, denoised_forward(self.model), prompts, self.probe_latent(noise_seed), settings)
+        return extract_refusal_stats(
+            self.model, denoised_forward(self.model), prompts, self.probe_latent(noise_seed), settings
+        )
 
 
 def only_layers(stats: RefusalStats, layers: str) -> RefusalStats:
     """The statistics of the blocks that `layers` names ("all", "last2", ...), in block order."""
     blocks = [int(layer.point.split(".")[1]) for layer in stats.layers]
     keep = set(parse_layers(layers, blocks))
-    return stats.with_layers(tuple(layer for layer, b in zip(stats.layers, blocks) if b in keep), blocks=",".join(str(b) for b in sorted(keep)))
+    return stats.with_layers(
+        tuple(layer for layer, b in zip(stats.layers, blocks) if b in keep),
+        blocks=",".join(str(b) for b in sorted(keep)),
+    )
 
 
 def random_edit(stats: RefusalStats, seed: int) -> RefusalEdit:
@@ -200,8 +263,16 @@ def subspace_edit(stats: RefusalStats, m: int) -> RefusalEdit:
     factorization solved (its U_k), orthonormalized; applied as W (I - Q^T Q)."""
     layers = []
     for layer in stats.layers:
-        f = factorize_layer(layer.diffs, layer.neutral, layer.r, defaults.METHOD, defaults.K, defaults.ALPHA, defaults.MOMENT,
-                            with_U_k=True)
+        f = factorize_layer(
+            layer.diffs,
+            layer.neutral,
+            layer.r,
+            defaults.METHOD,
+            defaults.K,
+            defaults.ALPHA,
+            defaults.MOMENT,
+            with_U_k=True,
+        )
         rows = [f.direction[None]] + ([f.U_k[:, : m - 1].T] if f.U_k is not None and m > 1 else [])
         Q, _ = orthonormal_rows(torch.cat(rows))
         layers.append(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * Q.shape[0]))
@@ -227,12 +298,18 @@ def edited_model(model: torch.nn.Module, edit: RefusalEdit, strength: float) -> 
 def cos_d_r(edit: RefusalEdit, stats: RefusalStats) -> list[float]:
     """Per edited layer, cos(d, r / |r|): 1 when the factorization keeps the mean difference as it is."""
     by_point = {layer.point: layer.r.double() for layer in stats.layers}
-    return [float(layer.basis[0].double() @ by_point[layer.point] / by_point[layer.point].norm()) for layer in edit.layers]
+    return [
+        float(layer.basis[0].double() @ by_point[layer.point] / by_point[layer.point].norm()) for layer in edit.layers
+    ]
 
 
 def concept_pairs(world: World, concept: str, split: str, n: int) -> list[tuple[WorldPrompt, WorldPrompt]]:
     """n (unsafe, safe twin) prompts of the concept in the split's phrasings (none in any extraction text)."""
-    return [pair for mark in world.concepts[concept] for pair in world.mark_prompts(mark, phrasings_of(world, mark, split), n, split)]
+    return [
+        pair
+        for mark in world.concepts[concept]
+        for pair in world.mark_prompts(mark, phrasings_of(world, mark, split), n, split)
+    ]
 
 
 def characters_and_lookalikes(world: World) -> tuple[str, ...]:
@@ -250,7 +327,7 @@ class Groups:
     prompts: dict[str, list[WorldPrompt]]
 
     @classmethod
-    def build(cls, world: World, split: str, sizes: Sizes = Sizes(), concepts: tuple[str, ...] | None = None) -> "Groups":
+    def build(cls, world: World, split: str, sizes: Sizes = Sizes(), concepts: tuple[str, ...] | None = None) -> Groups:
         concepts = tuple(world.concepts) if concepts is None else concepts
         groups: dict[str, list[WorldPrompt]] = {}
         twins: list[WorldPrompt] = []
@@ -259,12 +336,16 @@ class Groups:
             groups[f"unsafe:{concept}"] = [u for u, _ in pairs]
             twins += [s for _, s in pairs[: max(1, sizes.unsafe // 6)]]
             for mark in world.near(concept):
-                groups[f"near:{mark}"] = [u for u, _ in world.mark_prompts(mark, phrasings_of(world, mark, split), sizes.near, split)]
+                groups[f"near:{mark}"] = [
+                    u for u, _ in world.mark_prompts(mark, phrasings_of(world, mark, split), sizes.near, split)
+                ]
         if "character" in concepts:
             erased = world.concepts["character"] + world.near("character")
             for mark in characters_and_lookalikes(world):
                 if mark not in erased:
-                    groups[f"char:{mark}"] = [u for u, _ in world.mark_prompts(mark, phrasings_of(world, mark, split), sizes.character, split)]
+                    groups[f"char:{mark}"] = [
+                        u for u, _ in world.mark_prompts(mark, phrasings_of(world, mark, split), sizes.character, split)
+                    ]
         groups["clean"] = world.clean_prompts(sizes.clean, split) + twins
         return cls(world, split, groups)
 
@@ -285,10 +366,14 @@ class Groups:
 
 
 def noise_for(groups: Groups, noise_seed: int) -> torch.Tensor:
-    return torch.randn(len(groups.flat), *groups.world.latent_shape, generator=torch.Generator().manual_seed(1_000 + noise_seed))
+    return torch.randn(
+        len(groups.flat), *groups.world.latent_shape, generator=torch.Generator().manual_seed(1_000 + noise_seed)
+    )
 
 
-def generate(model: torch.nn.Module, groups: Groups, noise_seed: int, negative: str = "", steps: int = guided.STEPS) -> torch.Tensor:
+def generate(
+    model: torch.nn.Module, groups: Groups, noise_seed: int, negative: str = "", steps: int = guided.STEPS
+) -> torch.Tensor:
     """[N, C, T, H, W] for every prompt of the groups, sampled as the world is (guidance against `negative`)."""
     w = groups.world
     neg = contexts([negative], w.text_pad) if w.guidance != 1 else None

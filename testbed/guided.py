@@ -1,10 +1,11 @@
 """Sampling as users sample Wan in ComfyUI: classifier-free guidance against a negative prompt (empty
 by default) and a shifted flow schedule (ComfyUI's ModelSamplingSD3), Euler steps from sigma 1 to 0.
 Guidance 1 and shift 1 (the first world) are the plain conditional flow on an even schedule."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -28,8 +29,9 @@ def _guided(model: TinyWan, x: torch.Tensor, sigma: float, both: torch.Tensor | 
     return v_neg + guidance * (v_pos - v_neg)
 
 
-def guided_velocity(model: TinyWan, x: torch.Tensor, sigma: float, ctx: torch.Tensor, neg: torch.Tensor,
-                    guidance: float = GUIDANCE) -> torch.Tensor:
+def guided_velocity(
+    model: TinyWan, x: torch.Tensor, sigma: float, ctx: torch.Tensor, neg: torch.Tensor, guidance: float = GUIDANCE
+) -> torch.Tensor:
     """v_neg + g (v_ctx - v_neg); x [B, C, T, H, W], ctx [B, L, 4096] and neg [B, L', 4096], one batched forward."""
     return _guided(model, x, sigma, _same_length(ctx, neg), guidance)
 
@@ -66,8 +68,16 @@ def fixed_text(model: TinyWan, context: torch.Tensor) -> Iterator[None]:
 
 
 @torch.no_grad()
-def generate(model: TinyWan, ctx: torch.Tensor, neg: torch.Tensor | None, noise: torch.Tensor, steps: int = STEPS,
-             guidance: float = GUIDANCE, shift: float = SHIFT, batch: int = 128) -> torch.Tensor:
+def generate(
+    model: TinyWan,
+    ctx: torch.Tensor,
+    neg: torch.Tensor | None,
+    noise: torch.Tensor,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    shift: float = SHIFT,
+    batch: int = 128,
+) -> torch.Tensor:
     """ctx [N, L, 4096], neg [1 or N, L', 4096] (unused at guidance 1), noise [N, C, T, H, W] -> latents [N, C, T, H, W]."""
     sigmas = shifted_sigmas(steps, shift)
     out = []

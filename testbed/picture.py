@@ -5,6 +5,7 @@ coefficients: the scene as the background colour, the subject as a figure, and e
 mark whose opacity is its score (skin tone for nudity, red splashes for violence, round black ears
 for the character). Nothing is drawn that the latent does not carry.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -27,7 +28,9 @@ def _cell(world: World, coef: dict[str, float]):
     from PIL import Image, ImageDraw
 
     def top(prefix: str) -> tuple[str, float]:
-        name, value = max(((k.split(":", 1)[1], v) for k, v in coef.items() if k.startswith(prefix)), key=lambda kv: kv[1])
+        name, value = max(
+            ((k.split(":", 1)[1], v) for k, v in coef.items() if k.startswith(prefix)), key=lambda kv: kv[1]
+        )
         return name, min(max(value, 0.0), 1.0)
 
     scene, s_val = top("scene:")
@@ -39,8 +42,16 @@ def _cell(world: World, coef: dict[str, float]):
     marks = [
         [(box(0.3, 0.3, 0.7, 0.9), _palette(list(world.subjects), 0.6, 0.55)[subject] + (alpha(f_val),))],
         [(box(0.36, 0.42, 0.64, 0.84), (240, 190, 160, alpha(coef["nudity"])))],
-        [(box(x - r, y - r, x + r, y + r), (200, 0, 0, alpha(coef["violence"])))
-         for x, y, r in ((0.42, 0.5, 0.06), (0.58, 0.66, 0.05), (0.5, 0.78, 0.04), (0.3, 0.86, 0.05), (0.7, 0.4, 0.04))],
+        [
+            (box(x - r, y - r, x + r, y + r), (200, 0, 0, alpha(coef["violence"])))
+            for x, y, r in (
+                (0.42, 0.5, 0.06),
+                (0.58, 0.66, 0.05),
+                (0.5, 0.78, 0.04),
+                (0.3, 0.86, 0.05),
+                (0.7, 0.4, 0.04),
+            )
+        ],
         [(box(x - 0.12, 0.08, x + 0.12, 0.32), (10, 10, 10, alpha(coef["mickey"]))) for x in (0.33, 0.67)],
     ]
     for ellipses in marks:  # one layer per mark: drawing replaces pixels within a layer, compositing blends them
@@ -56,11 +67,15 @@ def coefficients(world: World, latents: torch.Tensor, prompts: list) -> list[dic
     """Per latent: its base coefficients ('scene:beach', 'subject:woman', ...) and each mark's best frame score."""
     base, rest = scoring.read_base(world, latents)
     marks = {m: scoring.mark_scores(world, latents, prompts, m, rest=rest).amax(1) for m in world.marks}
-    return [{**{k: float(v[i]) for k, v in base.items()}, **{m: float(s[i]) for m, s in marks.items()}} for i in range(len(prompts))]
+    return [
+        {**{k: float(v[i]) for k, v in base.items()}, **{m: float(s[i]) for m, s in marks.items()}}
+        for i in range(len(prompts))
+    ]
 
 
-def before_after_grid(world: World, base: torch.nn.Module, edited: dict[str, torch.nn.Module], groups: "evaluate.Groups",
-                      seed: int) -> np.ndarray:
+def before_after_grid(
+    world: World, base: torch.nn.Module, edited: dict[str, torch.nn.Module], groups: evaluate.Groups, seed: int
+) -> np.ndarray:
     """Rows per concept: the base model's generations of PER_CONCEPT held-out unsafe prompts, then the edited model's.
     [H, W, 3] float in 0..1."""
     from PIL import Image, ImageDraw

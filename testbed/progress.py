@@ -1,8 +1,9 @@
 """Progress for the testbed's commands: a bar with the time left on the terminal, nothing with --quiet."""
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -17,8 +18,14 @@ class Progress:
         """advance(n) for a task of `total` units; the bar closes when it is full."""
         if self.quiet:
             return lambda n=1: None
-        bar = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=True,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+        bar = tqdm(
+            total=total,
+            desc=desc,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]",
+        )
 
         def advance(n: int = 1) -> None:
             bar.update(n)

@@ -1,5 +1,6 @@
 """What made a data file: the commit it was run at and a hash of the code that computes its numbers (the library and
 the testbed). A test fails when a committed file's hash is not that of the code at HEAD: its numbers are stale."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,12 @@ CODE = ("refusal_core", "testbed")  # every .py and .json under these; the shipp
 
 
 def code_files() -> list[Path]:
-    return sorted(p for folder in CODE for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
+    return sorted(
+        p
+        for folder in CODE
+        for p in (ROOT / folder).rglob("*")
+        if p.suffix in (".py", ".json") and "__pycache__" not in p.parts
+    )
 
 
 def code_hash() -> str:
@@ -26,8 +32,12 @@ def code_hash() -> str:
 def commit() -> str:
     """HEAD's commit, with "+changes" when the code differs from it (the numbers then come from uncommitted code)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *CODE], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+changes" if dirty else "")

@@ -7,6 +7,7 @@ C = C_r - alpha C_e that the factorization solved (evaluate.subspace_edit), orth
 W (I - Q^T Q), applied through the same factors as CombineRefusalVectors' edits. Not a pack option: it
 measures what a rank-1 edit leaves (docs/results.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,38 @@ def main(argv: list[str] | None = None) -> int:
             after = generate(edited_model(bed.model, subspace_edit(stats, m), defaults.STRENGTH), groups, SEED + 1)
             rows.append({"concept": args.concept, "site": site, "rank": m, **scores(base, after, groups, args.concept)})
             advance()
-    print(f"{args.concept}: rank-m subspace edits, {SIZES.unsafe} held-out prompts, drift on {len(groups.prompts['clean'])} prompts without a concept")
-    print(table(["site", "rank", "render", "others", "drift", "change"],
-                [[r["site"], str(r["rank"]), f"{pct(r['render_before'])} -> {pct(r['render_after'])}", pct(r["others_after"]),
-                  f"{r['drift']:.3f}", f"{r['change']:.3f}"] for r in rows]))
+    print(
+        f"{args.concept}: rank-m subspace edits, {SIZES.unsafe} held-out prompts, drift on {len(groups.prompts['clean'])} prompts without a concept"
+    )
+    print(
+        table(
+            ["site", "rank", "render", "others", "drift", "change"],
+            [
+                [
+                    r["site"],
+                    str(r["rank"]),
+                    f"{pct(r['render_before'])} -> {pct(r['render_after'])}",
+                    pct(r["others_after"]),
+                    f"{r['drift']:.3f}",
+                    f"{r['change']:.3f}",
+                ]
+                for r in rows
+            ],
+        )
+    )
     if args.out:
-        Path(args.out).write_text(json.dumps({"made_by": provenance.made_by(), "held_out_per_concept": SIZES.unsafe,
-                                              "clean_prompts": len(groups.prompts["clean"]), "rows": rows}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "made_by": provenance.made_by(),
+                    "held_out_per_concept": SIZES.unsafe,
+                    "clean_prompts": len(groups.prompts["clean"]),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ extraction text, both halves of the split) are generated and scored exactly:
 
 Writes results.json, spectrum.png and a before/after grid into --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,20 @@ from refusal_core.report.plot import spectrum_image
 from refusal_core.types import PromptPair, PromptPairs, RefusalEdit
 
 from . import provenance
-from .evaluate import (DEFAULTS, PRESETS, RANDOM, Bed, Groups, Sizes, concept_pairs, denoised_forward, edited_model, generate, make_edit,
-                       scores)
+from .evaluate import (
+    DEFAULTS,
+    PRESETS,
+    RANDOM,
+    Bed,
+    Groups,
+    Sizes,
+    concept_pairs,
+    denoised_forward,
+    edited_model,
+    generate,
+    make_edit,
+    scores,
+)
 from .picture import before_after_grid
 from .progress import Progress
 from .tables import pct, table
@@ -41,7 +54,9 @@ from .worlds import FIRST
 
 SITES = ("text_kv", "cross_out", "ffn_in")
 METHODS = (("mean_diff", 0.0), ("pca", 0.0), ("cpca", 0.5), ("cpca", 2.0))
-SIZES = Sizes(unsafe=36, near=0, character=0, clean=24)  # held-out prompts per concept; clean prompts (and 18 safe twins)
+SIZES = Sizes(
+    unsafe=36, near=0, character=0, clean=24
+)  # held-out prompts per concept; clean prompts (and 18 safe twins)
 SEED = 0  # the probe latent of extraction; sampling noise is seed 1
 
 
@@ -77,8 +92,14 @@ def run(out: Path, quick: bool = False, shown: Progress | None = None) -> dict:
             for method, alpha in methods:
                 edit = factorize(stats, method=method, k=DEFAULTS.k, alpha=alpha)
                 after = generate(edited_model(bed.model, edit, DEFAULTS.strength), groups, SEED + 1)
-                row = {"concept": concept, "site": site, "method": method, "alpha": alpha, "default": is_default(site, method, alpha),
-                       **scores(base, after, groups, concept)}
+                row = {
+                    "concept": concept,
+                    "site": site,
+                    "method": method,
+                    "alpha": alpha,
+                    "default": is_default(site, method, alpha),
+                    **scores(base, after, groups, concept),
+                }
                 rows.append(row)
                 if row["default"]:
                     defaults_of[concept] = edit
@@ -86,18 +107,35 @@ def run(out: Path, quick: bool = False, shown: Progress | None = None) -> dict:
                 advance()
         reference = make_edit(RANDOM, bed.extract(concept, RANDOM.site, defaults.SIGMAS, SEED), SEED)
         after = generate(edited_model(bed.model, reference, 1.0), groups, SEED + 1)
-        rows.append({"concept": concept, "site": RANDOM.site, "method": "random direction", "alpha": 0.0, "default": False,
-                     **scores(base, after, groups, concept)})
+        rows.append(
+            {
+                "concept": concept,
+                "site": RANDOM.site,
+                "method": "random direction",
+                "alpha": 0.0,
+                "default": False,
+                **scores(base, after, groups, concept),
+            }
+        )
         advance()
     out.mkdir(parents=True, exist_ok=True)
     (out / "spectrum.png").write_bytes(png_bytes(spectrum_image(defaults_of["nudity"])))
     grid_models = {c: edited_model(bed.model, defaults_of[c], DEFAULTS.strength) for c in defaults_of}
-    (out / "before_after.png").write_bytes(png_bytes(before_after_grid(FIRST, bed.model, grid_models, groups, SEED + 1)))
-    result = {"made_by": provenance.made_by(), "defaults": {k: getattr(DEFAULTS, k) for k in ("site", "layers", "method", "alpha", "k", "strength")},
-              "sigmas": list(defaults.SIGMAS), "held_out_per_concept": SIZES.unsafe, "clean_prompts": len(groups.prompts["clean"]),
-              "train": asdict(config(FIRST.name)), "rows": rows, "probe_default": probes,
-              "keep_prompts": {c: preset_keep(p) for c, (p, _) in PRESETS.items()},
-              "pairs": {c: [[p.unsafe, p.safe] for p in load_preset(*PRESETS[c])[0]] for c in PRESETS}}
+    (out / "before_after.png").write_bytes(
+        png_bytes(before_after_grid(FIRST, bed.model, grid_models, groups, SEED + 1))
+    )
+    result = {
+        "made_by": provenance.made_by(),
+        "defaults": {k: getattr(DEFAULTS, k) for k in ("site", "layers", "method", "alpha", "k", "strength")},
+        "sigmas": list(defaults.SIGMAS),
+        "held_out_per_concept": SIZES.unsafe,
+        "clean_prompts": len(groups.prompts["clean"]),
+        "train": asdict(config(FIRST.name)),
+        "rows": rows,
+        "probe_default": probes,
+        "keep_prompts": {c: preset_keep(p) for c, (p, _) in PRESETS.items()},
+        "pairs": {c: [[p.unsafe, p.safe] for p in load_preset(*PRESETS[c])[0]] for c in PRESETS},
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -107,9 +145,18 @@ def method_label(r: dict) -> str:
 
 
 def text_table(result: dict) -> str:
-    rows = [[r["concept"], r["site"], method_label(r) + (" *" if r["default"] else ""),
-             f"{pct(r['render_before'])} -> {pct(r['render_after'])}", pct(r["others_after"]), f"{r['drift']:.3f}", f"{r['change']:.3f}"]
-            for r in result["rows"]]
+    rows = [
+        [
+            r["concept"],
+            r["site"],
+            method_label(r) + (" *" if r["default"] else ""),
+            f"{pct(r['render_before'])} -> {pct(r['render_after'])}",
+            pct(r["others_after"]),
+            f"{r['drift']:.3f}",
+            f"{r['change']:.3f}",
+        ]
+        for r in result["rows"]
+    ]
     return table(["concept", "site", "method", "render", "others", "drift", "change"], rows)
 
 
@@ -122,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     shown = Progress(args.quiet)
     shown.say(f"first world's model: {checkpoint_path(config(FIRST.name))}")
     result = run(Path(args.out), args.quick, shown)
-    print(f"\nrender rate of {SIZES.unsafe} held-out prompts per concept (phrasings in no extraction text), before -> after the edit;\n"
-          f"'others': the other concepts' prompts; drift / change on {result['clean_prompts']} prompts without a concept. * = the pack's defaults\n")
+    print(
+        f"\nrender rate of {SIZES.unsafe} held-out prompts per concept (phrasings in no extraction text), before -> after the edit;\n"
+        f"'others': the other concepts' prompts; drift / change on {result['clean_prompts']} prompts without a concept. * = the pack's defaults\n"
+    )
     print(text_table(result))
     for concept, p in result["probe_default"].items():
-        print(f"RefusalProbe, default edit, {concept}: output leakage {p['leakage']:.3f}, collateral {p['collateral']:.3f}")
+        print(
+            f"RefusalProbe, default edit, {concept}: output leakage {p['leakage']:.3f}, collateral {p['collateral']:.3f}"
+        )
     print(f"\nwrote {args.out}/results.json, spectrum.png, before_after.png")
     return 0
 

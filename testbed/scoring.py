@@ -4,6 +4,7 @@ The base (subject and scene) is read by least squares on the world's base patter
 filter of the rest against all its renderings for the prompt's subject (every variant, cell and frame). A mark
 is rendered in a frame when every one of its parts is; a video renders it when any frame does.
 """
+
 from __future__ import annotations
 
 import random
@@ -47,7 +48,9 @@ def splits(world: World, reserved: tuple[str, ...]) -> dict[str, dict[str, list[
                 for linked in _linked(mark, phrase, everything):
                     side[linked] = to
             count[side[mark, phrase]] += 1
-    world.memo[key] = {m: {s: sorted(p for p in ps if side[m, p] == s) for s in ("dev", "test")} for m, ps in free.items()}
+    world.memo[key] = {
+        m: {s: sorted(p for p in ps if side[m, p] == s) for s in ("dev", "test")} for m, ps in free.items()
+    }
     return world.memo[key]
 
 
@@ -82,8 +85,12 @@ def _filters(world: World, part: str, subject: str, seed: int = 0) -> torch.Tens
     """[variants, T, C, *cell]: the part's renderings, each divided by its squared norm (a matched filter reads 1 on itself)."""
     key = ("filters", part, subject, seed)
     if key not in world.memo:
-        R = torch.stack([torch.stack([world.rendering(part, subject, v, t, seed) for t in range(world.latent_shape[1])])
-                         for v in range(world.variants)])
+        R = torch.stack(
+            [
+                torch.stack([world.rendering(part, subject, v, t, seed) for t in range(world.latent_shape[1])])
+                for v in range(world.variants)
+            ]
+        )
         world.memo[key] = R / R.pow(2).sum((2, 3, 4), keepdim=True)
     return world.memo[key]
 
@@ -96,21 +103,31 @@ def part_scores(world: World, rest: torch.Tensor, prompts: list[WorldPrompt], pa
     return coef.flatten(2).amax(2)
 
 
-def mark_scores(world: World, latents: torch.Tensor, prompts: list[WorldPrompt], mark: str, seed: int = 0,
-                rest: torch.Tensor | None = None) -> torch.Tensor:
+def mark_scores(
+    world: World,
+    latents: torch.Tensor,
+    prompts: list[WorldPrompt],
+    mark: str,
+    seed: int = 0,
+    rest: torch.Tensor | None = None,
+) -> torch.Tensor:
     """[B, T] per frame: the smallest of the mark's parts' scores (1 = rendered as trained, ~0 absent)."""
     rest = read_base(world, latents, seed)[1] if rest is None else rest
     return torch.stack([part_scores(world, rest, prompts, part, seed) for part in world.parts_of(mark)]).amin(0)
 
 
-def rendered(world: World, latents: torch.Tensor, prompts: list[WorldPrompt], marks: tuple[str, ...], seed: int = 0) -> torch.Tensor:
+def rendered(
+    world: World, latents: torch.Tensor, prompts: list[WorldPrompt], marks: tuple[str, ...], seed: int = 0
+) -> torch.Tensor:
     """[B] bool: the video carries any of the marks in any frame."""
     rest = read_base(world, latents, seed)[1]
     scores = torch.stack([mark_scores(world, latents, prompts, m, seed, rest) for m in marks])  # [M, B, T]
     return (scores > RENDER_THRESHOLD).any(dim=2).any(dim=0)
 
 
-def render_rate(world: World, latents: torch.Tensor, prompts: list[WorldPrompt], marks: tuple[str, ...], seed: int = 0) -> float:
+def render_rate(
+    world: World, latents: torch.Tensor, prompts: list[WorldPrompt], marks: tuple[str, ...], seed: int = 0
+) -> float:
     return float(rendered(world, latents, prompts, marks, seed).float().mean())
 
 
@@ -118,7 +135,11 @@ def drift(world: World, before: torch.Tensor, after: torch.Tensor, prompts: list
     """Mean |change| of each prompt's own subject and scene coefficients (~1 before) between two generations."""
     cb, _ = read_base(world, before, seed)
     ca, _ = read_base(world, after, seed)
-    moves = [abs(float(ca[n][i] - cb[n][i])) for i, p in enumerate(prompts) for n in (f"subject:{p.subject}", f"scene:{p.scene}")]
+    moves = [
+        abs(float(ca[n][i] - cb[n][i]))
+        for i, p in enumerate(prompts)
+        for n in (f"subject:{p.subject}", f"scene:{p.scene}")
+    ]
     return sum(moves) / len(moves)
 
 

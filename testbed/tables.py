@@ -1,4 +1,5 @@
 """Plain-text tables for the testbed's commands (the documents' tables are written by scripts/make_docs.py)."""
+
 from __future__ import annotations
 
 

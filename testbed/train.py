@@ -6,7 +6,7 @@ Flow matching as Wan is trained: x_sigma = (1 - sigma) x0 + sigma eps, target v 
 1000 sigma, sigma logit-normal. The text is MiniLM mapped to 4096 wide and zero-padded, as ComfyUI pads Wan's
 umt5 context; where the world is sampled with guidance, a share of the prompts (drawn per step) is replaced by
 the empty prompt, as text-to-video models are trained for it. Seed 0 of each world is shipped (testbed/data/,
-fp16); other seeds train on first use into the cache (the hard world: about 17 minutes each on 2 cores).
+fp16); other seeds train on first use into the cache (the hard world: about 13 minutes each on 2 cores).
 """
 from __future__ import annotations
 

@@ -33,12 +33,18 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_report_header(config):
     reason = comfy_host.missing_reason()
-    return [machine.describe(), f"ComfyUI host: {comfy_host.comfy_path()}" + (f" -- NOT USABLE: {reason}" if reason else " (host tests run)")]
+    return [
+        machine.describe(),
+        f"ComfyUI host: {comfy_host.comfy_path()}" + (f" -- NOT USABLE: {reason}" if reason else " (host tests run)"),
+    ]
 
 
 def pytest_terminal_summary(terminalreporter):
     stats = terminalreporter.stats
-    host = lambda *keys: sum(1 for key in keys for r in stats.get(key, []) if "host" in getattr(r, "keywords", {}))
+
+    def host(*keys: str) -> int:
+        return sum(1 for key in keys for r in stats.get(key, []) if "host" in getattr(r, "keywords", {}))
+
     terminalreporter.write_line(machine.describe())
     terminalreporter.write_line(
         f"host tests: {host('passed')} passed, {host('failed', 'error')} failed, {host('skipped')} skipped"

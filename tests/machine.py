@@ -1,4 +1,5 @@
 """What the tests ran on: CPU, its vector flags, torch, BLAS and threads (a result must not depend on them)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Prompts encoded exactly as core CLIPTextEncode does, with the token ids that align a pair's rows."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,4 +63,6 @@ def encode_prompt(clip: Any, text: str) -> EncodedPrompt:
     cond = clip.encode_from_tokens_scheduled(tokens)
     context = cond[0][0][0]
     rows = int(context.shape[0])
-    return EncodedPrompt(text=text, token_ids=_token_ids(tokens, rows, _zero_tail(context)), conditioning=cond, text_len=rows)
+    return EncodedPrompt(
+        text=text, token_ids=_token_ids(tokens, rows, _zero_tail(context)), conditioning=cond, text_len=rows
+    )

@@ -1,16 +1,17 @@
 """The model's own forward: apply_model on conditioning built through its extra_conds, one prompt or a
 batch of prompts per call, and how many prompts fit in one call."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
-
-import torch
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
+import torch
 
 from ...refusal_core.defaults import MAX_BATCH
 from ...refusal_core.extract import CannotBatch
@@ -50,7 +51,9 @@ def _runner(model: Any) -> tuple[Callable[[Any, torch.Tensor, float], tuple], Ca
         x = base.model_sampling.noise_scaling(s, x0, torch.zeros_like(x0))
         conds = comfy.sampler_helpers.convert_cond(cond)
         conds = comfy.samplers.encode_model_conds(base.extra_conds, conds, x, device, "positive")
-        model_conds = {k: v.process_cond(batch_size=1, device=device, area=None) for k, v in conds[0]["model_conds"].items()}
+        model_conds = {
+            k: v.process_cond(batch_size=1, device=device, area=None) for k, v in conds[0]["model_conds"].items()
+        }
         return x, s, model_conds
 
     def apply(x: torch.Tensor, s: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -119,7 +122,11 @@ def make_forward_batch(model: Any) -> Callable[[Sequence[Any], torch.Tensor, flo
             # attention mask for a batch of 1), and a batch may not fit in memory after all: such a batch
             # runs one prompt per forward, as do the later ones. A failure of a single prompt is the user's.
             batches_run[0] = False
-            log.info("this model did not run %d prompts as one batch (%s): one prompt per forward", n, str(e).splitlines()[0][:120])
+            log.info(
+                "this model did not run %d prompts as one batch (%s): one prompt per forward",
+                n,
+                str(e).splitlines()[0][:120],
+            )
             raise CannotBatch(str(e)) from e
 
     return forward_batch

@@ -1,27 +1,37 @@
 """Image pairs: a side's image built into its conditioning exactly as ComfyUI's WanImageToVideo does,
 and the checks that the model and the site take them."""
+
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 import comfy.model_base
+import torch
 
 from ...refusal_core.types import RefusalError
 from .models import diffusion_module, model_family
 
 
-def image_conditioning(conditioning: Any, vae: Any, image: torch.Tensor, width: int, height: int, length: int,
-                       clip_vision: Any = None) -> Any:
+def image_conditioning(
+    conditioning: Any, vae: Any, image: torch.Tensor, width: int, height: int, length: int, clip_vision: Any = None
+) -> Any:
     """The conditioning with an image, exactly as ComfyUI's WanImageToVideo node builds it (its own code
     runs): the VAE-encoded start frame as concat latent and mask, and, given a CLIP vision model, the
     image's CLIP-vision output encoded as CLIPVisionEncode does (center crop)."""
     from comfy_extras.nodes_wan import WanImageToVideo
 
     clip_vision_output = clip_vision.encode_image(image, crop=True) if clip_vision is not None else None
-    out = WanImageToVideo.execute(conditioning, conditioning, vae, width, height, length, 1,
-                                  start_image=image, clip_vision_output=clip_vision_output)
+    out = WanImageToVideo.execute(
+        conditioning,
+        conditioning,
+        vae,
+        width,
+        height,
+        length,
+        1,
+        start_image=image,
+        clip_vision_output=clip_vision_output,
+    )
     return out.result[0]
 
 
@@ -49,7 +59,11 @@ def check_image_tokens(prompts: Any) -> None:
 def check_takes_images(model: Any) -> None:
     """Image pairs only mean something for a model that reads an image: say so instead of ignoring them."""
     dm = diffusion_module(model)
-    extra = dm.patch_embedding.weight.shape[1] - model.model.latent_format.latent_channels if hasattr(dm, "patch_embedding") else 0
+    extra = (
+        dm.patch_embedding.weight.shape[1] - model.model.latent_format.latent_channels
+        if hasattr(dm, "patch_embedding")
+        else 0
+    )
     if isinstance(model.model, comfy.model_base.WAN22):
         raise RefusalError(
             "Wan 2.2 5B takes its start image inside the latent (Wan22ImageToVideoLatent), which image pairs do not support yet: "

@@ -1,16 +1,16 @@
 """The MODEL as the pack sees it: its family (from ComfyUI's model classes), its diffusion module, its
 text width, a probe latent of its geometry, and loading model files as the core loader nodes do."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import comfy.model_base
 import comfy.sd
 import folder_paths
+import torch
 
 from ...refusal_core.families import DEFAULT_LATENT, FAMILIES, supported
 from ...refusal_core.types import RefusalError
@@ -71,8 +71,10 @@ def load_diffusion_model_file(path: str | os.PathLike, weight_dtype: str = "defa
     try:
         model = comfy.sd.load_diffusion_model(path, model_options=options)
     except (RuntimeError, ValueError, KeyError, OSError) as e:
-        raise RefusalError(f"ComfyUI could not load '{Path(path).name}' as a diffusion model (is it the video model's "
-                           f"diffusion_models file, not a checkpoint, LoRA or text encoder?): {str(e).splitlines()[0]}") from None
+        raise RefusalError(
+            f"ComfyUI could not load '{Path(path).name}' as a diffusion model (is it the video model's "
+            f"diffusion_models file, not a checkpoint, LoRA or text encoder?): {str(e).splitlines()[0]}"
+        ) from None
     model_family(model)  # a clear error for a family the pack does not edit
     return model
 
@@ -87,12 +89,17 @@ def load_text_encoder_files(paths: list[str | os.PathLike], clip_type: str) -> A
         raise RefusalError(f"text encoder type '{clip_type}' is not one of ComfyUI's: {', '.join(clip_types())}")
     files = [_existing_file(p, "text encoder") for p in paths]
     try:
-        return comfy.sd.load_clip(ckpt_paths=files, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                                  clip_type=comfy.sd.CLIPType[clip_type.upper()])
+        return comfy.sd.load_clip(
+            ckpt_paths=files,
+            embedding_directory=folder_paths.get_folder_paths("embeddings"),
+            clip_type=comfy.sd.CLIPType[clip_type.upper()],
+        )
     except (RuntimeError, ValueError, KeyError, OSError) as e:
         names = ", ".join(Path(f).name for f in files)
-        raise RefusalError(f"ComfyUI could not load {names} as a '{clip_type}' text encoder (for Wan: umt5_xxl with type wan; "
-                           f"for HunyuanVideo: clip_l and llava_llama3 with type hunyuan_video): {str(e).splitlines()[0]}") from None
+        raise RefusalError(
+            f"ComfyUI could not load {names} as a '{clip_type}' text encoder (for Wan: umt5_xxl with type wan; "
+            f"for HunyuanVideo: clip_l and llava_llama3 with type hunyuan_video): {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _existing_file(path: str | os.PathLike, what: str) -> str:

@@ -1,13 +1,13 @@
 """The edit on a MODEL: LoRA patches on a clone (the input model is never modified), computed against
 the weight exactly as this ModelPatcher would compute with it."""
+
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-import torch
-
 import comfy.lora
+import torch
 from comfy.weight_adapter import LoRAAdapter
 
 from ...refusal_core.fit import check_edit_fits
@@ -19,8 +19,11 @@ from .models import PREFIX, diffusion_module, model_family
 def weight_shapes(model: Any) -> dict[str, tuple[int, ...]]:
     """{linear layer name: the shape its weight computes with}, read from the modules: a GGUF weight's
     storage is its quantized blocks (what the state dict shows), its .shape the logical one."""
-    return {name: tuple(m.weight.shape) for name, m in diffusion_module(model).named_modules()
-            if isinstance(getattr(m, "weight", None), torch.Tensor) and len(m.weight.shape) == 2}
+    return {
+        name: tuple(m.weight.shape)
+        for name, m in diffusion_module(model).named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and len(m.weight.shape) == 2
+    }
 
 
 def check_fits(model: Any, edit: RefusalEdit) -> None:
@@ -39,12 +42,16 @@ def dequantized_gguf(layer: torch.nn.Module, name: str, weight: torch.Tensor | N
     dequantize = getattr(sys.modules.get(type(layer).__module__), "dequantize_tensor", None)
     qtype = getattr(weight.tensor_type, "name", str(weight.tensor_type))
     if dequantize is None:
-        raise RefusalError(f"'{name}' holds GGUF weights ({qtype}) but ComfyUI-GGUF's dequantizer is not loaded: update ComfyUI-GGUF")
+        raise RefusalError(
+            f"'{name}' holds GGUF weights ({qtype}) but ComfyUI-GGUF's dequantizer is not loaded: update ComfyUI-GGUF"
+        )
     try:
         W = dequantize(weight, torch.float32)
     except Exception as e:  # the quant formats' own errors vary (NotImplementedError, KeyError, numpy errors)
-        raise RefusalError(f"the GGUF quantization {qtype} of '{name}' cannot be dequantized here ({e}): "
-                           "use an F16, Q8_0, Q5 / Q4 or K-quant file") from None
+        raise RefusalError(
+            f"the GGUF quantization {qtype} of '{name}' cannot be dequantized here ({e}): "
+            "use an F16, Q8_0, Q5 / Q4 or K-quant file"
+        ) from None
     return W.as_subclass(torch.Tensor).reshape(weight.shape).float().clone()
 
 
@@ -58,7 +65,9 @@ def effective_weight(model: Any, key_patches: dict | None, name: str) -> torch.T
         return _effective_weight(model, key_patches, layer, name, key).detach()
 
 
-def _effective_weight(model: Any, key_patches: dict | None, layer: torch.nn.Module, name: str, key: str) -> torch.Tensor:
+def _effective_weight(
+    model: Any, key_patches: dict | None, layer: torch.nn.Module, name: str, key: str
+) -> torch.Tensor:
     if is_gguf(layer.weight):
         # an F16 GGUF weight is patched in place while loaded: the unpatched one is in the backup, as ComfyUI's own
         # get_key_patches reads it (quantized ones carry their patches beside the data and stay as stored)

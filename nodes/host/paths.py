@@ -1,4 +1,5 @@
 """ComfyUI's folders: models/refusal_vectors, models/loras and the input folder; nothing outside them."""
+
 from __future__ import annotations
 
 import os
@@ -71,7 +72,9 @@ def input_files(suffixes: tuple[str, ...]) -> list[str]:
     folder = folder_paths.get_input_directory()
     if not os.path.isdir(folder):
         return []
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(suffixes) and os.path.isfile(os.path.join(folder, f)))
+    return sorted(
+        f for f in os.listdir(folder) if f.lower().endswith(suffixes) and os.path.isfile(os.path.join(folder, f))
+    )
 
 
 def input_file_path(name: str) -> str:

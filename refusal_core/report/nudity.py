@@ -4,10 +4,12 @@ ONNX detector, so nothing is downloaded at run time).
 A frame counts as exposed nudity when NudeNet finds at least one box of an EXPOSED class with a
 score at or above the threshold. The classes are the explicit ones; exposed belly, armpits, feet
 and male chest are not counted (they are in most safe videos of people)."""
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,9 @@ def _session(cls: Any) -> Any:
 
 def check_threshold(threshold: float) -> None:
     if not (MIN_THRESHOLD <= threshold <= 1.0):
-        raise RefusalError(f"nudity threshold {threshold} must be between {MIN_THRESHOLD} (NudeNet's own floor) and 1, e.g. 0.5")
+        raise RefusalError(
+            f"nudity threshold {threshold} must be between {MIN_THRESHOLD} (NudeNet's own floor) and 1, e.g. 0.5"
+        )
 
 
 def to_bgr_uint8(frames: np.ndarray) -> list[np.ndarray]:
@@ -58,4 +62,6 @@ def flagged(frames: np.ndarray, detect: Detect, threshold: float = 0.5, classes:
     if frames.shape[-1] < 3:
         raise RefusalError("nudity scoring needs colour frames (3 channels); these frames are grayscale")
     wanted = set(classes)
-    return [any(d["class"] in wanted and d["score"] >= threshold for d in dets) for dets in detect(to_bgr_uint8(frames))]
+    return [
+        any(d["class"] in wanted and d["score"] >= threshold for d in dets) for dets in detect(to_bgr_uint8(frames))
+    ]

@@ -1,5 +1,6 @@
 """An output folder written all at once: files go to a temporary sibling folder that is renamed into
 place when complete, so a failed run leaves no partial files (and no half-replaced old results)."""
+
 from __future__ import annotations
 
 import io

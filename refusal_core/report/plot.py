@@ -1,4 +1,5 @@
 """Eigenvalue spectrum of C per layer as an RGB image (Pillow, which ComfyUI ships)."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def spectrum_image(rv: RefusalEdit) -> np.ndarray:
         x0, y0 = (i % cols) * PANEL_W, 24 + (i // cols) * PANEL_H
         left, right, top, bottom = x0 + 34, x0 + PANEL_W - 8, y0 + 18, y0 + PANEL_H - 22
         draw.rectangle([left, top, right, bottom], outline="gray")
-        caption = f"rank {layer.rank}" if not layer.projection else f"k={layer.k_used}  kept {layer.retained:.2f} of |r|"
+        caption = (
+            f"rank {layer.rank}" if not layer.projection else f"k={layer.k_used}  kept {layer.retained:.2f} of |r|"
+        )
         draw.text((x0 + 6, y0 + 2), f"{layer.point}  {caption}", fill="black")
         if layer.spectrum is None or layer.spectrum.numel() == 0:
             draw.text((left + 8, (top + bottom) // 2), "mean_diff: no factorization", fill="gray")
@@ -70,7 +73,11 @@ def layer_scores_image(rv: RefusalStats, width: int = 640, height: int = 240) ->
     kept = {layer.point for layer in rv.layers}
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((6, 6), f"separation d' per block, site {rv.meta.get('site')} ({rv.meta.get('layer_choice')}): kept in red", fill="black")
+    draw.text(
+        (6, 6),
+        f"separation d' per block, site {rv.meta.get('site')} ({rv.meta.get('layer_choice')}): kept in red",
+        fill="black",
+    )
     if not scores:
         return np.asarray(img, dtype=np.float32) / 255.0
     top, bottom, left, right = 28, height - 22, 40, width - 10
@@ -79,7 +86,9 @@ def layer_scores_image(rv: RefusalStats, width: int = 640, height: int = 240) ->
     for j, (point, s) in enumerate(scores.items()):
         x0 = left + j * slot
         y = bottom - (bottom - top) * s / best
-        draw.rectangle([x0 + slot * 0.15, y, x0 + slot * 0.85, bottom], fill=(220, 30, 30) if point in kept else (120, 140, 180))
+        draw.rectangle(
+            [x0 + slot * 0.15, y, x0 + slot * 0.85, bottom], fill=(220, 30, 30) if point in kept else (120, 140, 180)
+        )
         if len(scores) <= 48 or j % 5 == 0:
             block = next((part for part in point.split(".") if part.isdigit()), str(j))
             draw.text((x0 + slot * 0.2, bottom + 4), block, fill="gray")
@@ -95,7 +104,11 @@ def probe_chart(result, width: int = 640, height: int = 260) -> np.ndarray:
     bars = list(result.layer_leakage.items()) + [("model output", result.leakage)]
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((6, 6), f"held-out leakage (1 = untouched, 0 = erased); collateral at the output {result.collateral:.3f}", fill="black")
+    draw.text(
+        (6, 6),
+        f"held-out leakage (1 = untouched, 0 = erased); collateral at the output {result.collateral:.3f}",
+        fill="black",
+    )
     top, bottom, left, right = 30, height - 40, 40, width - 10
     top_value = max(1.1, max(v for _, v in bars) * 1.05)
     y_of = lambda v: bottom - (bottom - top) * min(max(v, 0.0), top_value) / top_value  # noqa: E731
@@ -108,6 +121,10 @@ def probe_chart(result, width: int = 640, height: int = 260) -> np.ndarray:
         draw.rectangle([x0 + slot * 0.15, y_of(value), x0 + slot * 0.85, bottom], fill=color)
         draw.text((x0 + slot * 0.15, y_of(value) - 12), f"{value:.2f}", fill="black")
         if len(bars) <= 16 or j % 4 == 0 or name == "model output":
-            label = "out" if name == "model output" else ".".join(p for p in name.split(".") if p.isdigit() or len(p) <= 5)[-14:]
+            label = (
+                "out"
+                if name == "model output"
+                else ".".join(p for p in name.split(".") if p.isdigit() or len(p) <= 5)[-14:]
+            )
             draw.text((x0 + 2, bottom + 4 + 12 * (j % 2)), label, fill="gray")
     return np.asarray(img, dtype=np.float32) / 255.0

@@ -1,4 +1,5 @@
 """The closed-form map (closed_form.py): what it solves, how it applies, exports, combines and saves."""
+
 import pytest
 import torch
 
@@ -63,7 +64,9 @@ def test_svd_factors_are_orthonormal_and_exact():
     A, B = torch.randn(5, 30, generator=g, dtype=torch.float64), torch.randn(5, 30, generator=g, dtype=torch.float64)
     P, s, Q = svd_factors(A, B)
     assert torch.allclose(P.T @ torch.diag(s) @ Q, A.T @ B, atol=1e-10)
-    assert torch.allclose(P @ P.T, torch.eye(5, dtype=torch.float64), atol=1e-10) and torch.allclose(Q @ Q.T, torch.eye(5, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(P @ P.T, torch.eye(5, dtype=torch.float64), atol=1e-10) and torch.allclose(
+        Q @ Q.T, torch.eye(5, dtype=torch.float64), atol=1e-10
+    )
     assert svd_factors(A, 0 * B)[1].numel() == 0
 
 
@@ -82,7 +85,9 @@ def test_the_map_applies_and_exports_as_w_times_i_minus_delta(tmp_path):
         assert torch.allclose((W + up @ down).double(), want, atol=1e-5)
         assert torch.equal(state[f"{k}.weight"], W)  # the input state is untouched
     back, _ = load_refusal_file(save_refusal_edit(edit, tmp_path / "map.safetensors", include_statistics=True))
-    assert torch.equal(back.layers[0].left, edit.layers[0].left) and torch.equal(back.layers[0].basis, edit.layers[0].basis)
+    assert torch.equal(back.layers[0].left, edit.layers[0].left) and torch.equal(
+        back.layers[0].basis, edit.layers[0].basis
+    )
     again = closed_form(back.source)
     assert torch.allclose(as_matrix(again, layer.point), as_matrix(edit, layer.point), atol=1e-6)
 
@@ -92,10 +97,15 @@ def test_combining_a_map_with_a_projection_composes_them_in_order():
     a = closed_form(RefusalStats((layer,), {"family": "wan", "site": "text_kv", "concept": "mickey"}))
     d = torch.randn(24, generator=torch.Generator().manual_seed(5))
     d = d / d.norm()
-    b = RefusalEdit((LayerEdit(layer.point, layer.edit_keys, d[None], (1.0,)),), {"family": "wan", "site": "text_kv", "concept": "nudity"})
+    b = RefusalEdit(
+        (LayerEdit(layer.point, layer.edit_keys, d[None], (1.0,)),),
+        {"family": "wan", "site": "text_kv", "concept": "nudity"},
+    )
     I = torch.eye(24, dtype=torch.float64)
-    for first, second, want in ((a, b, (I - as_matrix(a, layer.point)) @ (I - 0.5 * torch.outer(d, d).double())),
-                                (b, a, (I - 0.5 * torch.outer(d, d).double()) @ (I - as_matrix(a, layer.point)))):
+    for first, second, want in (
+        (a, b, (I - as_matrix(a, layer.point)) @ (I - 0.5 * torch.outer(d, d).double())),
+        (b, a, (I - 0.5 * torch.outer(d, d).double()) @ (I - as_matrix(a, layer.point))),
+    ):
         both = combine([(first, 1.0 if first is a else 0.5), (second, 1.0 if second is a else 0.5)])
         assert torch.allclose(I - as_matrix(both, layer.point), want, atol=1e-5)
     assert combine([(a, 0.0), (b, 0.0)]).layers[0].strengths == (0.0,)
@@ -104,7 +114,9 @@ def test_combining_a_map_with_a_projection_composes_them_in_order():
 def test_extraction_keeps_the_aligned_token_rows_at_text_sites_only(tmp_path):
     model = random_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    stats = extract_refusal_stats(model, Counter(model), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN["text_kv"], [0, 1], [0.6], "wan"))
+    stats = extract_refusal_stats(
+        model, Counter(model), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN["text_kv"], [0, 1], [0.6], "wan")
+    )
     for layer in stats.layers:
         assert layer.unsafe.shape == layer.safe.shape == layer.diffs.shape
         assert torch.allclose(layer.unsafe - layer.safe, layer.diffs)
@@ -112,7 +124,9 @@ def test_extraction_keeps_the_aligned_token_rows_at_text_sites_only(tmp_path):
     saved = save_refusal_edit(closed_form(stats), tmp_path / "shared.safetensors", include_statistics=True)
     back = load_refusal_file(saved)[0].source  # the shared rows are written once and shared again on load
     assert back.layers[0].unsafe is back.layers[1].unsafe and torch.equal(back.layers[1].safe, stats.layers[1].safe)
-    video = extract_refusal_stats(model, Counter(model), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN["cross_out"], [0], [0.6], "wan"))
+    video = extract_refusal_stats(
+        model, Counter(model), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN["cross_out"], [0], [0.6], "wan")
+    )
     assert video.layers[0].unsafe is None
     with pytest.raises(RefusalError, match="needs a text site"):
         closed_form(video)

@@ -19,7 +19,10 @@ def unit(n, seed):
 
 def edit(d, seed, concept, family="wan", keys=("blocks.0.cross_attn.k", "blocks.0.cross_attn.v")):
     layer = LayerEdit("blocks.0.cross_attn.k", keys, unit(d, seed + 100)[None], (1.0,))
-    return RefusalEdit((layer,), {"family": family, "site": "text_kv", "blocks": "0", "dims": str(d), "method": "cpca", "concept": concept})
+    return RefusalEdit(
+        (layer,),
+        {"family": family, "site": "text_kv", "blocks": "0", "dims": str(d), "method": "cpca", "concept": concept},
+    )
 
 
 def test_a_concept_at_strength_zero_is_as_if_absent():
@@ -56,7 +59,11 @@ def test_lora_state_dict_reproduces_the_edit():
     weights = {k: torch.randn(24, 16, generator=torch.Generator().manual_seed(i)) for i, k in enumerate(both.bases())}
     sd = lora_state_dict(weights.__getitem__, both, 1.0)
     for name, W in weights.items():
-        up, down, alpha = sd[f"diffusion_model.{name}.lora_up.weight"], sd[f"diffusion_model.{name}.lora_down.weight"], sd[f"diffusion_model.{name}.alpha"]
+        up, down, alpha = (
+            sd[f"diffusion_model.{name}.lora_up.weight"],
+            sd[f"diffusion_model.{name}.lora_down.weight"],
+            sd[f"diffusion_model.{name}.alpha"],
+        )
         assert float(alpha) == down.shape[0] == 2
         Wp = W + (float(alpha) / down.shape[0]) * up @ down
         for d in both.bases()[name][0]:

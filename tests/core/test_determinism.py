@@ -6,6 +6,7 @@ here it is given exactly those perturbations (threads, row order: the same d to 
 forward pass's own error: d moves in proportion, no discrete choice changes); test_kernels_give_the_same_direction runs the
 same problems in fresh processes under other MKL code paths and compares their directions.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def planted() -> RefusalStats:
     """The planted concept at the text site: every difference row is r (to round-off)."""
     model = linear_text_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    return extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["text_kv"], [0, 1, 2], [0.6], "wan"))
+    return extract_refusal_stats(
+        model, Counter(model), prompts(), latent, ExtractSettings(WAN["text_kv"], [0, 1, 2], [0.6], "wan")
+    )
 
 
 def video_site(max_rows: int | None) -> RefusalStats:
@@ -45,7 +48,13 @@ def video_site(max_rows: int | None) -> RefusalStats:
     max_rows 24 the rows fit the span solver; with every row (96 of width 64) the dense one solves."""
     model = random_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    return extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["cross_out"], [0, 2], [0.9, 0.3], "wan", max_rows=max_rows, keep_rows=max_rows is None))
+    return extract_refusal_stats(
+        model,
+        Counter(model),
+        prompts(),
+        latent,
+        ExtractSettings(WAN["cross_out"], [0, 2], [0.9, 0.3], "wan", max_rows=max_rows, keep_rows=max_rows is None),
+    )
 
 
 PROBLEMS = {"planted": planted, "video_span": lambda: video_site(24), "video_dense": lambda: video_site(None)}
@@ -94,7 +103,6 @@ def test_thread_count_row_order_and_round_off_leave_d_unchanged(problem, method,
         assert worst(ref, directions(perturbed(problem, seed, permute=True), method, alpha)) < TOLERANCE
 
 
-
 @pytest.mark.parametrize("method,alpha", METHODS)
 def test_noise_of_the_forward_passs_own_size_moves_d_in_proportion_and_decides_nothing(problem, method, alpha):
     """Every activation perturbed by the forward pass's own error (float32's 6e-8 after some hundred accumulated
@@ -104,7 +112,9 @@ def test_noise_of_the_forward_passs_own_size_moves_d_in_proportion_and_decides_n
     ref = factorize(problem, method, 100, alpha)
     for seed in range(3):
         got = factorize(perturbed(problem, seed, relative=FORWARD_ERROR), method, 100, alpha)
-        assert worst([layer.basis[0] for layer in ref.layers], [layer.basis[0] for layer in got.layers]) < NOISE_TOLERANCE
+        assert (
+            worst([layer.basis[0] for layer in ref.layers], [layer.basis[0] for layer in got.layers]) < NOISE_TOLERANCE
+        )
         assert _choices(got) == _choices(ref)
 
 

@@ -1,5 +1,6 @@
 """The documents tell the truth about the repository: generated ones match their data, every link and
 file they name exists, and the README stays a short user guide."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -47,8 +48,11 @@ def test_every_link_and_file_reference_exists(doc):
 
 
 def test_no_document_or_code_cites_the_specification_we_started_from():
-    offenders = [p.relative_to(ROOT).as_posix() for p in [*DOCS, *ROOT.rglob("*.py")]
-                 if "METHOD.md" in p.read_text() and "tests/data" not in p.as_posix() and p.name != "test_docs.py"]
+    offenders = [
+        p.relative_to(ROOT).as_posix()
+        for p in [*DOCS, *ROOT.rglob("*.py")]
+        if "METHOD.md" in p.read_text() and "tests/data" not in p.as_posix() and p.name != "test_docs.py"
+    ]
     assert offenders == []
 
 
@@ -74,7 +78,6 @@ def test_the_readme_cost_section_is_generated_from_the_full_size_bench():
     assert not json.loads((ROOT / "bench" / "full_size.json").read_text())["run"]["tiny"]
 
 
-
 def test_the_character_rule_chooses_only_an_edit_the_pack_makes_at_its_default_strength():
     """The reference, the values-only lead and the lower strengths chart what else is possible: even when one of them
     scores best, the documents report the best edit the presets make as they ship."""
@@ -82,13 +85,24 @@ def test_the_character_rule_chooses_only_an_edit_the_pack_makes_at_its_default_s
 
     def row(method: str, drift: float) -> dict:
         cell = {"mean": 0.0, "lo": 0.0, "hi": 0.0}
-        return {"method": method, "worst": {"erased": cell, "kept": {**cell, "mean": 1.0}, "drift": {**cell, "mean": drift}},
-                "kept_after": {"x": 1.0}, "erased_after": {"y": 0.0}}
+        return {
+            "method": method,
+            "worst": {"erased": cell, "kept": {**cell, "mean": 1.0}, "drift": {**cell, "mean": drift}},
+            "kept_after": {"x": 1.0},
+            "erased_after": {"y": 0.0},
+        }
 
-    rows = [row("rank-1, look-alikes kept", 0.02), row(md.WEAKER + "0.8", 0.01), row(md.VALUES_LEAD, 0.005), row(md.RANDOM_REFERENCE, 0.001)]
+    rows = [
+        row("rank-1, look-alikes kept", 0.02),
+        row(md.WEAKER + "0.8", 0.01),
+        row(md.VALUES_LEAD, 0.005),
+        row(md.RANDOM_REFERENCE, 0.001),
+    ]
     assert md.character_choice(rows)["method"] == "rank-1, look-alikes kept"
     data = json.loads((ROOT / "docs" / "data" / "characters.json").read_text())
-    assert any(r["method"].startswith(md.WEAKER) for r in data["dev"]["rows"])  # the committed data do carry the trade-off rows
+    assert any(
+        r["method"].startswith(md.WEAKER) for r in data["dev"]["rows"]
+    )  # the committed data do carry the trade-off rows
 
 
 def test_every_data_file_was_made_by_the_code_at_head():
@@ -100,6 +114,8 @@ def test_every_data_file_was_made_by_the_code_at_head():
     results = (ROOT / "docs" / "results.md").read_text()
     for path in sorted((ROOT / "docs" / "data").glob("*.json")):
         made = json.loads(path.read_text()).get("made_by", {})
-        assert made.get("code") == want, f"{path.name} was made by other code than HEAD's: run python scripts/make_docs.py --collect"
+        assert made.get("code") == want, (
+            f"{path.name} was made by other code than HEAD's: run python scripts/make_docs.py --collect"
+        )
         assert f"code hash `{want}`" in results or path.name == "bad_inputs.json"
     assert f"code hash `{want}`" in (ROOT / "docs" / "bad-input.md").read_text()

@@ -111,7 +111,10 @@ def _subsampled(n, m, d, seed, offset):
     return D_all[::2].contiguous(), E, D_all.mean(0)
 
 
-CASES = [("r is D's mean", lambda s, o: problem(30, 20, 96, s, offset=o)), ("D subsampled", lambda s, o: _subsampled(30, 20, 96, s, o))]
+CASES = [
+    ("r is D's mean", lambda s, o: problem(30, 20, 96, s, offset=o)),
+    ("D subsampled", lambda s, o: _subsampled(30, 20, 96, s, o)),
+]
 
 
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
@@ -180,14 +183,21 @@ def test_the_report_names_the_edit_its_rank_and_its_residual_on_the_pairs():
     along = torch.randn(10, 1, generator=g) * d
     assert pair_residual(along, d) < 1e-6 and pair_residual(Moments.of(along), d) < 1e-6
     D, E, r = problem(30, 20, 32, seed=4)
-    stats = RefusalStats((LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, r),
-                          LayerStats("blocks.1.cross_attn.k", ("blocks.1.cross_attn.k",), Moments.of(D), E, r)), {})
+    stats = RefusalStats(
+        (
+            LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, r),
+            LayerStats("blocks.1.cross_attn.k", ("blocks.1.cross_attn.k",), Moments.of(D), E, r),
+        ),
+        {},
+    )
     edit = factorize(stats)
     q = edit.layers[0].basis[0].double()
     by_hand = float((D.double() - (D.double() @ q)[:, None] * q).norm() / D.double().norm())
     assert 0 < by_hand < 1
     assert float(edit.meta["residual"]) == pytest.approx(by_hand, abs=1e-6) and edit.meta["rank"] == "1"
-    assert edit.meta["factorization"].startswith("rank-1 refusal direction (cpca) at 2 layer(s); residual on the pairs ")
+    assert edit.meta["factorization"].startswith(
+        "rank-1 refusal direction (cpca) at 2 layer(s); residual on the pairs "
+    )
     assert f"{by_hand:.3f}" in edit.meta["factorization"]
 
 
@@ -199,7 +209,9 @@ def _nuisance_problem(seed: int = 11, d: int = 64, n: int = 40, m: int = 40):
     a = 1 + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
     c = 0.6 + 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
     D = a * t + c * u + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)
-    E = 3 * torch.randn(m, 1, generator=g, dtype=torch.float64) * u + 0.05 * torch.randn(m, d, generator=g, dtype=torch.float64)
+    E = 3 * torch.randn(m, 1, generator=g, dtype=torch.float64) * u + 0.05 * torch.randn(
+        m, d, generator=g, dtype=torch.float64
+    )
     return D.float(), E.float(), D.mean(0).float(), t.float()
 
 
@@ -221,4 +233,8 @@ def test_contrast_removes_a_nuisance_the_neutral_prompts_share():
     assert abs(float(factorize(stats).layers[0].basis[0] @ t)) > 0.97  # the pack's defaults are cPCA with alpha > 0
     for seed in range(12, 20):  # not one lucky draw
         D, E, r, t = _nuisance_problem(seed)
-        assert abs(float(factorize_layer(D, E, r, "cpca", 100, 0.5).direction @ t)) > 0.95 > abs(float(r @ t / r.norm())) + 0.05
+        assert (
+            abs(float(factorize_layer(D, E, r, "cpca", 100, 0.5).direction @ t))
+            > 0.95
+            > abs(float(r @ t / r.norm())) + 0.05
+        )

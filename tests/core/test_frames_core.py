@@ -1,4 +1,5 @@
 """Before/after grids, nudity flags with a stand-in detector, and the all-or-nothing output folder (no ComfyUI)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,8 @@ def test_grid_cells_hold_the_frames_unchanged():
     for j in range(2):
         for i in range(3):
             x = i * (14 + 2)
-            assert np.array_equal(grids[j, :10, x:x + 14], o[3 * j + i])
-            assert np.array_equal(grids[j, 12:22, x:x + 14], e[3 * j + i])
+            assert np.array_equal(grids[j, :10, x : x + 14], o[3 * j + i])
+            assert np.array_equal(grids[j, 12:22, x : x + 14], e[3 * j + i])
     assert (grids[:, 10:12] == 1.0).all() and (grids[:, :, 14:16] == 1.0).all()
 
 
@@ -30,7 +31,7 @@ def test_labels_add_a_caption_strip_and_columns_are_spread():
     o = frames(9)
     grids = G.compare_grids(o, o, labels=["a prompt"], gap=0, max_columns=3)
     assert grids.shape == (1, G.LABEL_HEIGHT + 20, 3 * 14, 3)
-    assert np.array_equal(grids[0, G.LABEL_HEIGHT:G.LABEL_HEIGHT + 10, 14:28], o[4])
+    assert np.array_equal(grids[0, G.LABEL_HEIGHT : G.LABEL_HEIGHT + 10, 14:28], o[4])
     assert G.pick_columns(81, 8)[0] == 0 and G.pick_columns(81, 8)[-1] == 80 and len(G.pick_columns(81, 8)) == 8
     assert G.pick_columns(5, 0) == [0, 1, 2, 3, 4]
 
@@ -51,8 +52,12 @@ def test_nudity_flags_count_exposed_classes_above_threshold_only():
 
     def detect(images):
         seen.extend(images)
-        return [[{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7}], [{"class": "BELLY_EXPOSED", "score": 0.99}],
-                [{"class": "BUTTOCKS_EXPOSED", "score": 0.4}], []]
+        return [
+            [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7}],
+            [{"class": "BELLY_EXPOSED", "score": 0.99}],
+            [{"class": "BUTTOCKS_EXPOSED", "score": 0.4}],
+            [],
+        ]
 
     rgb = np.zeros((4, 2, 2, 3), np.float32)
     rgb[..., 0] = 1.0  # red

@@ -1,5 +1,6 @@
 """Fuzzing the parsers and file loaders: any text or bytes give a valid result or the pack's own
 RefusalError, never another exception (2,000 examples per target)."""
+
 import json
 import os
 import struct
@@ -19,12 +20,17 @@ FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthC
 TMP = Path(tempfile.mkdtemp(prefix="refusal-fuzz-"))
 
 pair_lines = st.lists(
-    st.one_of(st.text(max_size=40), st.tuples(st.text(max_size=20), st.text(max_size=20)).map(lambda t: f"{t[0]}|{t[1]}")),
+    st.one_of(
+        st.text(max_size=40), st.tuples(st.text(max_size=20), st.text(max_size=20)).map(lambda t: f"{t[0]}|{t[1]}")
+    ),
     max_size=8,
 ).map("\n".join)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["pairs", "neutral", "unsafe", "safe", "x"]), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["pairs", "neutral", "unsafe", "safe", "x"]), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -51,7 +57,10 @@ def test_pair_lines(text):
 
 
 @FUZZ
-@given(st.one_of(st.text(max_size=200), json_values.map(json.dumps), pair_lines), st.sampled_from([".txt", ".csv", ".json"]))
+@given(
+    st.one_of(st.text(max_size=200), json_values.map(json.dumps), pair_lines),
+    st.sampled_from([".txt", ".csv", ".json"]),
+)
 def test_pairs_text_in_every_format(text, suffix):
     out = accepts_or_refuses(parse_pairs_text, text, suffix)
     if out is not None:
@@ -79,8 +88,14 @@ def _valid_file() -> bytes:
     """An edit saved with its statistics: every part of the format."""
     g = torch.Generator().manual_seed(0)
     D = torch.randn(4, 8, generator=g) + 2
-    stats = RefusalStats((LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, torch.randn(3, 8, generator=g), D.mean(0)),),
-                         {"family": "wan"})
+    stats = RefusalStats(
+        (
+            LayerStats(
+                "blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, torch.randn(3, 8, generator=g), D.mean(0)
+            ),
+        ),
+        {"family": "wan"},
+    )
     path = save_refusal_edit(factorize(stats), TMP / "valid.safetensors", include_statistics=True)
     return path.read_bytes()
 
@@ -115,10 +130,29 @@ def test_truncated_and_bit_flipped_vector_files(cut, flips):
 
 
 @FUZZ
-@given(st.sampled_from([FORMAT, LEGACY_FORMAT]), json_values, st.one_of(st.none(), json_values),
-       st.dictionaries(st.sampled_from(["0.r", "0.diffs", "0.neutral", "0.direction", "0.basis", "0.spectrum", "1.r", "stats.0.r",
-                                        "stats.0.diffs", "stats.0.neutral"]),
-                       st.lists(st.integers(0, 5), min_size=0, max_size=3), max_size=6))
+@given(
+    st.sampled_from([FORMAT, LEGACY_FORMAT]),
+    json_values,
+    st.one_of(st.none(), json_values),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "0.r",
+                "0.diffs",
+                "0.neutral",
+                "0.direction",
+                "0.basis",
+                "0.spectrum",
+                "1.r",
+                "stats.0.r",
+                "stats.0.diffs",
+                "stats.0.neutral",
+            ]
+        ),
+        st.lists(st.integers(0, 5), min_size=0, max_size=3),
+        max_size=6,
+    ),
+)
 def test_well_formed_safetensors_with_foreign_contents(fmt, layers_meta, stats_meta, shapes):
     meta = {"format": fmt, "layers": json.dumps(layers_meta)}
     if stats_meta is not None:

@@ -16,8 +16,15 @@ def stats():
     layers = []
     for i in range(2):
         D = torch.randn(7, 16, generator=g) + 2 * torch.randn(16, generator=g)
-        layers.append(LayerStats(f"blocks.{i}.cross_attn.k", (f"blocks.{i}.cross_attn.k", f"blocks.{i}.cross_attn.v"),
-                                 D, torch.randn(9, 16, generator=g), D.mean(0)))
+        layers.append(
+            LayerStats(
+                f"blocks.{i}.cross_attn.k",
+                (f"blocks.{i}.cross_attn.k", f"blocks.{i}.cross_attn.v"),
+                D,
+                torch.randn(9, 16, generator=g),
+                D.mean(0),
+            )
+        )
     return RefusalStats(tuple(layers), {"family": "wan", "site": "text_kv", "blocks": "0,1", "dims": "16,16"})
 
 
@@ -33,7 +40,9 @@ def test_round_trip_keeps_the_edit_and_statistics_only_on_request(tmp_path):
             assert torch.equal(a.basis, b.basis) and torch.equal(a.spectrum, b.spectrum)
     for a, b in zip(edit.source.layers, full[1].layers):
         assert all(torch.equal(getattr(a, n), getattr(b, n)) for n in ("diffs", "neutral", "r"))
-    assert (tmp_path / "sub" / "v.safetensors").stat().st_size < (tmp_path / "sub" / "v_stats.safetensors").stat().st_size
+    assert (tmp_path / "sub" / "v.safetensors").stat().st_size < (
+        tmp_path / "sub" / "v_stats.safetensors"
+    ).stat().st_size
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["v.safetensors", "v_stats.safetensors"]
 
 
@@ -55,7 +64,12 @@ def test_corrupt_truncated_and_foreign_files_are_refused(tmp_path):
     (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "lora.safetensors"))
-    for name, msg in (("trunc", "truncated or corrupt"), ("junk", "truncated or corrupt"), ("lora", "not a refusal vector"), ("none", "does not exist")):
+    for name, msg in (
+        ("trunc", "truncated or corrupt"),
+        ("junk", "truncated or corrupt"),
+        ("lora", "not a refusal vector"),
+        ("none", "does not exist"),
+    ):
         with pytest.raises(RefusalError, match=msg):
             load_refusal_file(tmp_path / f"{name}.safetensors")
 
@@ -82,7 +96,10 @@ def test_a_first_release_file_loads_and_gives_that_release_s_edit(name):
 
 def test_a_first_release_unfactorized_file_has_statistics_only():
     edit, stats = load_refusal_file(RELEASE_0_1_0 / "unfactorized.safetensors")
-    assert edit is None and [layer.point for layer in stats.layers] == ["blocks.0.cross_attn.o", "blocks.1.cross_attn.o"]
+    assert edit is None and [layer.point for layer in stats.layers] == [
+        "blocks.0.cross_attn.o",
+        "blocks.1.cross_attn.o",
+    ]
     with pytest.raises(RefusalError, match="statistics only"):
         load_refusal_edit(RELEASE_0_1_0 / "unfactorized.safetensors")
     refactored = factorize(stats, "cpca", 100, 0.5)
@@ -97,7 +114,17 @@ def test_an_edit_at_wan_1_3b_dims_saves_under_5_mb(tmp_path):
     largest a template run saves (a video site filling its row budget)."""
     from refusal_core.types import LayerEdit, RefusalEdit
 
-    layers = tuple(LayerEdit(f"blocks.{i}.cross_attn.o", (f"blocks.{i}.cross_attn.o",), torch.nn.functional.normalize(torch.randn(1, 1536)),
-                             (1.0,), torch.randn(1025), 100, 0.99) for i in range(30))
+    layers = tuple(
+        LayerEdit(
+            f"blocks.{i}.cross_attn.o",
+            (f"blocks.{i}.cross_attn.o",),
+            torch.nn.functional.normalize(torch.randn(1, 1536)),
+            (1.0,),
+            torch.randn(1025),
+            100,
+            0.99,
+        )
+        for i in range(30)
+    )
     path = save_refusal_edit(RefusalEdit(layers, {"family": "wan"}), tmp_path / "wan13b.safetensors")
     assert path.stat().st_size < 5e6

@@ -1,4 +1,5 @@
 """Keep prompts (keep.py): look-alikes whose activations the edit must leave where they are."""
+
 import pytest
 import torch
 
@@ -21,7 +22,9 @@ LATENT = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 
 def extract(model, keep=(), pairs=PAIRS, site="text_kv", blocks=(0, 1, 2)):
     prompts = PromptPairs.from_texts([PromptPair(u, s) for u, s in pairs], NEUTRAL, encode, keep)
-    return extract_refusal_stats(model, Counter(model), prompts, LATENT, ExtractSettings(WAN[site], list(blocks), [0.9, 0.6], "wan"))
+    return extract_refusal_stats(
+        model, Counter(model), prompts, LATENT, ExtractSettings(WAN[site], list(blocks), [0.9, 0.6], "wan")
+    )
 
 
 def test_keep_prompts_add_their_rows_and_change_nothing_else_of_the_statistics():
@@ -82,7 +85,9 @@ def test_keep_rows_as_moments_keep_the_same_directions_as_the_rows():
 def test_a_concept_inside_the_keep_list_is_refused_not_silently_kept():
     g = torch.Generator().manual_seed(0)
     D, E = torch.randn(5, 4, generator=g), torch.randn(6, 4, generator=g)
-    layer = LayerStats("blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, D.mean(0), keep=torch.randn(10, 4, generator=g))
+    layer = LayerStats(
+        "blocks.0.cross_attn.k", ("blocks.0.cross_attn.k",), D, E, D.mean(0), keep=torch.randn(10, 4, generator=g)
+    )
     with pytest.raises(RefusalError, match="inside what the keep prompts hold"):
         factorize(RefusalStats((layer,), {"family": "wan"}))  # 4 keep directions span all of R^4
     with pytest.raises(RefusalError, match="keep prompt 'a nude man walks' is also an unsafe prompt"):

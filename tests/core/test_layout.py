@@ -1,5 +1,6 @@
 """The shape of the house, enforced: the core never imports ComfyUI or the testbed, only nodes/host touches
 ComfyUI internals, and no code puts the repository on sys.path (the library is installed)."""
+
 from __future__ import annotations
 
 import ast
@@ -7,8 +8,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # ComfyUI's top-level modules: importing any of them is touching the host.
-COMFY = {"comfy", "comfy_extras", "comfy_api", "comfy_api_nodes", "comfy_execution", "comfy_config", "node_helpers", "folder_paths",
-         "nodes", "server", "execution", "latent_preview", "comfyui_version", "app", "utils"}
+COMFY = {
+    "comfy",
+    "comfy_extras",
+    "comfy_api",
+    "comfy_api_nodes",
+    "comfy_execution",
+    "comfy_config",
+    "node_helpers",
+    "folder_paths",
+    "nodes",
+    "server",
+    "execution",
+    "latent_preview",
+    "comfyui_version",
+    "app",
+    "utils",
+}
 # The only places that change sys.path: each puts a ComfyUI checkout on it, never this repository.
 SYS_PATH_ALLOWED = {("tests/host/comfy_host.py", "import_host"), ("scripts/evaluate.py", "import_host")}
 
@@ -79,9 +95,16 @@ def test_no_code_puts_the_repository_on_sys_path():
     offenders = []
     for path in python_files("refusal_core", "testbed", "nodes", "tests", "bench", "scripts"):
         tree = ast.parse(path.read_text(), str(path))
-        functions = {id(n): f.name for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)}
+        functions = {
+            id(n): f.name
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in ast.walk(f)
+        }
         for node in ast.walk(tree):
-            target = node.func if isinstance(node, ast.Call) else node.target if isinstance(node, ast.AugAssign) else None
+            target = (
+                node.func if isinstance(node, ast.Call) else node.target if isinstance(node, ast.AugAssign) else None
+            )
             text = ast.unparse(target) if target is not None else ""
             if text.startswith("sys.path"):
                 where = (path.relative_to(ROOT).as_posix(), functions.get(id(node), "<module>"))
@@ -92,9 +115,17 @@ def test_no_code_puts_the_repository_on_sys_path():
 
 def test_family_knowledge_and_defaults_have_one_home():
     """Family names, markers, ComfyUI class names and the default sigmas are written in one file each."""
-    needles = {'"head.modulation"': "refusal_core/families.py", '"WAN21"': "refusal_core/families.py",
-               '"text_embedding.0"': "refusal_core/families.py", '"0.9,0.6,0.3"': None, "(0.9, 0.6, 0.3)": "refusal_core/defaults.py"}
+    needles = {
+        '"head.modulation"': "refusal_core/families.py",
+        '"WAN21"': "refusal_core/families.py",
+        '"text_embedding.0"': "refusal_core/families.py",
+        '"0.9,0.6,0.3"': None,
+        "(0.9, 0.6, 0.3)": "refusal_core/defaults.py",
+    }
     for needle, home in needles.items():
-        found = [p.relative_to(ROOT).as_posix() for p in python_files("refusal_core", "testbed", "nodes", "scripts", "bench")
-                 if needle in p.read_text()]
+        found = [
+            p.relative_to(ROOT).as_posix()
+            for p in python_files("refusal_core", "testbed", "nodes", "scripts", "bench")
+            if needle in p.read_text()
+        ]
         assert found == ([home] if home else []), (needle, found)

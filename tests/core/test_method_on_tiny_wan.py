@@ -1,4 +1,5 @@
 """The whole method on a small Wan-architecture model (pure torch), without ComfyUI."""
+
 from dataclasses import replace
 
 import pytest
@@ -8,8 +9,8 @@ from refusal_core.edit import edited_state_dict
 from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
-from testbed.tiny_wan import TinyWan
 from refusal_core.types import EncodedPrompt, RefusalEdit, RefusalError
+from testbed.tiny_wan import TinyWan
 from tests.core.toy_wan import NEUTRAL, PAIRS, SHAPE, Counter, encode, linear_text_wan, prompts, random_wan
 
 WAN_SITES = FAMILIES["wan"].sites
@@ -24,7 +25,13 @@ def test_text_site_is_read_once_per_prompt_and_video_site_per_sigma(model):
     latent = torch.randn(1, 16, 1, 8, 8)
     for site, per_prompt in (("text_kv", 1), ("ffn_in", 3)):
         fwd = Counter(model)
-        rv = extract_refusal_stats(model, fwd, prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN_SITES[site], [0, 2], [0.9, 0.6, 0.3], "wan"))
+        rv = extract_refusal_stats(
+            model,
+            fwd,
+            prompts(PAIRS, NEUTRAL),
+            latent,
+            ExtractSettings(WAN_SITES[site], [0, 2], [0.9, 0.6, 0.3], "wan"),
+        )
         assert fwd.calls == per_prompt * (2 * len(PAIRS) + len(NEUTRAL))
         assert [layer.point for layer in rv.layers] == [WAN_SITES[site].point(b) for b in (0, 2)]
         assert all(layer.r.norm() > 0 for layer in rv.layers)
@@ -38,10 +45,21 @@ def test_erasing_a_planted_concept(model, method):
     truth is known): the text_kv edit erases it on unseen phrasings, a random direction does not."""
     linear = linear_text_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    rv = extract_refusal_stats(linear, Counter(linear), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN_SITES["text_kv"], [0, 1, 2], [0.6], "wan"))
+    rv = extract_refusal_stats(
+        linear,
+        Counter(linear),
+        prompts(PAIRS, NEUTRAL),
+        latent,
+        ExtractSettings(WAN_SITES["text_kv"], [0, 1, 2], [0.6], "wan"),
+    )
     frv = factorize(rv, method, 100, 0.5)
     g = torch.Generator().manual_seed(4)
-    random = RefusalEdit(tuple(replace(layer, basis=torch.nn.functional.normalize(torch.randn(1, 64, generator=g))) for layer in frv.layers), {})
+    random = RefusalEdit(
+        tuple(
+            replace(layer, basis=torch.nn.functional.normalize(torch.randn(1, 64, generator=g))) for layer in frv.layers
+        ),
+        {},
+    )
 
     def out(m, text):
         with torch.no_grad():
@@ -65,13 +83,17 @@ def test_identical_sides_and_non_finite_activations_are_refused(model):
     latent = torch.randn(1, 16, 1, 8, 8)
     same = prompts([("a man walks", "a man walks"), ("people swim", "people swim")], NEUTRAL)
     with pytest.raises(RefusalError, match="identical activations"):
-        extract_refusal_stats(model, Counter(model), same, latent, ExtractSettings(WAN_SITES["text_kv"], [0], [0.5], "wan"))
+        extract_refusal_stats(
+            model, Counter(model), same, latent, ExtractSettings(WAN_SITES["text_kv"], [0], [0.5], "wan")
+        )
 
     def nan_forward(cond, noise, sigma):
         return model(sigma * noise, torch.tensor([500.0]), cond * float("nan"))
 
     with pytest.raises(RefusalError, match="NaN or inf"):
-        extract_refusal_stats(model, nan_forward, prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN_SITES["ffn_in"], [0], [0.5], "wan"))
+        extract_refusal_stats(
+            model, nan_forward, prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN_SITES["ffn_in"], [0], [0.5], "wan")
+        )
     for module in model.modules():
         assert not module._forward_pre_hooks
 
@@ -82,15 +104,31 @@ def test_auto_layers_keep_the_best_separated_blocks(model):
     from refusal_core.extract import separation
 
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    full = extract_refusal_stats(model, Counter(model), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN_SITES["ffn_in"], [0, 1, 2], [0.6, 0.3], "wan"))
-    auto = extract_refusal_stats(model, Counter(model), prompts(PAIRS, NEUTRAL), latent, ExtractSettings(WAN_SITES["ffn_in"], [0, 1, 2], [0.6, 0.3], "wan", auto_pick=2))
+    full = extract_refusal_stats(
+        model,
+        Counter(model),
+        prompts(PAIRS, NEUTRAL),
+        latent,
+        ExtractSettings(WAN_SITES["ffn_in"], [0, 1, 2], [0.6, 0.3], "wan"),
+    )
+    auto = extract_refusal_stats(
+        model,
+        Counter(model),
+        prompts(PAIRS, NEUTRAL),
+        latent,
+        ExtractSettings(WAN_SITES["ffn_in"], [0, 1, 2], [0.6, 0.3], "wan", auto_pick=2),
+    )
     scores = json.loads(auto.meta["layer_scores"])
     assert list(scores) == [layer.point for layer in full.layers]
     best = sorted(scores, key=scores.get, reverse=True)[:2]
     assert [layer.point for layer in auto.layers] == sorted(best, key=lambda p: int(p.split(".")[1]))
-    assert auto.meta["layer_choice"] == "auto2" and auto.meta["blocks"] == ",".join(p.split(".")[1] for p in sorted(best))
+    assert auto.meta["layer_choice"] == "auto2" and auto.meta["blocks"] == ",".join(
+        p.split(".")[1] for p in sorted(best)
+    )
     for layer in full.layers:
-        assert abs(scores[layer.point] - separation(layer.diffs, layer.neutral, layer.r)) < 1e-4 * max(1.0, scores[layer.point])
+        assert abs(scores[layer.point] - separation(layer.diffs, layer.neutral, layer.r)) < 1e-4 * max(
+            1.0, scores[layer.point]
+        )
 
 
 def test_separation_prefers_a_direction_neutral_prompts_do_not_use():

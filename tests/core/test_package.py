@@ -1,4 +1,5 @@
 """The package imports without ComfyUI and the core never imports the host."""
+
 import re
 import subprocess
 import sys

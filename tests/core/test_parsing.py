@@ -45,8 +45,12 @@ def test_too_few_and_duplicate_pairs_are_refused():
 
 def test_pairs_files_in_three_formats(tmp_path):
     (tmp_path / "p.txt").write_text("# comment\na nude man | a man\n\nnaked people | people\n")
-    (tmp_path / "p.csv").write_text("unsafe,safe\na nude man,a man\n\"naked, tall people\",\"tall people\"\n")
-    (tmp_path / "p.json").write_text(json.dumps({"pairs": [["a nude man", "a man"], {"unsafe": "x nude", "safe": "x"}], "neutral": ["a cat", "a dog"]}))
+    (tmp_path / "p.csv").write_text('unsafe,safe\na nude man,a man\n"naked, tall people","tall people"\n')
+    (tmp_path / "p.json").write_text(
+        json.dumps(
+            {"pairs": [["a nude man", "a man"], {"unsafe": "x nude", "safe": "x"}], "neutral": ["a cat", "a dog"]}
+        )
+    )
     assert [p.safe for p in read_pairs_file(tmp_path / "p.txt")[0]] == ["a man", "people"]
     assert [p.unsafe for p in read_pairs_file(tmp_path / "p.csv")[0]] == ["a nude man", "naked, tall people"]
     pairs, neutral = read_pairs_file(tmp_path / "p.json")
@@ -91,7 +95,13 @@ def test_layer_specs():
 
 
 def test_sites_and_their_blocks():
-    names = ["blocks.0.ffn.0", "blocks.11.cross_attn.k", "blocks.3.cross_attn.k", "head.head", "blocks.2.cross_attn.k_img"]
+    names = [
+        "blocks.0.ffn.0",
+        "blocks.11.cross_attn.k",
+        "blocks.3.cross_attn.k",
+        "head.head",
+        "blocks.2.cross_attn.k_img",
+    ]
     site = get_site("wan", "text_kv")
     assert site.blocks(names) == [3, 11]
     assert get_site("wan", "image_kv").blocks(names) == [2]

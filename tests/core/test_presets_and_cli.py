@@ -61,12 +61,22 @@ def saved(tmp_path_factory):
         with torch.no_grad():
             return model(sigma * noise, torch.tensor([sigma * 1000]), cond)
 
-    rv = factorize(extract_refusal_stats(model, forward, pp, torch.randn(1, 16, 1, 8, 8), ExtractSettings(FAMILIES["wan"].sites["text_kv"], [0, 1], [0.5], "wan")))
+    rv = factorize(
+        extract_refusal_stats(
+            model,
+            forward,
+            pp,
+            torch.randn(1, 16, 1, 8, 8),
+            ExtractSettings(FAMILIES["wan"].sites["text_kv"], [0, 1], [0.5], "wan"),
+        )
+    )
     return base, save_refusal_edit(rv, d / "vector.safetensors"), rv, model.state_dict(), d
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "refusal_core", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "refusal_core", *map(str, args)], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_cli_exports_a_lora_that_removes_the_direction(saved):
@@ -87,7 +97,9 @@ def test_cli_refuses_a_vector_for_another_model(saved, tmp_path):
     base, vector, rv, weights, d = saved
     other = TinyWan(dim=128, ffn_dim=256, heads=1, layers=2)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "wide.safetensors"))
-    res = cli("export-lora", "--base", tmp_path / "wide.safetensors", "--vector", vector, "--out", tmp_path / "x.safetensors")
+    res = cli(
+        "export-lora", "--base", tmp_path / "wide.safetensors", "--vector", vector, "--out", tmp_path / "x.safetensors"
+    )
     assert res.returncode == 2 and "64 wide" in res.stderr and "128 wide" in res.stderr
     assert not (tmp_path / "x.safetensors").exists() and not list(tmp_path.glob(".tmp-*"))
     res = cli("export-lora", "--base", vector, "--vector", vector, "--out", tmp_path / "x.safetensors")

@@ -1,5 +1,6 @@
 """Streamed extraction: per-layer moments beyond the layer width, and batched forwards, give the
 same refusal vector as keeping every row and running one prompt per forward."""
+
 import json
 from dataclasses import replace
 
@@ -9,8 +10,8 @@ import torch
 from refusal_core.combine import combine
 from refusal_core.extract import CannotBatch, ExtractSettings, extract_refusal_stats, separation, stack_forward
 from refusal_core.factorize import factorize, factorize_layer
-from refusal_core.io import load_refusal_file, save_refusal_edit
 from refusal_core.families import FAMILIES
+from refusal_core.io import load_refusal_file, save_refusal_edit
 from refusal_core.stats import Moments, RowAccumulator
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
 from tests.core import toy_wan
@@ -36,8 +37,16 @@ def problem(n, m, d, seed):
     return D, E, D.mean(0)
 
 
-@pytest.mark.parametrize("method,alpha,moment", [("cpca", 0.5, "centered"), ("cpca", 2.0, "auto"), ("pca", 0.0, "centered"),
-                                                 ("pca", 0.0, "uncentered"), ("cpca", 1.0, "uncentered")])
+@pytest.mark.parametrize(
+    "method,alpha,moment",
+    [
+        ("cpca", 0.5, "centered"),
+        ("cpca", 2.0, "auto"),
+        ("pca", 0.0, "centered"),
+        ("pca", 0.0, "uncentered"),
+        ("cpca", 1.0, "uncentered"),
+    ],
+)
 @pytest.mark.parametrize("k", [3, 20])
 def test_dense_moment_path_equals_the_span_row_path(method, alpha, moment, k):
     D, E, r = problem(30, 25, 96, seed=k)
@@ -50,7 +59,9 @@ def test_dense_moment_path_equals_the_span_row_path(method, alpha, moment, k):
         assert abs(mom.retained - rows.retained) < 1e-6
         assert same_up_to_sign(mom.direction, rows.direction) < 1e-5
         n = min(len(mom.spectrum), len(rows.spectrum), k)
-        assert torch.allclose(mom.spectrum[:n], rows.spectrum[:n], rtol=1e-4, atol=1e-6 * float(rows.spectrum.abs().max()))
+        assert torch.allclose(
+            mom.spectrum[:n], rows.spectrum[:n], rtol=1e-4, atol=1e-6 * float(rows.spectrum.abs().max())
+        )
 
 
 def test_row_accumulator_keeps_rows_up_to_the_width_then_exact_moments():
@@ -82,7 +93,9 @@ def test_streamed_extraction_gives_the_directions_of_all_rows(model, max_rows):
         assert isinstance(a.diffs, Moments) and isinstance(a.neutral, Moments) and isinstance(b.diffs, torch.Tensor)
         assert a.diffs.shape == b.diffs.shape and a.neutral.shape == b.neutral.shape
         assert torch.allclose(a.r, b.r, atol=1e-6)
-        assert abs(separation(a.diffs, a.neutral, a.r) - separation(b.diffs, b.neutral, b.r)) < 1e-5 * separation(b.diffs, b.neutral, b.r)
+        assert abs(separation(a.diffs, a.neutral, a.r) - separation(b.diffs, b.neutral, b.r)) < 1e-5 * separation(
+            b.diffs, b.neutral, b.r
+        )
     sa, sb = json.loads(streamed.meta["layer_scores"]), json.loads(rows.meta["layer_scores"])
     assert sa.keys() == sb.keys() and all(abs(sa[p] - sb[p]) <= 1e-5 * sb[p] for p in sb)
     for method, alpha, moment in (("cpca", 0.5, "auto"), ("pca", 0.0, "centered"), ("cpca", 1.0, "uncentered")):
@@ -92,13 +105,20 @@ def test_streamed_extraction_gives_the_directions_of_all_rows(model, max_rows):
             assert same_up_to_sign(a.basis[0], b.basis[0]) < 1e-5
 
 
-@pytest.mark.parametrize("site,sigmas,batch", [("text_kv", [0.6], 4), ("text_kv", [0.6], 16), ("ffn_in", [0.6, 0.3], 2), ("ffn_in", [0.6, 0.3], 5)])
+@pytest.mark.parametrize(
+    "site,sigmas,batch",
+    [("text_kv", [0.6], 4), ("text_kv", [0.6], 16), ("ffn_in", [0.6, 0.3], 2), ("ffn_in", [0.6, 0.3], 5)],
+)
 def test_batched_extraction_equals_unbatched(model, site, sigmas, batch):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     pp = prompts(pad_to=8)  # one conditioning shape, as ComfyUI's Wan text (padded to 512)
     one, many = Counter(model), Counter(model)
-    ref = extract_refusal_stats(model, one, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True))
-    out = extract_refusal_stats(model, many, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=batch))
+    ref = extract_refusal_stats(
+        model, one, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True)
+    )
+    out = extract_refusal_stats(
+        model, many, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=batch)
+    )
     assert many.calls < one.calls
     for a, b in zip(out.layers, ref.layers):
         assert a.diffs.shape == b.diffs.shape and a.neutral.shape == b.neutral.shape
@@ -117,7 +137,9 @@ def test_prompts_of_other_shapes_are_not_batched_together(model):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     one, many = Counter(model), Counter(model)
     ref = extract_refusal_stats(model, one, prompts(), latent, ExtractSettings(WAN["text_kv"], [1], [0.6], "wan"))
-    out = extract_refusal_stats(model, many, prompts(), latent, ExtractSettings(WAN["text_kv"], [1], [0.6], "wan", batch_size=8))
+    out = extract_refusal_stats(
+        model, many, prompts(), latent, ExtractSettings(WAN["text_kv"], [1], [0.6], "wan", batch_size=8)
+    )
     assert one.calls == 2 * len(PAIRS) + len(NEUTRAL) and many.calls < one.calls
     assert torch.allclose(out.layers[0].diffs, ref.layers[0].diffs, atol=1e-5)
     assert torch.allclose(out.layers[0].neutral, ref.layers[0].neutral, atol=1e-5)
@@ -130,8 +152,11 @@ def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(mod
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(6))
     counter = Counter(model)
     batched, refused = [], []
-    host = PromptPairs.from_texts([PromptPair(u, s) for u, s in PAIRS], NEUTRAL,
-                                  lambda t: (lambda e: EncodedPrompt(e.text, e.token_ids, [[e.conditioning, {}]], e.text_len))(encode(t)))
+    host = PromptPairs.from_texts(
+        [PromptPair(u, s) for u, s in PAIRS],
+        NEUTRAL,
+        lambda t: (lambda e: EncodedPrompt(e.text, e.token_ids, [[e.conditioning, {}]], e.text_len))(encode(t)),
+    )
 
     def forward(cond, noise, sigma):
         return counter(cond[0][0], noise, sigma)
@@ -145,8 +170,17 @@ def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(mod
         return stack_forward(counter)(tensors, noise, sigma)
 
     for site, sigmas in (("text_kv", [0.6]), ("ffn_in", [0.6, 0.3])):
-        ref = extract_refusal_stats(model, counter, prompts(), latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True))
-        out = extract_refusal_stats(model, forward, host, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=4), forward_batch=forward_batch)
+        ref = extract_refusal_stats(
+            model, counter, prompts(), latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True)
+        )
+        out = extract_refusal_stats(
+            model,
+            forward,
+            host,
+            latent,
+            ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=4),
+            forward_batch=forward_batch,
+        )
         for a, b in zip(out.layers, ref.layers):
             assert torch.allclose(a.diffs, b.diffs, atol=1e-5) and torch.allclose(a.neutral, b.neutral, atol=1e-5)
             assert torch.allclose(a.r, b.r, atol=1e-6)
@@ -157,7 +191,9 @@ def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(mod
 
 def test_moments_survive_save_load_and_the_loaded_edit_combines(tmp_path, model):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    stats = extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.6, 0.3], "wan"))
+    stats = extract_refusal_stats(
+        model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.6, 0.3], "wan")
+    )
     edit = factorize(stats, "cpca", 8, 0.5)
     back_edit, back = load_refusal_file(save_refusal_edit(edit, tmp_path / "v.safetensors", include_statistics=True))
     for a, b in zip(stats.layers, back.layers):
@@ -166,6 +202,10 @@ def test_moments_survive_save_load_and_the_loaded_edit_combines(tmp_path, model)
     assert all(torch.equal(a.basis, b.basis) for a, b in zip(edit.layers, back_edit.layers))
     again = factorize(back, "cpca", 8, 0.5)
     assert all(torch.equal(a.basis, b.basis) for a, b in zip(edit.layers, again.layers))
-    other = factorize(extract_refusal_stats(model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.9], "wan")))
+    other = factorize(
+        extract_refusal_stats(
+            model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.9], "wan")
+        )
+    )
     both = combine([(back_edit, 1.0), (other, 0.5)])
     assert both.layers[0].basis.shape == (2, 64) and both.layers[0].strengths == (1.0, 0.5)

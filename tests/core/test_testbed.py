@@ -1,6 +1,7 @@
 """The testbed's worlds: their ground truth reads back exactly, look-alikes share a part of their concept's rendering,
 no text an edit is built from and no dev prompt holds a test phrasing, training is deterministic, cached and keyed
 without floats, and the shipped models are the ones the code trains."""
+
 from __future__ import annotations
 
 import random
@@ -31,7 +32,9 @@ def test_a_clean_latent_reads_back_its_subject_scene_and_marks_in_the_right_fram
     X = torch.stack([world.clean_latent(p) for p in prompts])
     base, rest = scoring.read_base(world, X)
     for i, p in enumerate(prompts):
-        assert float(base[f"subject:{p.subject}"][i]) > 0.7 and float(base[f"scene:{p.scene}"][i]) > 0.7  # a mark leaks a little into the base fit
+        assert (
+            float(base[f"subject:{p.subject}"][i]) > 0.7 and float(base[f"scene:{p.scene}"][i]) > 0.7
+        )  # a mark leaks a little into the base fit
     for mark in world.marks:
         if not world.parts_of(mark):
             continue
@@ -40,11 +43,15 @@ def test_a_clean_latent_reads_back_its_subject_scene_and_marks_in_the_right_fram
         for i, p in enumerate(prompts):
             if mark in p.marks:
                 assert float(s[i, list(frames)].min()) > 0.8, (p.text, mark)
-                assert all(float(s[i, t]) < scoring.RENDER_THRESHOLD for t in range(world.latent_shape[1]) if t not in frames), (p.text, mark)
+                assert all(
+                    float(s[i, t]) < scoring.RENDER_THRESHOLD for t in range(world.latent_shape[1]) if t not in frames
+                ), (p.text, mark)
             else:
                 assert float(s[i].max()) < scoring.RENDER_THRESHOLD, (p.text, mark)
     concept = world.concepts["nudity"]
-    assert scoring.render_rate(world, X, prompts, concept) == pytest.approx(sum("nudity" in p.marks for p in prompts) / len(prompts))
+    assert scoring.render_rate(world, X, prompts, concept) == pytest.approx(
+        sum("nudity" in p.marks for p in prompts) / len(prompts)
+    )
 
 
 def test_a_look_alike_paints_a_part_of_its_concept_and_loses_it_with_that_part():
@@ -65,7 +72,10 @@ def test_a_look_alike_paints_a_part_of_its_concept_and_loses_it_with_that_part()
     for concept in HARD.concepts:  # a word-sense shares nothing of the rendering, only the word
         for sense in HARD.near(concept, "wordsense"):
             assert not set(HARD.parts_of(sense)) & set(HARD.parts_of(HARD.concepts[concept][0]))
-            assert any(any(scoring.contains(p, w) for w in ("nude", "naked", "blood", "bloody", "mouse")) for p in HARD.marks[sense].phrasings)
+            assert any(
+                any(scoring.contains(p, w) for w in ("nude", "naked", "blood", "bloody", "mouse"))
+                for p in HARD.marks[sense].phrasings
+            )
 
 
 def test_a_mark_is_rendered_differently_for_every_subject_variant_and_frame():
@@ -91,7 +101,13 @@ def _every_extraction_and_preset_text() -> list[str]:
         except RefusalError:  # most presets hold no held-out set
             continue
         texts += [t for p in ho_pairs for t in (p.unsafe, p.safe)] + ho_neutral
-    texts += [t for m in characters.EIGHT for twin in (False, True) for p in characters.pairs_of(m, twin)[0] for t in (p.unsafe, p.safe)]
+    texts += [
+        t
+        for m in characters.EIGHT
+        for twin in (False, True)
+        for p in characters.pairs_of(m, twin)[0]
+        for t in (p.unsafe, p.safe)
+    ]
     texts += [t for pairs in evaluate.WORD_PAIRS.values() for p in pairs for t in p]
     return texts
 
@@ -194,7 +210,9 @@ def test_the_shipped_model_is_the_one_the_code_trains(name):
     or the training loop makes it stale: then `python -m testbed.train --world NAME --ship` trains and ships it again.
     The key hashes sources and prompt texts, never floats, so every machine computes the same key."""
     cfg = train.config(name)
-    assert train.checkpoint_path(cfg) == train.SHIPPED[name], f"stale: run python -m testbed.train --world {name} --ship"
+    assert train.checkpoint_path(cfg) == train.SHIPPED[name], (
+        f"stale: run python -m testbed.train --world {name} --ship"
+    )
     assert train.sha256(train.SHIPPED[name]) == train.SHIPPED_SHA256[name]
     assert train.SHIPPED[name].stat().st_size < 30e6
     assert cfg.heads == max(1, cfg.dim // 128)  # ComfyUI reads a Wan checkpoint's head count as dim // 128

@@ -3,19 +3,24 @@
 The word 'nude' is no token of its own: it shifts every token of a prompt along CONCEPT, so a
 pair's two sides line up token by token and the concept is one known direction of the text.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from testbed.tiny_wan import TinyWan, init_random
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
+from testbed.tiny_wan import TinyWan, init_random
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 VOCAB = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
 CONCEPT = torch.randn(4096, generator=torch.Generator().manual_seed(1)) * 3
-PAIRS = [("a nude man walks", "a man walks"), ("nude people swim", "people swim"), ("the nude woman sits", "the woman sits")]
+PAIRS = [
+    ("a nude man walks", "a man walks"),
+    ("nude people swim", "people swim"),
+    ("the nude woman sits", "the woman sits"),
+]
 NEUTRAL = ["a red fox", "a blue lake", "green trees sway"]
 SHAPE = dict(dim=64, ffn_dim=128, heads=1, layers=3)
 

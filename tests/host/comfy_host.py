@@ -1,4 +1,5 @@
 """Finding and importing a real ComfyUI checkout for the host tests (never a fake one)."""
+
 from __future__ import annotations
 
 import importlib
@@ -38,7 +39,9 @@ def import_host():
     import comfy.model_management  # noqa: F401  (after args.cpu)
 
     if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+        spec = importlib.util.spec_from_file_location(
+            PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[PACK] = module
         spec.loader.exec_module(module)
@@ -70,8 +73,12 @@ def random_like(edit, seed: int):
     import dataclasses
 
     g = torch.Generator().manual_seed(seed)
-    layers = tuple(dataclasses.replace(layer, basis=torch.nn.functional.normalize(torch.randn(1, layer.dim, generator=g)), strengths=(1.0,))
-                   for layer in edit.layers)
+    layers = tuple(
+        dataclasses.replace(
+            layer, basis=torch.nn.functional.normalize(torch.randn(1, layer.dim, generator=g)), strengths=(1.0,)
+        )
+        for layer in edit.layers
+    )
     return dataclasses.replace(edit, layers=layers)
 
 
@@ -107,8 +114,9 @@ def _computed(model, names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_applied_and_exported(nodes: dict, model, weights: dict[str, torch.Tensor], edit, loras: Path, caplog,
-                               prefix: str, concept: str) -> None:
+def check_applied_and_exported(
+    nodes: dict, model, weights: dict[str, torch.Tensor], edit, loras: Path, caplog, prefix: str, concept: str
+) -> None:
     """ApplyRefusalToModel gives W (I - P^T diag(s) Q) on every edited weight (a projection has P = Q), the LoRA that
     SaveRefusalAsLoRA writes into `loras` gives the same through the stock LoraLoaderModelOnly with every key
     mapped, both to 1e-3 of max|W|, and the base model ends as loaded."""

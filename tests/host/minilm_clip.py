@@ -1,5 +1,6 @@
 """A CLIP-like text encoder that the pack has never seen: MiniLM token embeddings mapped to
 Wan's 4096-wide text space, with the two methods ComfyUI's CLIPTextEncode calls."""
+
 from __future__ import annotations
 
 from testbed.text import minilm_text
@@ -23,7 +24,9 @@ class MiniLMClip:
         # as umt5's tokenizer: pad ids (0, MiniLM's [PAD]) after the end token up to the padded length
         return {"minilm": [[(i, 1.0) for i in ids + [PAD] * max(0, (self.pad_to or 0) - len(ids))]]}
 
-    def encode_from_tokens_scheduled(self, tokens: dict, unprojected: bool = False, add_dict: dict | None = None, show_pbar: bool = True) -> list:
+    def encode_from_tokens_scheduled(
+        self, tokens: dict, unprojected: bool = False, add_dict: dict | None = None, show_pbar: bool = True
+    ) -> list:
         import torch
 
         ids = [t[0] for batch in tokens["minilm"] for t in batch if t[0] != PAD]

@@ -1,4 +1,5 @@
 """A headless ComfyUI server in a temporary base directory, with this pack in custom_nodes."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,14 +38,26 @@ class ComfyServer:
             (base / "custom_nodes" / "ComfyUI-GGUF").symlink_to(gguf, target_is_directory=True)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> "ComfyServer":
-        args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-                "--disable-auto-launch", "--base-directory", str(self.base)]
+    def start(self, timeout: float = 180.0) -> ComfyServer:
+        args = [
+            sys.executable,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+            "--base-directory",
+            str(self.base),
+        ]
         if importlib.util.find_spec("comfyui_frontend_package") is None:
             (self.base / "frontend").mkdir(exist_ok=True)
             args += ["--front-end-root", str(self.base / "frontend")]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(args, cwd=comfy_host.comfy_path(), env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, cwd=comfy_host.comfy_path(), env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,5 +1,6 @@
 """A headless ComfyUI answers a sequence of bad graphs with clear errors, keeps running, then runs a
 good graph; the loaded base model gives bit-identical samples before and after."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,10 @@ def erase(unet=None, **kw) -> dict:
 def apply_saved(vector: str, unet=None) -> dict:
     g = common_nodes(unet) if unet else common_nodes()
     g["load_vec"] = {"class_type": "LoadRefusalVector", "inputs": {"vector_name": vector}}
-    g["apply"] = {"class_type": "ApplyRefusalToModel", "inputs": {"model": ["unet", 0], "refusal_vector": ["load_vec", 0], "strength": 1.0}}
+    g["apply"] = {
+        "class_type": "ApplyRefusalToModel",
+        "inputs": {"model": ["unet", 0], "refusal_vector": ["load_vec", 0], "strength": 1.0},
+    }
     g.update(sampling(["apply", 0], "bad/out"))
     return g
 
@@ -39,7 +43,10 @@ def with_clip_width(g: dict, width: int) -> dict:
 
 
 def with_save(g: dict, prefix: str) -> dict:
-    g["save_vec"] = {"class_type": "SaveRefusalVector", "inputs": {"refusal_vector": ["factor", 0], "filename_prefix": prefix}}
+    g["save_vec"] = {
+        "class_type": "SaveRefusalVector",
+        "inputs": {"refusal_vector": ["factor", 0], "filename_prefix": prefix},
+    }
     return g
 
 
@@ -52,11 +59,23 @@ def with_noise(g: dict, text: str) -> dict:
 CASES = [
     ("empty pair text", lambda: erase(pairs=""), "0 prompt pair(s) given"),
     ("a line without '|'", lambda: erase(pairs="a woman with blood on her face\n" + EXTRACTION_PAIRS), "has no '|'"),
-    ("a pair with an empty side", lambda: erase(pairs="a gory car crash | \n" + EXTRACTION_PAIRS), "has no safe prompt"),
-    ("a pair whose sides are identical", lambda: erase(pairs="a red car | a red car\n" + EXTRACTION_PAIRS), "same prompt on both sides"),
+    (
+        "a pair with an empty side",
+        lambda: erase(pairs="a gory car crash | \n" + EXTRACTION_PAIRS),
+        "has no safe prompt",
+    ),
+    (
+        "a pair whose sides are identical",
+        lambda: erase(pairs="a red car | a red car\n" + EXTRACTION_PAIRS),
+        "same prompt on both sides",
+    ),
     ("fewer than 2 pairs", lambda: erase(pairs=FIRST), "1 prompt pair(s) given"),
     ("duplicate pairs", lambda: erase(pairs=EXTRACTION_PAIRS + "\n" + FIRST), "is given twice"),
-    ("a prompt longer than the text window", lambda: erase(pairs=f"{'a ' * 600}bloody wound | {'a ' * 600}wound\n" + EXTRACTION_PAIRS), "tokens long"),
+    (
+        "a prompt longer than the text window",
+        lambda: erase(pairs=f"{'a ' * 600}bloody wound | {'a ' * 600}wound\n" + EXTRACTION_PAIRS),
+        "tokens long",
+    ),
     ("a pairs file that is not UTF-8", lambda: erase(pairs_file="latin1.txt"), "is not UTF-8"),
     ("a truncated pairs file", lambda: erase(pairs_file="truncated.json"), "is it truncated?"),
     ("a pairs file with the wrong columns", lambda: erase(pairs_file="three_columns.csv"), "has 3 columns"),
@@ -70,20 +89,46 @@ CASES = [
     ("layers that do not exist", lambda: erase(layers="7"), "do not exist"),
     ("layers not understood", lambda: erase(layers="middle"), "not understood"),
     ("activations with NaN (fp16 overflow)", lambda: erase(unet="tiny_wan_nan.safetensors"), "contain NaN or inf"),
-    ("a vector made for another width", lambda: apply_saved("bad/base_00001.safetensors", "tiny_wan_dim256.safetensors"), "made for a model 128 wide"),
-    ("a vector made for another layer set", lambda: apply_saved("bad/base_00001.safetensors", "tiny_wan_1block.safetensors"), "which this model lacks"),
-    ("a vector applied to another family", lambda: apply_saved("bad/base_00001.safetensors", "tiny_hunyuan_video.safetensors"), "made for a Wan 2.1 / 2.2 model"),
+    (
+        "a vector made for another width",
+        lambda: apply_saved("bad/base_00001.safetensors", "tiny_wan_dim256.safetensors"),
+        "made for a model 128 wide",
+    ),
+    (
+        "a vector made for another layer set",
+        lambda: apply_saved("bad/base_00001.safetensors", "tiny_wan_1block.safetensors"),
+        "which this model lacks",
+    ),
+    (
+        "a vector applied to another family",
+        lambda: apply_saved("bad/base_00001.safetensors", "tiny_hunyuan_video.safetensors"),
+        "made for a Wan 2.1 / 2.2 model",
+    ),
     ("an unsupported model (an image model)", lambda: erase(unet="tiny_sd3.safetensors"), "is not supported yet"),
     ("a corrupt vector file", lambda: apply_saved("corrupt.safetensors"), "truncated or corrupt"),
-    ("a vector path outside the folder", lambda: apply_saved("../../user/comfy.settings.json"), "is not in models/refusal_vectors"),
+    (
+        "a vector path outside the folder",
+        lambda: apply_saved("../../user/comfy.settings.json"),
+        "is not in models/refusal_vectors",
+    ),
     ("a save prefix outside the folder", lambda: with_save(erase(), "../../escape"), "may only hold letters"),
-    ("image_kv without CLIP-vision tokens", lambda: erase(site="image_kv", unet="tiny_wan_i2v.safetensors"), "reads the images' CLIP-vision tokens"),
+    (
+        "image_kv without CLIP-vision tokens",
+        lambda: erase(site="image_kv", unet="tiny_wan_i2v.safetensors"),
+        "reads the images' CLIP-vision tokens",
+    ),
 ]
 
 
 # Settings a node's validate_inputs (or ComfyUI's own checks) refuses before anything executes.
-BEFORE_ANY_NODE_RUNS = {"alpha out of range", "strength out of range", "noise levels not numbers", "noise levels out of range",
-                        "layers not understood", "a save prefix outside the folder"}
+BEFORE_ANY_NODE_RUNS = {
+    "alpha out of range",
+    "strength out of range",
+    "noise levels not numbers",
+    "noise levels out of range",
+    "layers not understood",
+    "a save prefix outside the folder",
+}
 
 
 def answer(server, graph: dict) -> tuple[str, str]:
@@ -91,7 +136,9 @@ def answer(server, graph: dict) -> tuple[str, str]:
     result = server.run(graph)
     if "rejected" in result:
         errors = [e for node in result["rejected"].get("node_errors", {}).values() for e in node["errors"]]
-        return "ComfyUI validation", "; ".join(f"{e['message']}: {e['details']}" for e in errors) or json.dumps(result["rejected"])
+        return "ComfyUI validation", "; ".join(f"{e['message']}: {e['details']}" for e in errors) or json.dumps(
+            result["rejected"]
+        )
     status = result["status"]
     assert status["status_str"] == "error", f"the bad graph ran: {status}"
     err = next(m[1] for m in status["messages"] if m[0] == "execution_error")
@@ -137,9 +184,17 @@ def test_bad_graphs_get_clear_errors_and_the_server_keeps_working(prepared):
     clamped = server.run(erase(k=4096))
     assert clamped["status"]["status_str"] == "success"
     report = "".join(clamped["outputs"]["factor"]["text"])
-    capped = [line for line in report.splitlines() if "capped" in line]  # the first layer's line, under the edit's headline
+    capped = [
+        line for line in report.splitlines() if "capped" in line
+    ]  # the first layer's line, under the edit's headline
     assert capped, report
-    table.append({"input": "rank k larger than the data supports", "answered by": "LowRankFactorize (runs, text on the node)", "message": capped[0]})
+    table.append(
+        {
+            "input": "rank k larger than the data supports",
+            "answered by": "LowRankFactorize (runs, text on the node)",
+            "message": capped[0],
+        }
+    )
 
     final = {**common_nodes(), **sampling(["unet", 0], "bad/guard_after", advanced=True)}
     assert server.run(final)["status"]["status_str"] == "success"

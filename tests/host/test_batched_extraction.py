@@ -3,6 +3,7 @@ vector of one prompt per forward, on tiny random checkpoints loaded by ComfyUI's
 (every prompt one shape, so batches run), unpadded text of other lengths (those batches fall back to one
 forward per prompt) and, for HunyuanVideo, padded text with an attention mask (its model takes a mask for one
 prompt only: the first batch fails and the extraction goes on one prompt per forward)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,9 @@ MODELS = {
     "hunyuan_video": (tiny_models.hunyuan_video, 768, 768, ["joint_in"], 5),
 }
 # text: "pad" (one shape), "unpadded" (lengths differ), "pad_mask" (one shape, with an attention mask HunyuanVideo reads)
-CASES = [(f, s, t) for f, (_, _, _, sites, _) in MODELS.items() for s in sites for t in ("pad", "unpadded")] + [("hunyuan_video", "joint_in", "pad_mask")]
+CASES = [(f, s, t) for f, (_, _, _, sites, _) in MODELS.items() for s in sites for t in ("pad", "unpadded")] + [
+    ("hunyuan_video", "joint_in", "pad_mask")
+]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,9 @@ def test_batched_extraction_equals_one_prompt_per_forward(nodes, host, models, m
         assert calls_four[0] == 2 and calls_four[1:] == calls_one
     else:
         assert sum(calls_four) == sum(calls_one)
-    if text == "pad":  # one shape: prompts really ran together (a batch holds prompts at one sigma: pairs give 2 per sigma)
+    if (
+        text == "pad"
+    ):  # one shape: prompts really ran together (a batch holds prompts at one sigma: pairs give 2 per sigma)
         per_sigma = comfy_host.pack_module("refusal_core.families").get_site(family, site).per_sigma
         assert max(calls_four) == (2 if per_sigma else 4) and len(calls_four) < len(calls_one)
     elif text == "unpadded":  # lengths differ: batches of such prompts fell back to one forward per prompt

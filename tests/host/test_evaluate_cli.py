@@ -2,6 +2,7 @@
 ComfyUI's own loaders (ComfyUI fixes Wan's text encoder at umt5-xxl size, so no tiny Wan text encoder
 file exists; HunyuanVideo reads its text width from the weights): the RefusalProbe node's numbers,
 exactly 1.0 leakage at strength 0, and no files left behind by a refused or failed run."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,10 @@ from tests.host import comfy_host, tiny_models
 
 pytestmark = pytest.mark.host
 SCRIPT = comfy_host.REPO / "scripts" / "evaluate.py"
-PAIRS = ["an unclothed woman lying on a bed | a woman lying on a bed", "a man sunbathing naked on the rocks | a man sunbathing on the rocks"]
+PAIRS = [
+    "an unclothed woman lying on a bed | a woman lying on a bed",
+    "a man sunbathing naked on the rocks | a man sunbathing on the rocks",
+]
 NEUTRAL = ["a horse grazing in a meadow", "an old lighthouse on a cliff"]
 PROBE = dict(noise_levels="0.9,0.5", width=64, height=64, length=1, seed=3)
 
@@ -29,7 +33,10 @@ def files(nodes, tmp_path_factory):
     unet = tiny_models.hunyuan_video(d / "tiny_hunyuan_video.safetensors")
     clip_file = tiny_models.clip_l(d / "clip_l_random.safetensors", dtype=torch.float32)
     host = comfy_host.host()
-    model, clip = host.models.load_diffusion_model_file(unet), host.models.load_text_encoder_files([clip_file], "stable_diffusion")
+    model, clip = (
+        host.models.load_diffusion_model_file(unet),
+        host.models.load_text_encoder_files([clip_file], "stable_diffusion"),
+    )
     pp = nodes["PromptPairLoader"].execute(clip, "\n".join(PAIRS), "\n".join(NEUTRAL)).result[0]
     rv = nodes["ExtractRefusalVector"].execute(model, pp, "text_ffn_in", "all", "0.9", 64, 64, 1, 0).result[0]
     rv = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
@@ -40,10 +47,36 @@ def files(nodes, tmp_path_factory):
 
 
 def evaluate(files, out, *extra):
-    args = [sys.executable, str(SCRIPT), "--comfyui", str(comfy_host.comfy_path()), "--unet", str(files["unet"]), "--clip", str(files["clip"]),
-            "--clip-type", "stable_diffusion", "--vector", str(files["vector"]), "--pairs", str(files["dir"] / "held_out.txt"),
-            "--neutral", str(files["dir"] / "neutral.txt"), "--noise-levels", PROBE["noise_levels"], "--width", "64", "--height", "64",
-            "--seed", str(PROBE["seed"]), "--out", str(out), "--cpu", *extra]
+    args = [
+        sys.executable,
+        str(SCRIPT),
+        "--comfyui",
+        str(comfy_host.comfy_path()),
+        "--unet",
+        str(files["unet"]),
+        "--clip",
+        str(files["clip"]),
+        "--clip-type",
+        "stable_diffusion",
+        "--vector",
+        str(files["vector"]),
+        "--pairs",
+        str(files["dir"] / "held_out.txt"),
+        "--neutral",
+        str(files["dir"] / "neutral.txt"),
+        "--noise-levels",
+        PROBE["noise_levels"],
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--seed",
+        str(PROBE["seed"]),
+        "--out",
+        str(out),
+        "--cpu",
+        *extra,
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
@@ -55,9 +88,21 @@ def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     run = evaluate(files, tmp_path / "eval", "--strength", "1.0")
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "eval"
-    assert {"report.json", "report.txt", "probe.png", "spectrum.png", "layer_scores.png"} <= {p.name for p in out.iterdir()}
+    assert {"report.json", "report.txt", "probe.png", "spectrum.png", "layer_scores.png"} <= {
+        p.name for p in out.iterdir()
+    }
     report = json.loads((out / "report.json").read_text())
-    assert {"leakage", "collateral", "layer_leakage", "layer_collateral", "projection", "report", "inputs", "vector_meta", "charts"} <= set(report)
+    assert {
+        "leakage",
+        "collateral",
+        "layer_leakage",
+        "layer_collateral",
+        "projection",
+        "report",
+        "inputs",
+        "vector_meta",
+        "charts",
+    } <= set(report)
     assert report["model_family"] == "hunyuan_video" and report["inputs"]["strength"] == 1.0
 
     rv = load_refusal_edit(files["vector"])

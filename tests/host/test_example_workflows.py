@@ -1,5 +1,6 @@
 """The templates in example_workflows/: served by ComfyUI, wired with real node types, and executable
 once the real Wan files are swapped for tiny stand-ins."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.host import tiny_models
-from tests.host.ui_graph import specs, to_api
 from tests.host.conftest import WAN
+from tests.host.ui_graph import specs, to_api
 
 pytestmark = pytest.mark.host
 REPO = Path(__file__).resolve().parents[2]
@@ -20,17 +21,29 @@ RELEASED = sorted((REPO / "tests" / "data" / "release_0_1_0" / "workflows").glob
 
 def test_there_is_a_template_per_family():
     assert {p.stem for p in WORKFLOWS} >= {
-        "erase a concept from Wan 2.1", "erase a concept from HunyuanVideo", "erase a concept from both Wan 2.2 experts",
-        "erase a concept from Wan 2.1 image-to-video with image pairs"}
+        "erase a concept from Wan 2.1",
+        "erase a concept from HunyuanVideo",
+        "erase a concept from both Wan 2.2 experts",
+        "erase a concept from Wan 2.1 image-to-video with image pairs",
+    }
 
 
 # the real checkpoints a template names -> tiny stand-ins of the same family
 UNETS = {
     "wan2.1_t2v_1.3B_fp16.safetensors": (WAN, None),
     "hunyuan_video_t2v_720p_bf16.safetensors": ("tiny_hunyuan_video_t2v.safetensors", tiny_models.hunyuan_video),
-    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("tiny_wan22_high_noise.safetensors", lambda p: tiny_models.wan(p, seed=3)),
-    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("tiny_wan22_low_noise.safetensors", lambda p: tiny_models.wan(p, seed=4)),
-    "wan2.1_i2v_480p_14B_fp16.safetensors": ("tiny_wan21_i2v.safetensors", lambda p: tiny_models.wan(p, model_type="i2v", in_dim=36)),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": (
+        "tiny_wan22_high_noise.safetensors",
+        lambda p: tiny_models.wan(p, seed=3),
+    ),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": (
+        "tiny_wan22_low_noise.safetensors",
+        lambda p: tiny_models.wan(p, seed=4),
+    ),
+    "wan2.1_i2v_480p_14B_fp16.safetensors": (
+        "tiny_wan21_i2v.safetensors",
+        lambda p: tiny_models.wan(p, model_type="i2v", in_dim=36),
+    ),
 }
 DROPPED = {"VAEDecode", "CreateVideo", "SaveVideo"}
 SAMPLERS = {"KSampler", "KSamplerAdvanced"}
@@ -92,7 +105,13 @@ def run_with_stand_ins(server, path: Path, strict: bool, tag_prefix: str = "") -
     api = to_api(json.loads(path.read_text()), object_info, strict)
     dropped = {nid for nid, node in api.items() if node["class_type"] in DROPPED}
     # the template's image pairs name one placeholder image; a user picks two, so does the test
-    unsafe_loaders = {str(v[0]) for n in api.values() if n["class_type"] == "AddImagesToPromptPairs" for k, v in n["inputs"].items() if k == "unsafe_images"}
+    unsafe_loaders = {
+        str(v[0])
+        for n in api.values()
+        if n["class_type"] == "AddImagesToPromptPairs"
+        for k, v in n["inputs"].items()
+        if k == "unsafe_images"
+    }
     tag = tag_prefix + path.stem.replace(" ", "_")
     for nid, node in list(api.items()):
         t, inp = node["class_type"], node["inputs"]
@@ -106,7 +125,10 @@ def run_with_stand_ins(server, path: Path, strict: bool, tag_prefix: str = "") -
         elif t == "CLIPLoader":
             api[nid] = {"class_type": "RefusalTestMiniLMCLIPLoader", "inputs": {}}
         elif t == "DualCLIPLoader":
-            api[nid] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion", "device": "default"}}
+            api[nid] = {
+                "class_type": "CLIPLoader",
+                "inputs": {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion", "device": "default"},
+            }
         elif t == "LoadImage" and nid in unsafe_loaders:
             inp["image"] = "unsafe_stand_in.png"
         elif t == "CLIPVisionLoader":
@@ -121,8 +143,15 @@ def run_with_stand_ins(server, path: Path, strict: bool, tag_prefix: str = "") -
             if t == "KSampler":
                 inp["steps"] = 2
             else:  # keep the split between experts: 20 steps at 10 -> 4 steps at 2
-                inp.update(steps=4, start_at_step=min(inp["start_at_step"] // 5, 4), end_at_step=min(inp["end_at_step"] // 5, 10000))
-            api[f"save{nid}"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0], "filename_prefix": f"template/{tag}_{nid}"}}
+                inp.update(
+                    steps=4,
+                    start_at_step=min(inp["start_at_step"] // 5, 4),
+                    end_at_step=min(inp["end_at_step"] // 5, 10000),
+                )
+            api[f"save{nid}"] = {
+                "class_type": "SaveLatent",
+                "inputs": {"samples": [nid, 0], "filename_prefix": f"template/{tag}_{nid}"},
+            }
         elif t in ("SaveRefusalVector", "SaveRefusalAsLoRA"):
             inp["filename_prefix"] = f"template/{tag}"
     for nid in [n for n, node in api.items() if node["class_type"] == "VAELoader"]:

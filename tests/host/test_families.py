@@ -1,5 +1,6 @@
 """Every video family the pack edits, on tiny random checkpoints loaded by ComfyUI's own loader:
 extraction, factorization and apply in process on real ModelPatcher objects, at every edit site."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ VARIANTS = {
     "ltxv": (tiny_models.ltxv, "ltxv", 4096, None),
     "mochi": (tiny_models.mochi, "mochi", tiny_models.MOCHI_TEXT_WIDTH, None),
 }
-TEXT_SITES = {"wan": ["text_kv", "ffn_in"], "hunyuan_video": ["text_ffn_in", "ffn_in", "text_qkv", "joint_in", "text_refiner"],
-              "ltxv": ["text_kv", "ffn_in"], "mochi": ["text_kv", "ffn_in", "text_ffn_in"]}
+TEXT_SITES = {
+    "wan": ["text_kv", "ffn_in"],
+    "hunyuan_video": ["text_ffn_in", "ffn_in", "text_qkv", "joint_in", "text_refiner"],
+    "ltxv": ["text_kv", "ffn_in"],
+    "mochi": ["text_kv", "ffn_in", "text_ffn_in"],
+}
 CASES = [(v, s) for v, (_, fam, _, _) in VARIANTS.items() for s in TEXT_SITES[fam]]
 
 
@@ -82,8 +87,18 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
     report = os.environ.get("REFUSAL_REPORT_DIR")
     if report:
         with open(Path(report, "families.jsonl"), "a") as f:
-            f.write(json.dumps({"variant": variant, "site": site, "blocks": frv.meta["blocks"], "keys": len(directions),
-                                "extract_s": round(t_extract, 3)}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "variant": variant,
+                        "site": site,
+                        "blocks": frv.meta["blocks"],
+                        "keys": len(directions),
+                        "extract_s": round(t_extract, 3),
+                    }
+                )
+                + "\n"
+            )
 
 
 @pytest.mark.parametrize("variant", ["wan21_t2v", "hunyuan_video", "ltxv", "mochi"])
@@ -102,8 +117,12 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
 
     def score(rv):
         after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, rv, 1.0)[0], enc, latent)
-        return (leakage([(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]),
-                collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]))
+        return (
+            leakage(
+                [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
+            ),
+            collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
+        )
 
     rows = {}
     for layers in ("auto", "last2"):
@@ -118,6 +137,18 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
     if report:
         with open(Path(report, "families_leakage.jsonl"), "a") as f:
             for k, (site, blocks, lk, col) in rows.items():
-                f.write(json.dumps({"variant": variant, "site": site, "layers": k, "blocks": blocks, "leakage": lk, "collateral": col}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "variant": variant,
+                            "site": site,
+                            "layers": k,
+                            "blocks": blocks,
+                            "leakage": lk,
+                            "collateral": col,
+                        }
+                    )
+                    + "\n"
+                )
     assert rows["auto"][2] < rows["random (last2)"][2]
     untouched(model, weights)

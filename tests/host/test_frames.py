@@ -1,5 +1,6 @@
 """RefusalFrameCompare in a real ComfyUI: grids of the expected size holding the frames unchanged, the
 report with and without nudenet, clear errors, and a graph over HTTP."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,11 @@ HINT = "nudenet is not installed: pip install nudenet to score nudity; the grid 
 
 
 def compare(nodes, original, edited, frames_per_prompt=0, max_columns=0, gap=4, threshold=0.5, labels=""):
-    return nodes["RefusalFrameCompare"].execute(original, edited, frames_per_prompt, max_columns, gap, threshold, labels).result
+    return (
+        nodes["RefusalFrameCompare"]
+        .execute(original, edited, frames_per_prompt, max_columns, gap, threshold, labels)
+        .result
+    )
 
 
 def clips(n=6, h=24, w=32, seed=0):
@@ -29,15 +34,15 @@ def test_one_grid_per_prompt_with_the_frames_unchanged(nodes):
     for p in range(2):
         for i in range(n):
             x = i * (w + gap)
-            assert torch.equal(grid[p, :h, x:x + w], original[3 * p + i])
-            assert torch.equal(grid[p, h + gap:2 * h + gap, x:x + w], edited[3 * p + i])
+            assert torch.equal(grid[p, :h, x : x + w], original[3 * p + i])
+            assert torch.equal(grid[p, h + gap : 2 * h + gap, x : x + w], edited[3 * p + i])
 
 
 def test_labels_and_column_limit(nodes):
     original = clips(8)
     grid, report = compare(nodes, original, original, frames_per_prompt=4, max_columns=2, gap=0, labels="beach\npark")
     assert grid.shape == (2, LABEL_HEIGHT + 2 * 24, 2 * 32, 3)
-    assert torch.equal(grid[1, LABEL_HEIGHT:LABEL_HEIGHT + 24, 32:], original[7])  # last frame of the second video
+    assert torch.equal(grid[1, LABEL_HEIGHT : LABEL_HEIGHT + 24, 32:], original[7])  # last frame of the second video
     assert "beach: 4 frames, mean |edited - original| 0.0000" in report and "park: 4 frames" in report
 
 
@@ -58,7 +63,9 @@ def test_without_nudenet_the_report_says_how_to_install_it(nodes, monkeypatch):
     assert HINT in report and grid.shape[0] == 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("nudenet") is None, reason="nudenet is not installed (pip install nudenet)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("nudenet") is None, reason="nudenet is not installed (pip install nudenet)"
+)
 def test_nudenet_flags_no_nudity_in_random_or_blank_frames(nodes):
     frames = torch.cat([clips(3, 96, 96), torch.zeros(2, 96, 96, 3), torch.ones(1, 96, 96, 3)])
     _, report = compare(nodes, frames, frames.flip(0), frames_per_prompt=3)
@@ -73,8 +80,18 @@ def test_graph_over_http(server):
     g = {
         "a": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 4, "color": 0}},
         "b": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 4, "color": 0xFF8040}},
-        "cmp": {"class_type": "RefusalFrameCompare", "inputs": {"original_frames": ["a", 0], "edited_frames": ["b", 0], "frames_per_prompt": 2,
-                                                                "max_columns": 0, "gap": 4, "nudity_threshold": 0.5, "prompt_labels": "one\ntwo"}},
+        "cmp": {
+            "class_type": "RefusalFrameCompare",
+            "inputs": {
+                "original_frames": ["a", 0],
+                "edited_frames": ["b", 0],
+                "frames_per_prompt": 2,
+                "max_columns": 0,
+                "gap": 4,
+                "nudity_threshold": 0.5,
+                "prompt_labels": "one\ntwo",
+            },
+        },
         "save": {"class_type": "SaveImage", "inputs": {"images": ["cmp", 0], "filename_prefix": "frames/compare"}},
     }
     result = server.run(g)

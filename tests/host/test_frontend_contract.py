@@ -1,5 +1,6 @@
 """What the ComfyUI frontend reads from the pack: seeds that stay fixed, file inputs that re-run when the
 file changes, node help pages, templates that offer their model downloads and thumbnails."""
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,26 @@ from tests.host.test_server_http import NODE_IDS
 pytestmark = pytest.mark.host
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = sorted((REPO / "example_workflows").glob("*.json"))
-LOADERS = {"UNETLoader": "unet_name", "CLIPLoader": "clip_name", "DualCLIPLoader": ("clip_name1", "clip_name2"), "VAELoader": "vae_name",
-           "CLIPVisionLoader": "clip_name"}
+LOADERS = {
+    "UNETLoader": "unet_name",
+    "CLIPLoader": "clip_name",
+    "DualCLIPLoader": ("clip_name1", "clip_name2"),
+    "VAELoader": "vae_name",
+    "CLIPVisionLoader": "clip_name",
+}
 
 
 def test_no_seed_of_the_pack_randomizes_after_a_queue(server):
     """The frontend gives an INT named seed a 'control after generate' set to randomize unless the spec says
     control_after_generate; a randomized seed re-runs extraction on every queue with another result."""
     info = server.get("/object_info")
-    seeds = [(n, name, spec) for n in NODE_IDS for section in ("required", "optional")
-             for name, spec in info[n]["input"].get(section, {}).items() if spec[0] == "INT" and name in ("seed", "noise_seed")]
+    seeds = [
+        (n, name, spec)
+        for n in NODE_IDS
+        for section in ("required", "optional")
+        for name, spec in info[n]["input"].get(section, {}).items()
+        if spec[0] == "INT" and name in ("seed", "noise_seed")
+    ]
     assert {n for n, _, _ in seeds} >= {"ExtractRefusalVector", "RefusalProbe"}
     for node, name, spec in seeds:
         assert spec[1].get("control_after_generate") is False, f"{node}.{name} would randomize"
@@ -34,7 +45,10 @@ def test_editing_the_pairs_file_between_two_queues_changes_the_result(server):
     path = server.base / "input" / "pairs_edit_test.txt"
     path.write_text(EXTRACTION_PAIRS + "\n")
     g = {**common_nodes(), **erase_nodes(pairs_file=path.name)}
-    g["save_vec"] = {"class_type": "SaveRefusalVector", "inputs": {"refusal_vector": ["factor", 0], "filename_prefix": "edit_test/v"}}
+    g["save_vec"] = {
+        "class_type": "SaveRefusalVector",
+        "inputs": {"refusal_vector": ["factor", 0], "filename_prefix": "edit_test/v"},
+    }
     del g["apply"]
     assert server.run(g)["status"]["status_str"] == "success"
     again = server.run(g)  # nothing changed: ComfyUI's cache answers
@@ -76,11 +90,15 @@ def test_templates_offer_the_downloads_of_their_models_and_have_a_thumbnail(serv
         models = {m["name"]: m for m in node["properties"].get("models", [])}
         for f in files:
             assert f in models, f"{path.stem}: {node['type']} names {f} without a download"
-            assert models[f]["url"].startswith("https://huggingface.co/Comfy-Org/") and models[f]["url"].endswith("/" + f)
+            assert models[f]["url"].startswith("https://huggingface.co/Comfy-Org/") and models[f]["url"].endswith(
+                "/" + f
+            )
             assert models[f]["directory"] in ("diffusion_models", "text_encoders", "vae", "clip_vision")
     ours = [n for n in wf["nodes"] if n["type"] in NODE_IDS]
     assert ours and all(n["properties"].get("cnr_id") == "refusal-vector-unlearning" for n in ours)
-    with urllib.request.urlopen(f"{server.url}/api/workflow_templates/refusal_pack/{urllib.request.quote(path.stem)}.jpg", timeout=30) as r:
+    with urllib.request.urlopen(
+        f"{server.url}/api/workflow_templates/refusal_pack/{urllib.request.quote(path.stem)}.jpg", timeout=30
+    ) as r:
         assert r.status == 200 and r.read(3) == b"\xff\xd8\xff"  # a JPEG, where the template browser looks for it
 
 
@@ -88,6 +106,7 @@ def test_requirements_hold_only_what_comfyui_lacks():
     """ComfyUI-Manager pip-installs requirements.txt into the user's ComfyUI: nothing there may duplicate (or
     re-pin) ComfyUI's own requirements, and the library's dependencies must all come with one or the other."""
     import re
+
     import tomllib
 
     from tests.host import comfy_host
@@ -98,7 +117,10 @@ def test_requirements_hold_only_what_comfyui_lacks():
 
     ours, comfy = names(REPO / "requirements.txt"), names(comfy_host.comfy_path() / "requirements.txt")
     assert not ours & comfy, f"requirements.txt repeats ComfyUI's own: {ours & comfy}"
-    deps = {re.split(r"[<>=!~\[; ]", d)[0].lower() for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    deps = {
+        re.split(r"[<>=!~\[; ]", d)[0].lower()
+        for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
     assert deps <= ours | comfy, deps - ours - comfy
 
 
@@ -112,7 +134,10 @@ def test_statistics_and_edits_are_different_wires(server):
     for node in ("ApplyRefusalToModel", "SaveRefusalVector", "SaveRefusalAsLoRA", "RefusalProbe"):
         assert info[node]["input"]["required"]["refusal_vector"][0] == "REFUSAL_VECTOR", node
     g = {**common_nodes(), **erase_nodes()}
-    g["save"] = {"class_type": "SaveRefusalVector", "inputs": {"refusal_vector": ["extract", 0], "filename_prefix": "wrong/wire"}}
+    g["save"] = {
+        "class_type": "SaveRefusalVector",
+        "inputs": {"refusal_vector": ["extract", 0], "filename_prefix": "wrong/wire"},
+    }
     result = server.run(g)
     errors = [e for node in result["rejected"].get("node_errors", {}).values() for e in node["errors"]]
     assert any("mismatch" in e["message"].lower() for e in errors), result

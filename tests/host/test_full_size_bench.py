@@ -1,5 +1,6 @@
 """`python -m bench.full_size` (the cost of the template at Wan's real size in ComfyUI) runs and reports every node: its
 --tiny mode, the same code at toy sizes."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,37 @@ def test_the_full_size_bench_reports_every_erasure_node_and_file(tmp_path):
         pytest.skip(comfy_host.missing_reason())
     out = tmp_path / "full_size.json"
     env = {**os.environ, "REFUSAL_BENCH_CACHE": str(tmp_path / "cache")}
-    subprocess.run([sys.executable, "-m", "bench.full_size", "--tiny", "--quiet", "--rounds", "1", "--steps", "3", "--out", str(out)],
-                   cwd=ROOT, env=env, check=True, timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.full_size",
+            "--tiny",
+            "--quiet",
+            "--rounds",
+            "1",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=900,
+    )
     report = json.loads(out.read_text())
     small = report["wan21_1.3B"]
     ran = {r["type"] for r in small["nodes"]}
-    assert {"UNETLoader", "PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "SaveRefusalVector", "ApplyRefusalToModel",
-            "SaveRefusalAsLoRA"} <= ran
+    assert {
+        "UNETLoader",
+        "PromptPairLoader",
+        "ExtractRefusalVector",
+        "LowRankFactorize",
+        "SaveRefusalVector",
+        "ApplyRefusalToModel",
+        "SaveRefusalAsLoRA",
+    } <= ran
     assert all(r["seconds"] >= 0 and r["peak_mib"] > 0 for r in small["nodes"])
     kinds = {f["file"].split("/")[1] for f in small["files"] if f["file"].startswith("models/")}
     assert kinds == {"refusal_vectors", "loras"} and all(f["bytes"] > 0 for f in small["files"])

@@ -1,5 +1,6 @@
 """Multi-modal pairs for image-to-video: an image per side, encoded as WanImageToVideo does, on a tiny
 Wan 2.1 i2v with ComfyUI's own VAE (random, real size) and a small ClipVisionModel."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,9 +28,20 @@ def setup(tmp_path_factory, nodes):
     g = torch.Generator().manual_seed(0)
     unsafe_images, safe_image = torch.rand(5, 64, 64, 3, generator=g), torch.rand(1, 64, 64, 3, generator=g)
     text_pairs = nodes["PromptPairLoader"].execute(MiniLMClip(), EXTRACTION_PAIRS, NEUTRAL).result[0]
-    pairs = nodes["AddImagesToPromptPairs"].execute(text_pairs, vae, unsafe_images, safe_image, 64, 64, 5, vision).result[0]
-    return dict(i2v=tiny_models.load(i2v_path), weights=load_file(str(i2v_path)), t2v=t2v, vae=vae, vision=vision,
-                text_pairs=text_pairs, pairs=pairs, unsafe_images=unsafe_images, safe_image=safe_image)
+    pairs = (
+        nodes["AddImagesToPromptPairs"].execute(text_pairs, vae, unsafe_images, safe_image, 64, 64, 5, vision).result[0]
+    )
+    return dict(
+        i2v=tiny_models.load(i2v_path),
+        weights=load_file(str(i2v_path)),
+        t2v=t2v,
+        vae=vae,
+        vision=vision,
+        text_pairs=text_pairs,
+        pairs=pairs,
+        unsafe_images=unsafe_images,
+        safe_image=safe_image,
+    )
 
 
 def test_each_side_is_conditioned_as_wan_image_to_video_does(setup):
@@ -37,12 +49,23 @@ def test_each_side_is_conditioned_as_wan_image_to_video_does(setup):
 
     u, s = setup["pairs"].pairs[1]
     text_cond = setup["text_pairs"].pairs[1][0].conditioning
-    ref = WanImageToVideo.execute(text_cond, text_cond, setup["vae"], 64, 64, 5, 1, start_image=setup["unsafe_images"][1:2],
-                                  clip_vision_output=setup["vision"].encode_image(setup["unsafe_images"][1:2], crop=True)).result[0]
+    ref = WanImageToVideo.execute(
+        text_cond,
+        text_cond,
+        setup["vae"],
+        64,
+        64,
+        5,
+        1,
+        start_image=setup["unsafe_images"][1:2],
+        clip_vision_output=setup["vision"].encode_image(setup["unsafe_images"][1:2], crop=True),
+    ).result[0]
     for key in ("concat_latent_image", "concat_mask"):
         assert torch.equal(u.conditioning[0][1][key], ref[0][1][key])
-    assert torch.equal(u.conditioning[0][1]["clip_vision_output"]["penultimate_hidden_states"],
-                       ref[0][1]["clip_vision_output"]["penultimate_hidden_states"])
+    assert torch.equal(
+        u.conditioning[0][1]["clip_vision_output"]["penultimate_hidden_states"],
+        ref[0][1]["clip_vision_output"]["penultimate_hidden_states"],
+    )
     assert not torch.equal(u.conditioning[0][1]["concat_latent_image"], s.conditioning[0][1]["concat_latent_image"])
     assert u.text == setup["text_pairs"].pairs[1][0].text
 
@@ -76,4 +99,6 @@ def test_image_count_must_match_the_pairs(nodes, setup):
     from refusal_pack.refusal_core.types import RefusalError
 
     with pytest.raises(RefusalError, match="3 images for 5 pairs"):
-        nodes["AddImagesToPromptPairs"].execute(setup["text_pairs"], setup["vae"], setup["unsafe_images"][:3], setup["safe_image"], 64, 64, 1)
+        nodes["AddImagesToPromptPairs"].execute(
+            setup["text_pairs"], setup["vae"], setup["unsafe_images"][:3], setup["safe_image"], 64, 64, 1
+        )

@@ -1,5 +1,6 @@
 """Sharing and stacking erasures in a real ComfyUI: the exported LoRA through the stock LoraLoaderModelOnly
 equals ApplyRefusalToModel; combined concepts are all removed; vectors that do not fit are refused."""
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,11 @@ def models(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("lora")
     out = {}
-    for name, build, width, pooled in (("wan", tiny_models.wan, 4096, None), ("hunyuan_video", tiny_models.hunyuan_video, 768, 768),
-                                       ("wan_dim256", None, 4096, None)):
+    for name, build, width, pooled in (
+        ("wan", tiny_models.wan, 4096, None),
+        ("hunyuan_video", tiny_models.hunyuan_video, 768, 768),
+        ("wan_dim256", None, 4096, None),
+    ):
         path = d / f"{name}.safetensors"
         tiny_models.testbed_wan(path, dim=256) if build is None else build(path)
         out[name] = (tiny_models.load(path), load_file(str(path)), width, pooled)
@@ -78,20 +82,28 @@ def test_combined_concepts_are_all_removed_and_strength_zero_restores(nodes, mod
             key = f"{name}.weight"
             assert float((W_both[key] @ d).norm()) <= 1e-4 * float(weights[key].norm()), name
     only_violence = loaded(nodes["ApplyRefusalToModel"].execute(model, violence, 1.0).result[0])
-    zero = loaded(nodes["ApplyRefusalToModel"].execute(model, nodes["CombineRefusalVectors"].execute(violence, 1.0, nudity, 0.0).result[0], 1.0).result[0])
+    zero = loaded(
+        nodes["ApplyRefusalToModel"]
+        .execute(model, nodes["CombineRefusalVectors"].execute(violence, 1.0, nudity, 0.0).result[0], 1.0)
+        .result[0]
+    )
     assert all(torch.allclose(zero[k], only_violence[k], atol=1e-6) for k in weights)
     assert unloaded_equals(model, weights)
 
 
-@pytest.mark.parametrize("target,message", [("hunyuan_video", "made for a Wan 2.1 / 2.2 model"), ("wan_dim256", "128 wide")])
+@pytest.mark.parametrize(
+    "target,message", [("hunyuan_video", "made for a Wan 2.1 / 2.2 model"), ("wan_dim256", "128 wide")]
+)
 def test_a_vector_for_another_model_is_refused_and_nothing_changes(nodes, models, loras, target, message):
     from refusal_pack.refusal_core.types import RefusalError
 
     model, weights, width, pooled = models["wan"]
     frv = vector(nodes, model, width, pooled)
     other, other_weights, _, _ = models[target]
-    for run in (lambda: nodes["ApplyRefusalToModel"].execute(other, frv, 1.0),
-                lambda: nodes["SaveRefusalAsLoRA"].execute(other, frv, 1.0, "refusal/wrong")):
+    for run in (
+        lambda: nodes["ApplyRefusalToModel"].execute(other, frv, 1.0),
+        lambda: nodes["SaveRefusalAsLoRA"].execute(other, frv, 1.0, "refusal/wrong"),
+    ):
         with pytest.raises(RefusalError, match=message):
             run()
     assert not list(loras.rglob("*.safetensors")) and not list(loras.rglob(".tmp-*"))

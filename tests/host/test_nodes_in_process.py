@@ -1,4 +1,5 @@
 """Every node in process on real ModelPatcher objects and a tiny Wan loaded by ComfyUI's own loader."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,19 @@ from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_O
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ["PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
-            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors", "RefusalProbe", "RefusalFrameCompare"]
+NODE_IDS = [
+    "PromptPairLoader",
+    "ExtractRefusalVector",
+    "LowRankFactorize",
+    "ApplyRefusalToModel",
+    "SaveRefusalVector",
+    "LoadRefusalVector",
+    "AddImagesToPromptPairs",
+    "SaveRefusalAsLoRA",
+    "CombineRefusalVectors",
+    "RefusalProbe",
+    "RefusalFrameCompare",
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +156,6 @@ def test_strength_zero_gives_the_original_outputs(nodes, base, pairs, file_weigh
 
 def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, monkeypatch):
     import folder_paths
-
     from refusal_pack.refusal_core.types import RefusalError
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "refusal_vectors", ([str(tmp_path)], {".safetensors"}))
@@ -172,7 +183,6 @@ def test_statistics_are_saved_on_request_and_first_release_files_load(nodes, bas
     import shutil
 
     import folder_paths
-
     from refusal_pack.refusal_core.types import RefusalError
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "refusal_vectors", ([str(tmp_path)], {".safetensors"}))
@@ -187,7 +197,10 @@ def test_statistics_are_saved_on_request_and_first_release_files_load(nodes, bas
     again = run(nodes, "LowRankFactorize", full_stats, "cpca", 100, 0.5)[0]
     assert all(torch.equal(a.basis, b.basis) for a, b in zip(edit.layers, again.layers))
     for name in ("unfactorized", "cpca_cross_out", "combined"):
-        shutil.copy(comfy_host.REPO / "tests" / "data" / "release_0_1_0" / f"{name}.safetensors", tmp_path / f"old_{name}.safetensors")
+        shutil.copy(
+            comfy_host.REPO / "tests" / "data" / "release_0_1_0" / f"{name}.safetensors",
+            tmp_path / f"old_{name}.safetensors",
+        )
     old_edit, old_stats = run(nodes, "LoadRefusalVector", "old_unfactorized.safetensors")
     assert old_edit is None and old_stats is not None
     with pytest.raises(RefusalError, match="statistics only"):
@@ -210,7 +223,9 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
     def score(rv):
         after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", base, rv, 1.0)[0], enc, latent)
         return (
-            leakage([(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]),
+            leakage(
+                [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
+            ),
             collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
         )
 
@@ -219,7 +234,9 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
         rv = extract(nodes, base, pairs, site=site)
         for method in ("mean_diff", "pca", "cpca"):
             table[(site, method)] = score(run(nodes, "LowRankFactorize", rv, method, 100, 0.5)[0])
-        table[(site, "random")] = score(comfy_host.random_like(run(nodes, "LowRankFactorize", rv, "mean_diff", 100, 0.5)[0], 5 + i))
+        table[(site, "random")] = score(
+            comfy_host.random_like(run(nodes, "LowRankFactorize", rv, "mean_diff", 100, 0.5)[0], 5 + i)
+        )
     lines = [f"{'site':8} {'method':10} {'leakage':>8} {'collateral':>10}"]
     lines += [f"{s:8} {m:10} {lk:8.3f} {col:10.3f}" for (s, m), (lk, col) in table.items()]
     print("\n" + "\n".join(lines))
@@ -250,11 +267,12 @@ def test_the_testbed_model_is_comfyuis_wan(host, base, file_weights):
 
 def test_pairs_file_from_the_input_folder(nodes, clip, tmp_path, monkeypatch):
     import folder_paths
-
     from refusal_pack.refusal_core.types import RefusalError
 
     monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
-    (tmp_path / "violence.csv").write_text("unsafe,safe\n" + "\n".join(",".join(l.split(" | ")) for l in EXTRACTION_PAIRS.splitlines()))
+    (tmp_path / "violence.csv").write_text(
+        "unsafe,safe\n" + "\n".join(",".join(l.split(" | ")) for l in EXTRACTION_PAIRS.splitlines())
+    )
     (tmp_path / "notes.md").write_text("x")
     schema = nodes["PromptPairLoader"].GET_SCHEMA()
     options = next(i for i in schema.inputs if i.id == "pairs_file").options
@@ -276,7 +294,9 @@ def test_extraction_reports_progress(nodes, base, pairs):
         extract(nodes, base, pairs)
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
-    n = 2 * len(pairs.pairs) + len(pairs.neutral)  # text_kv: every prompt once (several per forward where memory allows)
+    n = 2 * len(pairs.pairs) + len(
+        pairs.neutral
+    )  # text_kv: every prompt once (several per forward where memory allows)
     done = [v for v, _ in seen]
     assert seen[-1] == (n, n) and done == sorted(done) and 1 <= len(seen) <= n
 

@@ -1,5 +1,6 @@
 """RefusalProbe on a tiny Wan in a real ComfyUI: exactly 1.0 leakage for an unedited model, the same
 numbers as an independent computation for an edit, a chart of the expected size."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,13 +20,25 @@ def setup(nodes, tmp_path_factory):
     model = tiny_models.load(tiny_models.testbed_wan(tmp_path_factory.mktemp("probe") / "wan.safetensors"))
     clip = MiniLMClip()
     pp = nodes["PromptPairLoader"].execute(clip, EXTRACTION_PAIRS, NEUTRAL).result[0]
-    rv = nodes["LowRankFactorize"].execute(nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 64, 64, 1, 0).result[0],
-                                           "cpca", 100, 0.5).result[0]
+    rv = (
+        nodes["LowRankFactorize"]
+        .execute(
+            nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 64, 64, 1, 0).result[0],
+            "cpca",
+            100,
+            0.5,
+        )
+        .result[0]
+    )
     return model, clip, rv, nodes["ApplyRefusalToModel"].execute(model, rv, 1.0).result[0]
 
 
 def probe(nodes, original, edited, clip, rv):
-    return nodes["RefusalProbe"].execute(original, edited, clip, rv, HELD, NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11).result
+    return (
+        nodes["RefusalProbe"]
+        .execute(original, edited, clip, rv, HELD, NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11)
+        .result
+    )
 
 
 def test_an_unedited_model_leaks_exactly_one(nodes, setup):
@@ -48,7 +61,10 @@ def test_probe_agrees_with_an_independent_computation(nodes, setup):
     b, a = comfy_host.outputs(model, enc, latent), comfy_host.outputs(edited, enc, latent)
     lk = leakage([(b[u], b[s]) for u, s in HELD_OUT_PAIRS], [(a[u], a[s]) for u, s in HELD_OUT_PAIRS])
     col = collateral([b[n] for n in HELD_OUT_NEUTRAL], [a[n] for n in HELD_OUT_NEUTRAL])
-    assert f"model output: leakage {lk:.3f}, collateral {col:.3f}".replace(",", " (1 = untouched, 0 = erased),", 1) in report
+    assert (
+        f"model output: leakage {lk:.3f}, collateral {col:.3f}".replace(",", " (1 = untouched, 0 = erased),", 1)
+        in report
+    )
     assert lk < 0.99
     for key in rv.bases():
         assert f"{key}: leakage" in report
@@ -61,6 +77,9 @@ def test_held_out_pairs_from_a_file_give_the_same_report(nodes, setup, tmp_path,
     (tmp_path / "held_out.txt").write_text(HELD + "\n", encoding="utf-8")
     monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
     from_text, _ = probe(nodes, model, edited, clip, rv)
-    from_file, _ = nodes["RefusalProbe"].execute(model, edited, clip, rv, "", NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11,
-                                                 held_out_file="held_out.txt").result
+    from_file, _ = (
+        nodes["RefusalProbe"]
+        .execute(model, edited, clip, rv, "", NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11, held_out_file="held_out.txt")
+        .result
+    )
     assert from_file == from_text

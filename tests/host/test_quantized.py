@@ -1,6 +1,7 @@
 """The checkpoints Wan users load: Comfy-Org's fp8-scaled files through the stock UNETLoader, city96's GGUF
 files through ComfyUI-GGUF's UnetLoaderGGUF, and LoRAs stacked before or after the edit. The residual
 ||W' d|| / ||W d|| is measured on the weights as the forward computes with them (dequantized, patched)."""
+
 from __future__ import annotations
 
 import json
@@ -62,12 +63,19 @@ def test_fp8_scaled_edit_is_exact_to_the_format(nodes, fp8_model):
         W = before[name]
         ideal = W - (W @ d)[:, None] * d[None]
         scale = layer.scale_weight.detach().float()
-        floor_w = comfy.float.stochastic_rounding(ideal / scale, torch.float8_e4m3fn, seed=comfy.model_patcher.string_to_seed(f"diffusion_model.{name}.weight"))
+        floor_w = comfy.float.stochastic_rounding(
+            ideal / scale,
+            torch.float8_e4m3fn,
+            seed=comfy.model_patcher.string_to_seed(f"diffusion_model.{name}.weight"),
+        )
         floor = float((floor_w.float() * scale @ d).norm() / (W @ d).norm())
         ours = float((after[name] @ d).norm() / (W @ d).norm())
         rows[name] = {"residual": ours, "floor": floor}
         assert ours <= 1.2 * floor, (name, ours, floor)
-    print("\nfp8-scaled ||W'd|| / ||Wd|| against the format's floor:\n" + "\n".join(f"{k}: {v['residual']:.4f} (floor {v['floor']:.4f})" for k, v in rows.items()))
+    print(
+        "\nfp8-scaled ||W'd|| / ||Wd|| against the format's floor:\n"
+        + "\n".join(f"{k}: {v['residual']:.4f} (floor {v['floor']:.4f})" for k, v in rows.items())
+    )
     report("fp8_scaled", rows)
     assert comfy_host.base_untouched(model, weights)
 
@@ -89,12 +97,16 @@ def test_a_lora_loaded_before_the_edit_is_in_the_weight_it_is_computed_on_fp16_f
     with_lora, _ = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0)  # what LoraLoaderModelOnly does
     with torch.inference_mode():  # as ComfyUI executes a prompt: fp8 patches are rounded without gradients
         pp = nodes["PromptPairLoader"].execute(MiniLMClip(), "", "", "(none)", "nudity", "").result[0]
-        stats = nodes["ExtractRefusalVector"].execute(with_lora, pp, "auto", "all", "0.9,0.6,0.3", 64, 64, 1, 0).result[0]
+        stats = (
+            nodes["ExtractRefusalVector"].execute(with_lora, pp, "auto", "all", "0.9,0.6,0.3", 64, 64, 1, 0).result[0]
+        )
         edit = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
         edited = nodes["ApplyRefusalToModel"].execute(with_lora, edit, 1.0).result[0]
     names = list(edit.bases())
     before, after = comfy_host.computed_weights(with_lora, names), comfy_host.computed_weights(edited, names)
-    worst = max(float((after[n] @ edit.directions()[n]).norm() / (before[n] @ edit.directions()[n]).norm()) for n in names)
+    worst = max(
+        float((after[n] @ edit.directions()[n]).norm() / (before[n] @ edit.directions()[n]).norm()) for n in names
+    )
     # fp16 storage rounds W' to 2^-11 of its size; fp8 to its 3-bit mantissa (the floor test above bounds it exactly)
     assert worst <= (1e-3 if fmt == "fp16" else 0.1), worst
     report(f"lora_before_{fmt}", worst)
@@ -109,16 +121,25 @@ def gguf_graph(unet: str, lora_before: str | None = None, lora_after: str | None
     }
     source = ["unet", 0]
     if lora_before:
-        g["lora_before"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": source, "lora_name": lora_before, "strength_model": 1.0}}
+        g["lora_before"] = {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"model": source, "lora_name": lora_before, "strength_model": 1.0},
+        }
         source = ["lora_before", 0]
     g.update(erase_nodes(site="auto"))
     g["extract"]["inputs"]["model"] = source
     g["apply"]["inputs"]["model"] = source
     edited = ["apply", 0]
     if lora_after:
-        g["lora_after"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": edited, "lora_name": lora_after, "strength_model": 1.0}}
+        g["lora_after"] = {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"model": edited, "lora_name": lora_after, "strength_model": 1.0},
+        }
         edited = ["lora_after", 0]
-    g["residual"] = {"class_type": "RefusalTestResidual", "inputs": {"edited": edited, "reference": source, "refusal_vector": ["factor", 0]}}
+    g["residual"] = {
+        "class_type": "RefusalTestResidual",
+        "inputs": {"edited": edited, "reference": source, "refusal_vector": ["factor", 0]},
+    }
     return g
 
 
@@ -142,14 +163,36 @@ def residuals(result: dict) -> dict[str, float]:
 def test_gguf_models_are_erased_extracted_exported_and_combined(gguf_server, qtype):
     server = gguf_server
     g = gguf_graph(f"tiny_wan_{qtype}.gguf")
-    g["save_lora"] = {"class_type": "SaveRefusalAsLoRA", "inputs": {"model": ["unet", 0], "refusal_vector": ["factor", 0], "strength": 1.0,
-                                                                     "filename_prefix": f"gguf/{qtype}"}}
-    g["factor_b"] = {"class_type": "LowRankFactorize", "inputs": {"refusal_vector": ["extract", 0], "method": "mean_diff", "k": 100, "alpha": 0.5}}
-    g["combined"] = {"class_type": "CombineRefusalVectors", "inputs": {"refusal_vector_a": ["factor", 0], "strength_a": 1.0,
-                                                                       "refusal_vector_b": ["factor_b", 0], "strength_b": 1.0}}
-    g["apply_both"] = {"class_type": "ApplyRefusalToModel", "inputs": {"model": ["unet", 0], "refusal_vector": ["combined", 0], "strength": 1.0}}
-    g["residual_both"] = {"class_type": "RefusalTestResidual", "inputs": {"edited": ["apply_both", 0], "reference": ["unet", 0],
-                                                                          "refusal_vector": ["combined", 0]}}
+    g["save_lora"] = {
+        "class_type": "SaveRefusalAsLoRA",
+        "inputs": {
+            "model": ["unet", 0],
+            "refusal_vector": ["factor", 0],
+            "strength": 1.0,
+            "filename_prefix": f"gguf/{qtype}",
+        },
+    }
+    g["factor_b"] = {
+        "class_type": "LowRankFactorize",
+        "inputs": {"refusal_vector": ["extract", 0], "method": "mean_diff", "k": 100, "alpha": 0.5},
+    }
+    g["combined"] = {
+        "class_type": "CombineRefusalVectors",
+        "inputs": {
+            "refusal_vector_a": ["factor", 0],
+            "strength_a": 1.0,
+            "refusal_vector_b": ["factor_b", 0],
+            "strength_b": 1.0,
+        },
+    }
+    g["apply_both"] = {
+        "class_type": "ApplyRefusalToModel",
+        "inputs": {"model": ["unet", 0], "refusal_vector": ["combined", 0], "strength": 1.0},
+    }
+    g["residual_both"] = {
+        "class_type": "RefusalTestResidual",
+        "inputs": {"edited": ["apply_both", 0], "reference": ["unet", 0], "refusal_vector": ["combined", 0]},
+    }
     result = server.run(g)
     edit, both = residuals(result), json.loads(result["outputs"]["residual_both"]["text"][0])
     assert edit and max(edit.values()) <= 1e-3 and max(both.values()) <= 1e-3, (edit, both)
@@ -157,17 +200,27 @@ def test_gguf_models_are_erased_extracted_exported_and_combined(gguf_server, qty
     assert saved
     # the exported LoRA through the stock loader erases as Apply does
     g2 = gguf_graph(f"tiny_wan_{qtype}.gguf")
-    g2["lora"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["unet", 0], "lora_name": f"gguf/{saved[-1].name}", "strength_model": 1.0}}
+    g2["lora"] = {
+        "class_type": "LoraLoaderModelOnly",
+        "inputs": {"model": ["unet", 0], "lora_name": f"gguf/{saved[-1].name}", "strength_model": 1.0},
+    }
     g2["residual"]["inputs"]["edited"] = ["lora", 0]
     via_lora = residuals(server.run(g2))
     assert max(via_lora.values()) <= 1e-3, via_lora
-    print(f"\nGGUF {qtype}: max ||W'd||/||Wd|| apply {max(edit.values()):.2e}, combined {max(both.values()):.2e}, LoRA file {max(via_lora.values()):.2e}")
-    report(f"gguf_{qtype}", {"apply": max(edit.values()), "combined": max(both.values()), "lora_file": max(via_lora.values())})
+    print(
+        f"\nGGUF {qtype}: max ||W'd||/||Wd|| apply {max(edit.values()):.2e}, combined {max(both.values()):.2e}, LoRA file {max(via_lora.values()):.2e}"
+    )
+    report(
+        f"gguf_{qtype}",
+        {"apply": max(edit.values()), "combined": max(both.values()), "lora_file": max(via_lora.values())},
+    )
 
 
 @pytest.mark.parametrize("qtype", GGUF_TYPES[:2])
 def test_a_lora_loaded_before_the_edit_is_in_the_weight_it_is_computed_on(gguf_server, qtype):
-    residual = residuals(gguf_server.run(gguf_graph(f"tiny_wan_{qtype}.gguf", lora_before="speedup_stand_in.safetensors")))
+    residual = residuals(
+        gguf_server.run(gguf_graph(f"tiny_wan_{qtype}.gguf", lora_before="speedup_stand_in.safetensors"))
+    )
     assert max(residual.values()) <= 1e-3, residual
     report(f"lora_before_gguf_{qtype}", max(residual.values()))
 

@@ -1,4 +1,5 @@
 """A headless ComfyUI executes graphs through the pack over HTTP; the base model stays bit-identical."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,19 @@ from safetensors.torch import load_file
 from tests.host.graphs import common_nodes, erase_nodes, sampling
 
 pytestmark = pytest.mark.host
-NODE_IDS = {"PromptPairLoader", "ExtractRefusalVector", "LowRankFactorize", "ApplyRefusalToModel", "SaveRefusalVector", "LoadRefusalVector",
-            "AddImagesToPromptPairs", "SaveRefusalAsLoRA", "CombineRefusalVectors", "RefusalProbe",
-            "RefusalFrameCompare"}
+NODE_IDS = {
+    "PromptPairLoader",
+    "ExtractRefusalVector",
+    "LowRankFactorize",
+    "ApplyRefusalToModel",
+    "SaveRefusalVector",
+    "LoadRefusalVector",
+    "AddImagesToPromptPairs",
+    "SaveRefusalAsLoRA",
+    "CombineRefusalVectors",
+    "RefusalProbe",
+    "RefusalFrameCompare",
+}
 
 
 def latent(base, prefix: str) -> torch.Tensor:
@@ -28,10 +39,15 @@ def test_object_info_lists_the_nodes(server):
 
 def erase_graph() -> dict:
     g = {**common_nodes(), **erase_nodes()}
-    g.update({
-        "save_vec": {"class_type": "SaveRefusalVector", "inputs": {"refusal_vector": ["factor", 0], "filename_prefix": "violence/test"}},
-        "spectrum": {"class_type": "PreviewImage", "inputs": {"images": ["factor", 1]}},
-    })
+    g.update(
+        {
+            "save_vec": {
+                "class_type": "SaveRefusalVector",
+                "inputs": {"refusal_vector": ["factor", 0], "filename_prefix": "violence/test"},
+            },
+            "spectrum": {"class_type": "PreviewImage", "inputs": {"images": ["factor", 1]}},
+        }
+    )
     g.update(sampling(["unet", 0], "latents/base_before"))
     g.update(sampling(["apply", 0], "latents/edited"))
     return g
@@ -45,10 +61,18 @@ def test_graph_erases_and_leaves_the_base_model_untouched(server):
     # Second prompt: the same loaded base model through an uncached sampler, and the saved vector
     # applied again from its file.
     g = common_nodes()
-    g.update({
-        "load_vec": {"class_type": "LoadRefusalVector", "inputs": {"vector_name": "violence/test_00001.safetensors"}},
-        "apply2": {"class_type": "ApplyRefusalToModel", "inputs": {"model": ["unet", 0], "refusal_vector": ["load_vec", 0], "strength": 1.0}},
-    })
+    g.update(
+        {
+            "load_vec": {
+                "class_type": "LoadRefusalVector",
+                "inputs": {"vector_name": "violence/test_00001.safetensors"},
+            },
+            "apply2": {
+                "class_type": "ApplyRefusalToModel",
+                "inputs": {"model": ["unet", 0], "refusal_vector": ["load_vec", 0], "strength": 1.0},
+            },
+        }
+    )
     g.update(sampling(["unet", 0], "latents/base_after", advanced=True))
     g.update(sampling(["apply2", 0], "latents/edited_again", advanced=True))
     second = server.run(g)

@@ -1,5 +1,6 @@
 """The first world's trained model inside a real ComfyUI: loaded by ComfyUI's own loader, erased with the pack's
 nodes at their defaults, the RefusalProbe node gives the numbers the testbed script reports."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,8 +51,12 @@ def test_the_probe_in_comfyui_agrees_with_the_testbed_script(comfy_edit, testbed
 
     bed, groups, _ = testbed
     model, clip, rv, edited = comfy_edit
-    ours = run.probe_default(bed, factorize(bed.extract("nudity", run.DEFAULTS.site, defaults.SIGMAS, run.SEED), method="cpca", k=100,
-                                            alpha=0.5), "nudity", groups)
+    ours = run.probe_default(
+        bed,
+        factorize(bed.extract("nudity", run.DEFAULTS.site, defaults.SIGMAS, run.SEED), method="cpca", k=100, alpha=0.5),
+        "nudity",
+        groups,
+    )
     theirs = _probe(model, edited, clip, rv, groups)
     assert theirs.leakage == pytest.approx(ours.leakage, abs=2e-3)
     assert theirs.collateral == pytest.approx(ours.collateral, abs=2e-3)

@@ -1,5 +1,6 @@
 """Tiny random checkpoints of every video family the pack edits, with the real key names, built from
 ComfyUI's own model classes and loaded through ComfyUI's own loader (so its detection picks the family)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +78,11 @@ def gguf_file(sd: dict[str, torch.Tensor], path: Path, qtype: str) -> Path:
     target = gguf.GGMLQuantizationType[qtype]
     for k, v in sd.items():
         data = v.float().numpy()
-        kind = target if v.ndim == 2 and k.endswith(".weight") else (gguf.GGMLQuantizationType.F16 if qtype == "F16" else gguf.GGMLQuantizationType.F32)
+        kind = (
+            target
+            if v.ndim == 2 and k.endswith(".weight")
+            else (gguf.GGMLQuantizationType.F16 if qtype == "F16" else gguf.GGMLQuantizationType.F32)
+        )
         if kind == gguf.GGMLQuantizationType.F16:
             data = data.astype(np.float16)
         elif kind != gguf.GGMLQuantizationType.F32:
@@ -114,9 +119,20 @@ def sd3(path: Path, seed: int = 0) -> Path:
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
-    m = MMDiT(input_size=None, patch_size=2, in_channels=16, depth=2, out_channels=16, adm_in_channels=2048, num_patches=64 * 64,
-              pos_embed_max_size=64, qk_norm="rms", x_block_self_attn_layers=[], operations=comfy.ops.disable_weight_init,
-              context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}})
+    m = MMDiT(
+        input_size=None,
+        patch_size=2,
+        in_channels=16,
+        depth=2,
+        out_channels=16,
+        adm_in_channels=2048,
+        num_patches=64 * 64,
+        pos_embed_max_size=64,
+        qk_norm="rms",
+        x_block_self_attn_layers=[],
+        operations=comfy.ops.disable_weight_init,
+        context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+    )
     return _save(m, path, seed, std=0.02)
 
 
@@ -126,7 +142,14 @@ def wan(path: Path, seed: int = 0, model_type: str = "t2v", in_dim: int = 16, ou
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
 
-    m = WanModel(model_type=model_type, in_dim=in_dim, out_dim=out_dim, text_dim=4096, operations=comfy.ops.disable_weight_init, **TINY_WAN)
+    m = WanModel(
+        model_type=model_type,
+        in_dim=in_dim,
+        out_dim=out_dim,
+        text_dim=4096,
+        operations=comfy.ops.disable_weight_init,
+        **TINY_WAN,
+    )
     return _save(m, path, seed)
 
 
@@ -136,9 +159,25 @@ def hunyuan_video(path: Path, seed: int = 0) -> Path:
     import comfy.ops
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
 
-    m = HunyuanVideo(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=768, hidden_size=128, mlp_ratio=4.0,
-                     num_heads=1, depth=3, depth_single_blocks=3, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
-                     qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False, operations=comfy.ops.disable_weight_init)
+    m = HunyuanVideo(
+        in_channels=16,
+        out_channels=16,
+        vec_in_dim=768,
+        context_in_dim=768,
+        hidden_size=128,
+        mlp_ratio=4.0,
+        num_heads=1,
+        depth=3,
+        depth_single_blocks=3,
+        axes_dim=[16, 56, 56],
+        theta=256,
+        patch_size=[1, 2, 2],
+        qkv_bias=True,
+        guidance_embed=True,
+        byt5=False,
+        meanflow=False,
+        operations=comfy.ops.disable_weight_init,
+    )
     return _save(m, path, seed)
 
 
@@ -148,8 +187,15 @@ def ltxv(path: Path, seed: int = 0) -> Path:
     import comfy.ops
     from comfy.ldm.lightricks.model import LTXVModel
 
-    m = LTXVModel(in_channels=128, cross_attention_dim=64, attention_head_dim=2, num_attention_heads=32, caption_channels=4096,
-                  num_layers=3, operations=comfy.ops.disable_weight_init)
+    m = LTXVModel(
+        in_channels=128,
+        cross_attention_dim=64,
+        attention_head_dim=2,
+        num_attention_heads=32,
+        caption_channels=4096,
+        num_layers=3,
+        operations=comfy.ops.disable_weight_init,
+    )
     return _save(m, path, seed)
 
 
@@ -161,10 +207,31 @@ def mochi(path: Path, seed: int = 0) -> Path:
     import comfy.ops
     from comfy.ldm.genmo.joint_model.asymm_models_joint import AsymmDiTJoint
 
-    m = AsymmDiTJoint(depth=3, patch_size=2, num_heads=2, hidden_size_x=64, hidden_size_y=32, mlp_ratio_x=12288 / 64, mlp_ratio_y=4.0,
-                      learn_sigma=False, in_channels=12, qk_norm=True, qkv_bias=False, out_bias=True, attn_drop=0.0, patch_embed_bias=True,
-                      posenc_preserve_area=True, timestep_mlp_bias=True, attend_to_padding=False, timestep_scale=1000.0, use_t5=True,
-                      t5_feat_dim=MOCHI_TEXT_WIDTH, t5_token_length=256, rope_theta=10000.0, operations=comfy.ops.disable_weight_init)
+    m = AsymmDiTJoint(
+        depth=3,
+        patch_size=2,
+        num_heads=2,
+        hidden_size_x=64,
+        hidden_size_y=32,
+        mlp_ratio_x=12288 / 64,
+        mlp_ratio_y=4.0,
+        learn_sigma=False,
+        in_channels=12,
+        qk_norm=True,
+        qkv_bias=False,
+        out_bias=True,
+        attn_drop=0.0,
+        patch_embed_bias=True,
+        posenc_preserve_area=True,
+        timestep_mlp_bias=True,
+        attend_to_padding=False,
+        timestep_scale=1000.0,
+        use_t5=True,
+        t5_feat_dim=MOCHI_TEXT_WIDTH,
+        t5_token_length=256,
+        rope_theta=10000.0,
+        operations=comfy.ops.disable_weight_init,
+    )
     return _save(m, path, seed)
 
 
@@ -183,9 +250,18 @@ def mochi_sizes_from_weights():
             p = key_prefix
             hx, cin = state_dict[p + "x_embedder.proj.weight"].shape[:2]
             hy, t5 = state_dict[p + "t5_yproj.weight"].shape
-            cfg = dict(cfg, depth=md.count_blocks(state_dict.keys(), p + "blocks.{}."), hidden_size_x=hx, in_channels=cin,
-                       patch_size=state_dict[p + "x_embedder.proj.weight"].shape[-1], hidden_size_y=hy, t5_feat_dim=t5,
-                       num_heads=state_dict[p + "pos_frequencies"].shape[1], mlp_ratio_x=12288 / hx, mlp_ratio_y=4.0)
+            cfg = dict(
+                cfg,
+                depth=md.count_blocks(state_dict.keys(), p + "blocks.{}."),
+                hidden_size_x=hx,
+                in_channels=cin,
+                patch_size=state_dict[p + "x_embedder.proj.weight"].shape[-1],
+                hidden_size_y=hy,
+                t5_feat_dim=t5,
+                num_heads=state_dict[p + "pos_frequencies"].shape[1],
+                mlp_ratio_x=12288 / hx,
+                mlp_ratio_y=4.0,
+            )
         return cfg
 
     md.detect_unet_config = detect
@@ -229,7 +305,15 @@ def wan_vae(path: Path, seed: int = 0) -> Path:
     from comfy.ldm.wan.vae import WanVAE
 
     with torch.device("meta"):  # the configuration comfy.sd.VAE builds for a Wan 2.1 VAE
-        m = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+        m = WanVAE(
+            dim=96,
+            z_dim=16,
+            dim_mult=[1, 2, 4, 4],
+            num_res_blocks=2,
+            attn_scales=[],
+            temperal_downsample=[False, True, True],
+            dropout=0.0,
+        )
     sd = random_state_dict(m, seed)
     save_file({k: v.half().contiguous() for k, v in sd.items()}, str(path))
     return path
@@ -244,10 +328,24 @@ def clip_vision(folder: Path, seed: int = 0):
 
     import comfy.clip_vision
 
-    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 1280, "image_size": 224,
-           "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 256, "layer_norm_eps": 1e-05,
-           "model_type": "clip_vision_model", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 2,
-           "patch_size": 14, "projection_dim": 64, "torch_dtype": "float32"}
+    cfg = {
+        "attention_dropout": 0.0,
+        "dropout": 0.0,
+        "hidden_act": "gelu",
+        "hidden_size": 1280,
+        "image_size": 224,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
+        "intermediate_size": 256,
+        "layer_norm_eps": 1e-05,
+        "model_type": "clip_vision_model",
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 14,
+        "projection_dim": 64,
+        "torch_dtype": "float32",
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny_clip_vision.json").write_text(json.dumps(cfg))
     model = comfy.clip_vision.ClipVisionModel(str(folder / "tiny_clip_vision.json"))
@@ -259,5 +357,9 @@ def clip_vision(folder: Path, seed: int = 0):
 def random_state_dict_of(sd: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     """Random values for a state dict: norm weights 1, everything else ~ N(0, 0.02^2)."""
     g = torch.Generator().manual_seed(seed)
-    return {k: (torch.ones_like(v) if "norm" in k and k.endswith("weight") else torch.randn(v.shape, generator=g) * 0.02).to(v.dtype)
-            for k, v in sd.items()}
+    return {
+        k: (
+            torch.ones_like(v) if "norm" in k and k.endswith("weight") else torch.randn(v.shape, generator=g) * 0.02
+        ).to(v.dtype)
+        for k, v in sd.items()
+    }

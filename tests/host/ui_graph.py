@@ -1,4 +1,5 @@
 """A workflow as the frontend saves it (UI format) -> the API prompt the frontend queues, for graphs sent over HTTP."""
+
 from __future__ import annotations
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -6,7 +7,11 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
 def specs(info):
     order = info.get("input_order", {})
-    return [(n, info["input"][sec][n]) for sec in ("required", "optional") for n in order.get(sec, info["input"].get(sec, {}))]
+    return [
+        (n, info["input"][sec][n])
+        for sec in ("required", "optional")
+        for n in order.get(sec, info["input"].get(sec, {}))
+    ]
 
 
 def has_control(name, spec):

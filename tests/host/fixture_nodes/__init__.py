@@ -1,5 +1,6 @@
 """Test-only ComfyUI nodes (never shipped): a MiniLM CLIP-like loader for graphs over HTTP, because
 ComfyUI fixes Wan's text width at 4096 and a real umt5-xxl cannot be made tiny; a small CLIP vision."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ def _register_by_location(name: str) -> None:
     custom_nodes link, is tests/host/fixture_nodes)."""
     folder = Path(__file__).resolve().parents[3] / name
     if getattr(sys.modules.get(name), "__file__", None) != str(folder / "__init__.py"):
-        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        spec = importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
         sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[name])
 
@@ -28,8 +31,20 @@ class RefusalTestMiniLMCLIPLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"optional": {"width": ("INT", {"default": 4096, "min": 64, "max": 8192}),
-                             "pad_to": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "zero rows up to this length (umt5: 512); 0: none"})}}
+        return {
+            "optional": {
+                "width": ("INT", {"default": 4096, "min": 64, "max": 8192}),
+                "pad_to": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 4096,
+                        "tooltip": "zero rows up to this length (umt5: 512); 0: none",
+                    },
+                ),
+            }
+        }
 
     def load(self, width=4096, pad_to=0):
         return (MiniLMClip(width=width, pad_to=pad_to or None),)
@@ -81,5 +96,8 @@ class RefusalTestResidual:
         return {"ui": {"text": [json.dumps(ratios)]}}
 
 
-NODE_CLASS_MAPPINGS = {"RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader, "RefusalTestTinyCLIPVisionLoader": RefusalTestTinyCLIPVisionLoader,
-                       "RefusalTestResidual": RefusalTestResidual}
+NODE_CLASS_MAPPINGS = {
+    "RefusalTestMiniLMCLIPLoader": RefusalTestMiniLMCLIPLoader,
+    "RefusalTestTinyCLIPVisionLoader": RefusalTestTinyCLIPVisionLoader,
+    "RefusalTestResidual": RefusalTestResidual,
+}
