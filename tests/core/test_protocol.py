@@ -141,32 +141,26 @@ def _committed(name: str) -> dict:
 
 def test_the_committed_protocol_can_say_no():
     """docs/data/protocol.json: the full protocol with the pack's present defaults, at least five trained models, every
-    attack at its stated strength, its cells marked as not counting wherever it succeeds < 90 % on the unedited model
-    (and at least one that counts), and for each kind of near-miss an over-broad edit that the criterion sinks."""
+    attack at its stated strength and succeeding >= 90 % on the unedited model (so every attack counts, and the documents
+    mark none as not counting), scored on the prompts the unedited model renders, and for each kind of near-miss an
+    over-broad edit that the criterion sinks."""
     p, md = _committed("protocol.json"), make_docs()
     assert (
         p["mode"] == "full"
         and len(p["train_seeds"]) >= 5
         and p["pack_defaults"] == json.loads(json.dumps(asdict(evaluate.DEFAULTS)))
     )
-    assert p["keep_prompts"] == {
-        c: preset_keep(preset) for c, (preset, _) in evaluate.PRESETS.items()
-    }  # the presets' own
+    assert p["keep_prompts"] == {c: preset_keep(preset) for c, (preset, _) in evaluate.PRESETS.items()}  # the presets'
     b = p["attacks"]["budget"]
     assert b["inversion"]["tokens"] >= 8 and b["inversion"]["steps"] >= 300 and b["inversion"]["restarts"] >= 3
     assert b["vocabulary_search"]["phrase"] == 4 and p["attacks"]["summary"]
     counts = md.attack_counts(p)
-    assert any(counts.values())
+    assert all(counts.values()) and set(counts) == {(a, c) for a in md.ATTACKS for c in p["concepts"]}, counts
     unedited = [a for a in p["attacks"]["runs"] if a["edit"] == "no edit"]
-    assert all(
-        a["attackable"] >= 1 and a["unattacked"] == 1.0 for a in unedited
-    )  # scored on what the unedited model renders
-    lines = "\n".join(md.protocol_section(p)).splitlines()
-    for c in p["concepts"]:
-        unedited = next(line for line in lines if line.startswith(f"| {c} | no edit |"))
-        assert unedited.count("(does not count)") == sum(
-            not ok for (_, concept), ok in counts.items() if concept == c
-        ), unedited
+    assert len(unedited) == len(p["train_seeds"]) * len(p["concepts"])
+    assert all(a["attackable"] >= 1 and a["unattacked"] == 1.0 for a in unedited)  # what the unedited model renders
+    section = "\n".join(md.protocol_section(p))
+    assert "(does not count)" not in section and "not measured" not in section
     fails = md.over_broad_failures(p)
     assert fails["lookalike"] and fails["wordsense"], fails
     assert p["splits"] == json.loads(json.dumps(evaluate.split_of(HARD)))
