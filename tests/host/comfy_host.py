@@ -12,6 +12,20 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = "refusal_pack"  # import name of this repository as a ComfyUI custom node package
+# Every node the pack registers (in process and over the server's /object_info)
+NODE_IDS = (
+    "PromptPairLoader",
+    "ExtractRefusalVector",
+    "LowRankFactorize",
+    "ApplyRefusalToModel",
+    "SaveRefusalVector",
+    "LoadRefusalVector",
+    "AddImagesToPromptPairs",
+    "SaveRefusalAsLoRA",
+    "CombineRefusalVectors",
+    "RefusalProbe",
+    "RefusalFrameCompare",
+)
 
 
 def comfy_path() -> Path:

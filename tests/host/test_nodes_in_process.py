@@ -14,20 +14,6 @@ from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_O
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = [
-    "PromptPairLoader",
-    "ExtractRefusalVector",
-    "LowRankFactorize",
-    "ApplyRefusalToModel",
-    "SaveRefusalVector",
-    "LoadRefusalVector",
-    "AddImagesToPromptPairs",
-    "SaveRefusalAsLoRA",
-    "CombineRefusalVectors",
-    "RefusalProbe",
-    "RefusalFrameCompare",
-]
-
 
 @pytest.fixture(scope="module")
 def host():
@@ -81,7 +67,7 @@ loaded_weights = comfy_host.loaded_weights
 
 
 def test_pack_lists_its_nodes_with_tooltips(nodes):
-    assert sorted(nodes) == sorted(NODE_IDS)
+    assert sorted(nodes) == sorted(comfy_host.NODE_IDS)
     for node_id, cls in nodes.items():
         schema = cls.GET_SCHEMA()
         assert schema.category == "unlearning"

@@ -6,22 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.host.comfy_host import NODE_IDS
 from tests.host.graphs import common_nodes, erase_nodes, sampling
 
 pytestmark = pytest.mark.host
-NODE_IDS = {
-    "PromptPairLoader",
-    "ExtractRefusalVector",
-    "LowRankFactorize",
-    "ApplyRefusalToModel",
-    "SaveRefusalVector",
-    "LoadRefusalVector",
-    "AddImagesToPromptPairs",
-    "SaveRefusalAsLoRA",
-    "CombineRefusalVectors",
-    "RefusalProbe",
-    "RefusalFrameCompare",
-}
 
 
 def latent(base, prefix: str) -> torch.Tensor:
@@ -32,7 +20,7 @@ def latent(base, prefix: str) -> torch.Tensor:
 
 def test_object_info_lists_the_nodes(server):
     info = server.get("/object_info")
-    assert NODE_IDS <= set(info)
+    assert set(NODE_IDS) <= set(info)
     for node_id in NODE_IDS:
         assert info[node_id]["category"] == "unlearning"
 
