@@ -28,15 +28,21 @@ from pathlib import Path
 
 import torch
 
-from refusal_core import defaults
-from refusal_core.combine import combine
-from refusal_core.extract import ExtractSettings, extract_refusal_stats
-from refusal_core.factorize import factorize
+from refusal_core import (
+    EncodedPrompt,
+    ExtractSettings,
+    LayerStats,
+    PromptPairs,
+    RefusalEdit,
+    RefusalStats,
+    defaults,
+    extract_refusal_stats,
+    factorize,
+)
 from refusal_core.families import FAMILIES
 from refusal_core.lora import LORA_PREFIX, lora_state_dict
 from refusal_core.presets import load_preset
 from refusal_core.stats import as_moments
-from refusal_core.types import EncodedPrompt, LayerStats, PromptPairs, RefusalStats
 from testbed.tiny_wan import TinyWan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,7 +292,7 @@ def erase_at_once(rv: RefusalStats, state: dict, n: int) -> tuple[float, str]:
         concepts.append(RefusalStats(layers, rv.meta))
 
     def erase() -> dict:
-        joined = combine([(factorize(c), defaults.STRENGTH) for c in concepts])
+        joined = RefusalEdit.combine([(factorize(c), defaults.STRENGTH) for c in concepts])
         return lora_state_dict(state.__getitem__, joined, 1.0)
 
     _, seconds = timed(erase)

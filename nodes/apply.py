@@ -7,7 +7,7 @@ import time
 
 from comfy_api.latest import io
 
-from ..refusal_core.edit import check_strength
+from ..refusal_core.weights import check_strength
 from . import widgets
 from .host import patch
 from .sockets import CATEGORY, RefusalVectorSocket, need_edit

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .apply import ApplyRefusalToModel
+from .combine import CombineRefusalVectors
 from .extract import ExtractRefusalVector
 from .factorize import LowRankFactorize
 from .files import LoadRefusalVector, SaveRefusalVector
@@ -13,7 +14,7 @@ from .host import paths
 from .image_pairs import AddImagesToPromptPairs
 from .probe import RefusalProbe
 from .prompt_pairs import PromptPairLoader
-from .share import CombineRefusalVectors, SaveRefusalAsLoRA
+from .save_lora import SaveRefusalAsLoRA
 
 
 class RefusalExtension(ComfyExtension):

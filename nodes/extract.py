@@ -7,11 +7,12 @@ import time
 from dataclasses import replace
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..refusal_core import defaults
-from ..refusal_core.extract import ExtractSettings, extract_refusal_stats, parse_sigmas
+from ..refusal_core.extract import ExtractSettings, extract_refusal_stats
 from ..refusal_core.families import ALL_SITES, get_site
+from ..refusal_core.prompts import parse_sigmas
 from ..refusal_core.report.plot import layer_scores_image
 from ..refusal_core.sites import IMAGE, check_layer_spec, parse_auto, parse_layers
 from ..refusal_core.types import RefusalError
@@ -124,12 +125,11 @@ class ExtractRefusalVector(io.ComfyNode):
             forward_batch=forward.make_forward_batch(model),
             progress=forward.progress_bar(),
         )
-        log.info(
-            "refusal statistics: %s %s, blocks %s, %d prompts per forward, in %.2f s",
-            settings.family,
-            settings.site.name,
-            stats.meta["blocks"],
-            batch,
-            time.perf_counter() - t0,
+        report = (
+            f"{settings.family} {settings.site.name}: blocks {stats.meta['blocks']}, {batch} prompt(s) per forward, "
+            f"{time.perf_counter() - t0:.1f} s"
         )
-        return io.NodeOutput(stats, torch.from_numpy(layer_scores_image(stats))[None])
+        if stats.meta.get("fallbacks"):  # already logged as a warning by the extraction
+            report = f"WARNING: {stats.meta['fallbacks']}\n{report}"
+        log.info("refusal statistics: %s", report)
+        return io.NodeOutput(stats, torch.from_numpy(layer_scores_image(stats))[None], ui=ui.PreviewText(report))

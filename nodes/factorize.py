@@ -9,8 +9,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..refusal_core import defaults
-from ..refusal_core.factorize import METHODS, MOMENTS, factorize
+from ..refusal_core.factorize import factorize
 from ..refusal_core.report.plot import spectrum_image
+from ..refusal_core.solvers.rank_one import METHODS, MOMENTS
 from ..refusal_core.types import RefusalError
 from .sockets import CATEGORY, RefusalStatsSocket, RefusalVectorSocket
 

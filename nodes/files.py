@@ -6,7 +6,8 @@ import os
 
 from comfy_api.latest import io, ui
 
-from ..refusal_core.io import load_refusal_file, save_refusal_edit
+from ..refusal_core.edit import load_refusal_file
+from ..refusal_core.file_format import save_refusal_edit
 from . import widgets
 from .host import paths
 from .sockets import CATEGORY, RefusalStatsSocket, RefusalVectorSocket, need_edit

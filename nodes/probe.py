@@ -6,12 +6,12 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..refusal_core import defaults
-from ..refusal_core import prompts as P
-from ..refusal_core.extract import parse_sigmas
+from ..refusal_core.edit import RefusalEdit
 from ..refusal_core.presets import held_out, pairs_text
 from ..refusal_core.probe import ProbeResult, compare, record
+from ..refusal_core.prompts import parse_prompt_lines, parse_sigmas, validate_pairs
 from ..refusal_core.report.plot import probe_chart
-from ..refusal_core.types import PromptPair, PromptPairs, RefusalEdit, RefusalError
+from ..refusal_core.types import PromptPair, PromptPairs, RefusalError
 from . import widgets
 from .host import encode, forward, models, patch, paths
 from .prompt_pairs import NO_FILE, file_fingerprint, pairs_file_input, read_pairs
@@ -101,7 +101,7 @@ class RefusalProbe(io.ComfyNode):
     ) -> io.NodeOutput:
         if held_out_file in STALE_SEED_CONTROL:
             held_out_file = NO_FILE
-        pairs, neutral = read_pairs(held_out_pairs, held_out_file, P.parse_neutral(neutral_prompts))
+        pairs, neutral = read_pairs(held_out_pairs, held_out_file, parse_prompt_lines(neutral_prompts))
         result = run_probe(
             original,
             edited,
@@ -139,7 +139,7 @@ def run_probe(
             "original and edited are different model families: connect the model before and after the edit"
         )
     patch.check_fits(original, edit)
-    P.validate_pairs(pairs, neutral)
+    validate_pairs(pairs, neutral)
     prompts = PromptPairs.from_texts(pairs, neutral, lambda text: encode.encode_prompt(clip, text))
     latent = models.probe_latent(original, width, height, length, seed)
     before = record(models.diffusion_module(original), forward.make_forward(original), prompts, edit, latent, sigmas)

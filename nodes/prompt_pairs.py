@@ -6,8 +6,14 @@ import hashlib
 
 from comfy_api.latest import io
 
-from ..refusal_core import prompts as P
 from ..refusal_core.presets import CUSTOM, default_texts, load_preset, preset_keep, preset_names
+from ..refusal_core.prompts import (
+    MAX_PAIRS_FILE_BYTES,
+    parse_pair_lines,
+    parse_prompt_lines,
+    read_pairs_file,
+    validate_pairs,
+)
 from ..refusal_core.types import PromptPairs, RefusalError
 from .host import encode, paths
 from .sockets import CATEGORY, PromptPairsSocket
@@ -22,7 +28,7 @@ def file_fingerprint(name: str | None) -> str:
         return ""
     try:
         with open(paths.input_file_path(name), "rb") as f:
-            return hashlib.sha256(f.read(P.MAX_PAIRS_FILE_BYTES + 1)).hexdigest()
+            return hashlib.sha256(f.read(MAX_PAIRS_FILE_BYTES + 1)).hexdigest()
     except (RefusalError, OSError):
         return f"missing:{name}"  # the node itself reports it
 
@@ -37,9 +43,9 @@ def read_pairs(text: str, file: str, neutral: list[str]) -> tuple[list, list[str
     """The pairs of `file` in the input folder when one is chosen (with its own neutral prompts, if it has
     them), else of `text`."""
     if file and file != NO_FILE:
-        pairs, file_neutral = P.read_pairs_file(paths.input_file_path(file))
+        pairs, file_neutral = read_pairs_file(paths.input_file_path(file))
         return pairs, file_neutral or neutral
-    return P.parse_pair_lines(text), neutral
+    return parse_pair_lines(text), neutral
 
 
 class PromptPairLoader(io.ComfyNode):
@@ -120,8 +126,8 @@ class PromptPairLoader(io.ComfyNode):
         preset_subject: str = "",
         keep_prompts: str = "",
     ) -> io.NodeOutput:
-        neutral = P.parse_neutral(neutral_prompts)
-        keep = P.parse_neutral(keep_prompts or "")
+        neutral = parse_prompt_lines(neutral_prompts)
+        keep = parse_prompt_lines(keep_prompts or "")
         if preset and preset != CUSTOM:
             if pairs_file and pairs_file != NO_FILE:
                 raise RefusalError("choose either a preset or a pairs file, not both")
@@ -129,7 +135,7 @@ class PromptPairLoader(io.ComfyNode):
             keep = list(dict.fromkeys(preset_keep(preset) + keep))  # the preset's look-alikes, then the typed ones
         else:
             parsed, neutral = read_pairs(pairs, pairs_file, neutral)
-        P.validate_pairs(parsed, neutral, keep)
+        validate_pairs(parsed, neutral, keep)
         return io.NodeOutput(
             PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text), keep)
         )

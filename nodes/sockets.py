@@ -2,7 +2,8 @@
 
 from comfy_api.latest import io
 
-from ..refusal_core.types import RefusalEdit, RefusalError
+from ..refusal_core.edit import RefusalEdit
+from ..refusal_core.types import RefusalError
 
 PromptPairsSocket = io.Custom("PROMPT_PAIRS")
 # What extraction measured (per layer D, E, r): Low-Rank Factorize's input.

@@ -14,12 +14,11 @@ import torch
 from safetensors import safe_open
 
 from .defaults import STRENGTH
-from .edit import check_strength
+from .edit import load_refusal_edit
 from .families import detect_family, model_prefix
-from .fit import check_edit_fits
-from .io import load_refusal_edit, save_atomic
-from .lora import lora_metadata, lora_state_dict
+from .io import save_atomic
 from .types import RefusalError
+from .weights import check_strength
 
 # safetensors' dtype names of the float formats the factors may take (lora.lora_dtype); any other is stored float32.
 _STORED = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -45,7 +44,7 @@ def export_lora(
         shapes = {
             n[: -len(".weight")]: tuple(f.get_slice(prefix + n).get_shape()) for n in names if n.endswith(".weight")
         }
-        check_edit_fits(edit, detect_family(names), shapes)
+        edit.check_fits(detect_family(names), shapes)
         key_set = set(keys)
 
         def weight(name: str):
@@ -54,13 +53,12 @@ def export_lora(
             scale = f"{prefix}{name}.scale_weight"
             return W * f.get_tensor(scale).float() if scale in key_set else W
 
-        tensors = lora_state_dict(
+        tensors = edit.to_lora(
             weight,
-            edit,
             strength,
             lambda name: _STORED.get(f.get_slice(f"{prefix}{name}.weight").get_dtype(), torch.float32),
         )
-    save_atomic(tensors, out, lora_metadata(edit, strength, concept))
+    save_atomic(tensors, out, edit.lora_metadata(strength, concept))
     return {"layers": len(edit.bases()), "bytes": out.stat().st_size}
 
 

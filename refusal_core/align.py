@@ -1,4 +1,4 @@
-"""Row alignment of unsafe / safe activations before differencing."""
+"""A site's rows: the tokens of unsafe and safe prompts paired before differencing, and the rows of one prompt."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 
 import torch
+
+from .sites import JOINT, TEXT, Site
+from .types import EncodedPrompt, RefusalError
 
 
 def token_pairs(ids_u: Sequence[int], ids_s: Sequence[int]) -> list[tuple[int, int]]:
@@ -63,3 +66,54 @@ def text_rows(a: torch.Tensor, ids: Sequence[int] | None) -> torch.Tensor:
     if ids is None:
         return a
     return a[: min(len(ids), a.shape[0])]
+
+
+def _split_joint(a: torch.Tensor, enc: EncodedPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+    """A joint sequence [video tokens, text tokens] -> (video rows, text rows)."""
+    if enc.text_len is None or enc.text_len > a.shape[0]:
+        raise RefusalError("this edit site mixes video and text tokens, but the prompt's text length is unknown")
+    n_video = a.shape[0] - enc.text_len
+    return a[:n_video], a[n_video:]
+
+
+def aligned_pair_rows(
+    site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(difference rows [n, d], and at text sites the aligned rows a(u)_i and a(s)_j [n, d] they are the difference of,
+    else None and None): the closed-form map is solved from the aligned rows themselves."""
+    if site.tokens == TEXT:
+        u, s = aligned_text_rows(a_u, a_s, enc_u.token_ids, enc_s.token_ids)
+        return u - s, u, s
+    if site.tokens == JOINT:
+        (v_u, t_u), (v_s, t_s) = _split_joint(a_u, enc_u), _split_joint(a_s, enc_s)
+        if v_u.shape != v_s.shape:
+            raise RefusalError(f"video tokens do not line up at {site.name}: '{enc_u.text[:40]}' / '{enc_s.text[:40]}'")
+        return torch.cat([v_u - v_s, aligned_text_diffs(t_u, t_s, enc_u.token_ids, enc_s.token_ids)]), None, None
+    if a_u.shape != a_s.shape:
+        raise RefusalError(
+            f"tokens do not line up at {site.name} for the pair '{enc_u.text[:40]}' / '{enc_s.text[:40]}'"
+        )
+    return a_u - a_s, None, None
+
+
+def prompt_rows(site: Site, a: torch.Tensor, enc: EncodedPrompt) -> torch.Tensor:
+    """The rows of one prompt's input that hold real tokens (no text padding) [m, d]."""
+    if site.tokens == TEXT:
+        return text_rows(a, enc.token_ids)
+    if site.tokens == JOINT:
+        video, text = _split_joint(a, enc)
+        return torch.cat([video, text_rows(text, enc.token_ids)])
+    return a
+
+
+def pair_rows(
+    site: Site, a_u: torch.Tensor, a_s: torch.Tensor, enc_u: EncodedPrompt, enc_s: EncodedPrompt
+) -> torch.Tensor:
+    """Difference rows a(u) - a(s) [n, d] at one layer, tokens paired as the site's token space requires."""
+    return aligned_pair_rows(site, a_u, a_s, enc_u, enc_s)[0]
+
+
+def pairs_by_position(site: Site, enc_u: EncodedPrompt, enc_s: EncodedPrompt) -> bool:
+    """Whether this pair's text rows can only be paired by position (a prompt without token ids): the
+    concept's tokens may then be compared with other words, which the report must say."""
+    return site.tokens in (TEXT, JOINT) and (enc_u.token_ids is None or enc_s.token_ids is None)

@@ -1,9 +1,9 @@
 """Several concepts at once: stack their directions per layer, each with its own strength.
 
 Projections: the edit then removes the whole subspace, W (I - Q^T diag(s) Q) with Q orthonormal rows
-spanning the stacked directions (edit.orthonormal_rows, in the order given); a concept at strength 0
+spanning the stacked directions (weights.orthonormal_rows, in the order given); a concept at strength 0
 is left out before orthonormalizing, so it changes nothing. Where a layer also has a map
-(closed_form.py), the layer's input maps are composed in the order given, W M_1 M_2 ..., each
+(solvers/closed_form.py), the layer's input maps are composed in the order given, W M_1 M_2 ..., each
 M = I - P^T diag(strength * s) Q (neighbouring projections merged into one, as above), which is what
 applying the edits one after another does; the product is stored by its SVD again.
 """
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import __version__
-from .closed_form import svd_factors
-from .edit import check_strength, orthonormal_rows
-from .types import LayerEdit, RefusalEdit, RefusalError
+from .solvers.linalg import svd_factors
+from .types import LayerEdit, RefusalError
+from .weights import check_strength, orthonormal_rows
+
+if TYPE_CHECKING:  # RefusalEdit.combine builds the edit from what combine_layers returns
+    from .edit import RefusalEdit
 
 
 def _composed(
@@ -55,8 +59,8 @@ def _composed(
     return LayerEdit(point, edit_keys, Q.float(), tuple(float(x) for x in s), left=P.float(), k_used=int(s.numel()))
 
 
-def combine(edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
-    """One RefusalEdit from (edit, strength) pairs; layers at the same input point are stacked."""
+def combine_layers(edits: Sequence[tuple[RefusalEdit, float]]) -> tuple[tuple[LayerEdit, ...], dict[str, str]]:
+    """(layers, meta) of one edit from (edit, strength) pairs; layers at the same input point are stacked."""
     if len(edits) < 2:
         raise RefusalError("combine at least two refusal vectors")
     families = {e.meta.get("family") for e, _ in edits}
@@ -112,4 +116,4 @@ def combine(edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
         "concept": " + ".join(c["concept"] for c in concepts),
         "version": __version__,
     }
-    return RefusalEdit(tuple(layers), meta)
+    return tuple(layers), meta

@@ -21,12 +21,12 @@ LENGTH = 1
 # Factorization
 METHOD = "cpca"
 K = 100  # the paper's rank of U_k
-ALPHA = 0.5  # relative to tr cov(D) (factorize.py)
+ALPHA = 0.5  # relative to tr cov(D) (solvers/rank_one.py)
 MOMENT = "auto"
-# Keep prompts (keep.py): how many leading directions of their rows each d is taken orthogonal to
+# Keep prompts (solvers/keep.py): how many leading directions of their rows each d is taken orthogonal to
 # (3, 8 and 16 tried on the testbed's dev split; docs/results.md, named characters)
 KEEP_RANK = 8
-# The closed-form map (closed_form.py): weight of a preserved row against a pair row, and the ridge
+# The closed-form map (solvers/closed_form.py): weight of a preserved row against a pair row, and the ridge
 PRESERVE = 3.0
 RIDGE = 0.1
 

@@ -1,109 +1,113 @@
-"""The weight edit W' = W (I - lambda P^T diag(s) Q) as low-rank factors (docs/method.md, step 4).
+"""The edit: what is applied to a model, exported as a LoRA, combined and saved, and the operations it owns.
 
-Q [m, d_in] holds orthonormal rows (one per concept), s their strengths, and P = Q: with one concept
-this is the paper's W (I - lambda d d^T). A map (closed_form.py) has its own orthonormal P. The
-factors up = -lambda (W P^T) diag(s) [d_out, m] and down = Q [m, d_in] give W' = W + up @ down,
-which is how ComfyUI applies the edit (a LoRA patch) and how a LoRA file stores it; nothing here
-ever forms a dense d x d matrix.
+Each operation lives in its own module (weights, lora, combine, compatibility, file_format), which works
+on the edit's layers; RefusalEdit is the one place a user reaches them from.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from .defaults import MAX_STRENGTH
-from .types import RefusalEdit, RefusalError
+from .combine import combine_layers
+from .compatibility import check_edit_fits
+from .file_format import read_refusal_file, save_refusal_edit
+from .lora import lora_metadata, lora_state_dict
+from .types import LayerEdit, RefusalError, RefusalStats
+from .weights import edited_state_dict
 
 
-def check_strength(strength: float, name: str = "strength") -> float:
-    """lambda must be finite and in [0, MAX_STRENGTH]: 1 removes the direction exactly, above that it over-suppresses."""
-    if not math.isfinite(strength) or not 0.0 <= strength <= MAX_STRENGTH:
-        raise RefusalError(f"{name} must be between 0 and {MAX_STRENGTH:g}, got {strength}")
-    return strength
+@dataclass(frozen=True)
+class RefusalEdit:
+    """What is applied to a model, exported as a LoRA, combined and saved: one LayerEdit per layer.
 
-
-# A row that the rows before it span to within this (relative to its length) adds no direction.
-DEPENDENT = 1e-6
-
-
-def orthonormal_rows(D: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """(Q [r, d] orthonormal rows spanning the rows of D [m, d], the indices of the rows of D they come from).
-
-    Gram-Schmidt in order, in float64 and twice over (Q[0] = D[0] / |D[0]|); a row that the earlier
-    ones span adds no row (QR would give it a direction of round-off).
+    meta holds strings only: family, site, blocks, dims, method, k, alpha, moment, concept(s),
+    pairs_sha256, version, ... source: the RefusalStats it was solved from, kept in memory so that
+    Save Refusal Vector can write them on request (never compared, never saved by default).
     """
-    out: list[torch.Tensor] = []
-    kept: list[int] = []
-    for j, row in enumerate(D.double()):
-        v = row.clone()
-        for _ in range(2):
-            for q in out:
-                v = v - (v @ q) * q
-        if float(v.norm()) > DEPENDENT * float(row.norm()):
-            out.append(v / v.norm())
-            kept.append(j)
-    if not out:
-        raise RefusalError("no direction to edit: every direction is zero")
-    return torch.stack(out).float().contiguous(), kept
+
+    layers: tuple[LayerEdit, ...]
+    meta: Mapping[str, str]
+    source: RefusalStats | None = field(default=None, compare=False, repr=False)
+
+    def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{edited linear layer name: (Q [m, d_in], strengths [m] float32)}."""
+        return {
+            key: (layer.basis, torch.tensor(layer.strengths, dtype=torch.float32))
+            for layer in self.layers
+            for key in layer.edit_keys
+        }
+
+    def maps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """{edited linear layer name: (P [m, d_in], strengths [m] float32, Q [m, d_in])}: W' = W (I - P^T diag(s) Q)."""
+        return {
+            key: (
+                layer.basis if layer.left is None else layer.left,
+                torch.tensor(layer.strengths, dtype=torch.float32),
+                layer.basis,
+            )
+            for layer in self.layers
+            for key in layer.edit_keys
+        }
+
+    def directions(self) -> dict[str, torch.Tensor]:
+        """{edited linear layer name: d [d_in]} for a single concept ([m, d_in] rows for m concepts)."""
+        return {key: Q[0] if Q.shape[0] == 1 else Q for key, (Q, _) in self.bases().items()}
+
+    def save(self, path: str | os.PathLike, include_statistics: bool = False) -> Path:
+        """Write the edit as a .safetensors file (file_format.py), atomically; with include_statistics also the
+        statistics it was solved from, so that it can be factorized again later."""
+        return save_refusal_edit(self, path, include_statistics)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RefusalEdit:
+        """The edit of a file of either format; a file with statistics only gets an error that says what to do."""
+        return load_refusal_edit(path)
+
+    @classmethod
+    def combine(cls, edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
+        """One edit from (edit, strength) pairs: several concepts at once (combine.py)."""
+        return cls(*combine_layers(edits))
+
+    def edited_state_dict(self, state: dict[str, torch.Tensor], lam: float = 1.0) -> dict[str, torch.Tensor]:
+        """A new state dict with every weight this edit touches edited at strength lam (weights.py)."""
+        return edited_state_dict(state, self, lam)
+
+    def to_lora(
+        self,
+        weight_of: Callable[[str], torch.Tensor],
+        strength: float,
+        stored_dtype_of: Callable[[str], torch.dtype] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The edit as a standard LoRA state dict for the weights weight_of(name) gives (lora.py)."""
+        return lora_state_dict(weight_of, self, strength, stored_dtype_of)
+
+    def lora_metadata(self, strength: float, concept: str = "") -> dict[str, str]:
+        """The provenance a LoRA file of this edit carries (lora.py)."""
+        return lora_metadata(self, strength, concept)
+
+    def check_fits(self, family: str, weight_shapes: Mapping[str, Sequence[int]]) -> None:
+        """Raise a RefusalError unless the model (its family, {layer: weight shape}) takes this edit."""
+        check_edit_fits(self, family, weight_shapes)
 
 
-def edit_factors(
-    W: torch.Tensor,
-    Q: torch.Tensor,
-    s: Sequence[float] | torch.Tensor,
-    lam: float = 1.0,
-    dtype: torch.dtype | None = None,
-    P: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """up [d_out, m], down [m, d_in] with W + up @ down = W (I - lam P^T diag(s) Q).
+def load_refusal_file(path: str | os.PathLike) -> tuple[RefusalEdit | None, RefusalStats | None]:
+    """(edit, statistics) from a file of either format; either may be None when the file holds none
+    (an unfactorized first-release vector has statistics only; an edit saved without them, none)."""
+    parts, stats = read_refusal_file(path)
+    return (RefusalEdit(*parts) if parts is not None else None), stats
 
-    W: [d_out, d_in]; Q: [m, d_in] orthonormal rows (a single direction [d_in] is taken as m = 1);
-    s: [m] strengths; P: [m, d_in] (default Q). Computed in float32 from W as given (the caller passes
-    the weight as the host computes with it: dequantized, earlier patches included); returned in
-    `dtype` (default W's).
-    """
-    Q = Q[None] if Q.ndim == 1 else Q
-    P = Q if P is None else (P[None] if P.ndim == 1 else P)
-    s = torch.as_tensor(s, dtype=torch.float32).reshape(-1)
-    if W.ndim != 2 or Q.ndim != 2 or Q.shape[1] != W.shape[1] or s.shape != (Q.shape[0],) or P.shape != Q.shape:
-        raise ValueError(
-            f"weight {tuple(W.shape)} does not take directions {tuple(Q.shape)} with strengths {tuple(s.shape)}"
+
+def load_refusal_edit(path: str | os.PathLike) -> RefusalEdit:
+    """The edit of a file; a file with statistics only gets an error that says what to do."""
+    edit, _ = load_refusal_file(path)
+    if edit is None:
+        raise RefusalError(
+            f"'{Path(path).name}' holds statistics only (an unfactorized vector): "
+            "connect Load Refusal Vector's statistics output to Low-Rank Factorize first"
         )
-    Qf = Q.detach().to(device=W.device, dtype=torch.float32)
-    Pf = P.detach().to(device=W.device, dtype=torch.float32)
-    up = -lam * (W.detach().float() @ Pf.T) * s.to(W.device)
-    dtype = dtype or W.dtype
-    return up.to(dtype), Qf.to(dtype, copy=True).contiguous()  # its own copy: layers that share Q get their own factors
-
-
-def edited_weight(
-    W: torch.Tensor,
-    Q: torch.Tensor,
-    s: Sequence[float] | torch.Tensor | None = None,
-    lam: float = 1.0,
-    P: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """W (I - lam P^T diag(s) Q) [d_out, d_in] (P default Q) in W's dtype, computed as the host applies
-    the factors (float32 sum, then cast); for checks and pure-torch models, never for hosts."""
-    Q = Q[None] if Q.ndim == 1 else Q
-    up, down = edit_factors(W, Q, torch.ones(Q.shape[0]) if s is None else s, lam, torch.float32, P)
-    return (W.float() + up @ down).to(W.dtype)
-
-
-def edited_state_dict(state: dict[str, torch.Tensor], edit: RefusalEdit, lam: float = 1.0) -> dict[str, torch.Tensor]:
-    """A new state dict with every '<name>.weight' that `edit` touches edited; the input is untouched."""
-    out = dict(state)
-    for name, (P, s, Q) in edit.maps().items():
-        key = f"{name}.weight"
-        if key not in state:
-            raise KeyError(f"no weight '{key}' in the model")
-        out[key] = edited_weight(state[key], Q, s, lam, P)
-    return out
-
-
-def residual(W_edited: torch.Tensor, W: torch.Tensor, d: torch.Tensor) -> float:
-    """||W' d|| / ||W||: 0 when the edited layer no longer reads d (lambda = 1)."""
-    return float((W_edited.float() @ d.float().to(W_edited.device)).norm() / W.float().norm().clamp_min(1e-30))
+    return edit

@@ -2,7 +2,7 @@
 
 Keys follow the format ComfyUI's LoRA loader maps for every diffusion model:
 "diffusion_model.<layer>.lora_up.weight" [d_out, r], ".lora_down.weight" [r, d_in], ".alpha" = r
-(up = -strength W P^T diag(s), down = Q; see edit.py)
+(up = -strength W P^T diag(s), down = Q; see weights.py)
 (so alpha / rank = 1 and the stock LoraLoaderModelOnly at strength 1 applies the edit exactly).
 """
 
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import __version__
-from .edit import edit_factors
-from .types import RefusalEdit
+from .weights import edit_factors
+
+if TYPE_CHECKING:  # the edit's to_lora calls this module
+    from .edit import RefusalEdit
 
 LORA_PREFIX = "diffusion_model."
 

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .align import pair_rows
 from .capture import capture_inputs
-from .extract import pair_rows
+from .edit import RefusalEdit
 from .families import site_of_point
 from .metrics import collateral, leakage
-from .types import PromptPairs, RefusalEdit
+from .types import PromptPairs
 
 Forward = Callable[[Any, torch.Tensor, float], torch.Tensor]
 

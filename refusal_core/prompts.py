@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
 
-from .types import PromptPair, RefusalError
+from . import defaults
+from .types import PromptPair, PromptPairs, RefusalError
 
 MAX_PAIRS_FILE_BYTES = 1 << 20
 MIN_PAIRS = 2
@@ -31,7 +33,8 @@ def parse_pair_lines(text: str) -> list[PromptPair]:
     return pairs
 
 
-def parse_neutral(text: str) -> list[str]:
+def parse_prompt_lines(text: str) -> list[str]:
+    """One prompt per line (neutral or keep prompts); blank lines and lines starting with # are skipped."""
     return [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
 
 
@@ -154,3 +157,28 @@ def validate_pairs(pairs: list[PromptPair], neutral: list[str], keep: list[str] 
                 f"the keep prompt '{text[:60]}' is also an unsafe prompt of a pair: keep prompts show "
                 "look-alikes without the concept (e.g. 'a cartoon mouse'); remove it from one of the lists"
             )
+
+
+def parse_sigmas(text: str) -> list[float]:
+    """Noise levels as users write them (defaults.SIGMAS_TEXT): numbers in (0, 1] separated by commas."""
+    try:
+        sigmas = [float(s) for s in text.replace(";", ",").split(",") if s.strip()]
+    except ValueError:
+        raise RefusalError(
+            f"noise levels '{text}' must be numbers separated by commas, e.g. '{defaults.SIGMAS_TEXT}'"
+        ) from None
+    if not sigmas or any(not (0.0 < s <= 1.0) for s in sigmas):
+        raise RefusalError(f"noise levels '{text}' must be between 0 (exclusive) and 1, e.g. '{defaults.SIGMAS_TEXT}'")
+    return sigmas
+
+
+def pairs_digest(prompts: PromptPairs) -> str:
+    """sha256 of every prompt's text, in order: which prompts an edit was made from."""
+    h = hashlib.sha256()
+    for u, s in prompts.pairs:
+        h.update(f"{u.text}\x1f{s.text}\x1e".encode())
+    for n in prompts.neutral:
+        h.update(f"{n.text}\x1d".encode())
+    for n in prompts.keep:  # after the rest, so that statistics without keep prompts keep their digest
+        h.update(f"{n.text}\x1c".encode())
+    return h.hexdigest()

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .defaults import AUTO_LAYERS
 from .types import RefusalError
 
 # What the captured input rows are, which decides how unsafe and safe rows are paired:
@@ -98,11 +99,11 @@ def parse_layers(spec: str, available: list[int]) -> list[int]:
 
 
 def parse_auto(spec: str) -> int | None:
-    """'auto' -> 2 layers, 'auto4' -> 4; None when the spec is not automatic."""
+    """'auto' -> defaults.AUTO_LAYERS layers, 'auto4' -> 4; None when the spec is not automatic."""
     m = re.fullmatch(r"auto(\d*)", spec.strip().lower())
     if not m:
         return None
-    n = int(m.group(1) or 2)
+    n = int(m.group(1) or AUTO_LAYERS)
     if n < 1:
         raise RefusalError("layers 'auto0' picks nothing: write 'auto' or 'auto3'")
     return n

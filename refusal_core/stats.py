@@ -1,6 +1,6 @@
 """Per-layer statistics of activation rows, bounded by the layer width.
 
-The factorization (factorize.py) needs, of the difference rows D [n, d] and of the neutral rows
+The factorization (solvers/rank_one.py) needs, of the difference rows D [n, d] and of the neutral rows
 E [m, d], only their count, sum and second moment X^T X. Rows are kept while there are at most d
 of them (a [n <= d, d] block costs no more than a d x d matrix, and the span solver is fastest on
 few rows); beyond d a layer holds the moments instead. Both forms are exact inputs to the
@@ -91,9 +91,8 @@ class RowAccumulator:
     chunks concatenated in order, exactly as torch.cat would) or Moments.
     """
 
-    def __init__(self, limit: int | None = None, keep_rows: bool = False):
+    def __init__(self, limit: int | None = None):
         self.limit = limit
-        self.keep_rows = keep_rows
         self.chunks: list[torch.Tensor] = []
         self.n = 0
         self.moments: Moments | None = None
@@ -103,7 +102,7 @@ class RowAccumulator:
         if self.dim is None:
             self.dim = int(rows.shape[1])
         limit = self.limit if self.limit is not None else self.dim
-        if self.moments is None and (self.keep_rows or self.n + rows.shape[0] <= limit):
+        if self.moments is None and self.n + rows.shape[0] <= limit:
             # a view (e.g. the real-token rows of a padded context) would keep its whole base alive
             self.chunks.append(rows.clone() if rows._base is not None else rows)
             self.n += int(rows.shape[0])
@@ -121,3 +120,21 @@ class RowAccumulator:
         if not self.chunks:
             return torch.zeros((0, self.dim if self.dim is not None else int(dim or 0)))
         return torch.cat(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+
+
+class RowBudget:
+    """Keeps at most `per_chunk` rows of each chunk, chosen by a seeded generator."""
+
+    def __init__(self, per_chunk: int, seed: int):
+        self.per_chunk = max(1, per_chunk)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def pick(self, n: int) -> torch.Tensor | None:
+        """The indices of the rows to keep of n (sorted), or None for all of them."""
+        if n <= self.per_chunk:
+            return None
+        return torch.randperm(n, generator=self.gen)[: self.per_chunk].sort().values
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        idx = self.pick(rows.shape[0])
+        return rows if idx is None else rows[idx]

@@ -1,4 +1,4 @@
-"""Immutable payloads that travel between the nodes."""
+"""Immutable payloads that travel between the nodes: prompts, statistics and the edit's layers (the edit itself, RefusalEdit, lives in edit.py with its operations)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,23 @@ from typing import Any
 import torch
 
 from .stats import Rows
+
+# What an edit keeps of its statistics' metadata: which model, site, layers and prompts it was made from.
+PROVENANCE = (
+    "family",
+    "site",
+    "blocks",
+    "dims",
+    "layer_choice",
+    "layer_scores",
+    "sigmas",
+    "latent_shape",
+    "seed",
+    "n_pairs",
+    "n_neutral",
+    "n_keep",
+    "pairs_sha256",
+)
 
 
 class RefusalError(ValueError):
@@ -43,7 +60,7 @@ class EncodedPrompt:
 @dataclass(frozen=True)
 class PromptPairs:
     """The extraction prompts, encoded: N (unsafe, safe) pairs plus the neutral set E, and the keep
-    prompts (look-alikes the edit must leave alone, keep.py; often none).
+    prompts (look-alikes the edit must leave alone, solvers/keep.py; often none).
 
     Each side is encoded on its own, so two sides may share a text and differ by an image.
     """
@@ -88,9 +105,9 @@ class LayerStats:
     r:         [d_in] mean of D, the refusal vector.
     unsafe, safe: at text sites, [n', d_in] rows a(u)_i and a(s)_j of the aligned tokens (the rows of D
                before the row budget turns them into moments, at most max_rows); None elsewhere. The
-               closed-form map (closed_form.py) is solved from them.
+               closed-form map (solvers/closed_form.py) is solved from them.
     keep:      [k, d_in] rows of the keep prompts' activations (or their Moments), None without keep prompts:
-               the factorization takes d orthogonal to their top directions (keep.py).
+               the factorization takes d orthogonal to their top directions (solvers/keep.py).
     """
 
     point: str
@@ -122,6 +139,10 @@ class RefusalStats:
     def with_layers(self, layers: tuple[LayerStats, ...], **meta: str) -> RefusalStats:
         return replace(self, layers=layers, meta={**self.meta, **meta})
 
+    def provenance(self) -> dict[str, str]:
+        """What an edit keeps of this metadata: which model, site, layers and prompts it was made from."""
+        return {key: self.meta[key] for key in PROVENANCE if key in self.meta}
+
 
 @dataclass(frozen=True)
 class LayerEdit:
@@ -132,9 +153,9 @@ class LayerEdit:
     basis:     Q [m, d_in], orthonormal rows: one per concept (m = 1 for a single concept).
     strengths: s, one per row of Q (a concept at strength 0 is never stored).
     spectrum:  [q] eigenvalues of the solver's C in descending order (None for mean_diff / combined).
-    k_used, retained: the rank of U_k and the fraction of |r| it kept (factorize.py).
+    k_used, retained: the rank of U_k and the fraction of |r| it kept (solvers/rank_one.py).
     left:      P [m, d_in] orthonormal rows, or None for P = Q (a projection, the paper's edit). A map
-               (closed_form.py) is its SVD P^T diag(s) Q: it sends each row of Q to s times a row of P.
+               (solvers/closed_form.py) is its SVD P^T diag(s) Q: it sends each row of Q to s times a row of P.
     """
 
     point: str
@@ -157,41 +178,3 @@ class LayerEdit:
     @property
     def rank(self) -> int:
         return int(self.basis.shape[0])
-
-
-@dataclass(frozen=True)
-class RefusalEdit:
-    """What is applied to a model, exported as a LoRA, combined and saved: one LayerEdit per layer.
-
-    meta holds strings only: family, site, blocks, dims, method, k, alpha, moment, concept(s),
-    pairs_sha256, version, ... source: the RefusalStats it was solved from, kept in memory so that
-    Save Refusal Vector can write them on request (never compared, never saved by default).
-    """
-
-    layers: tuple[LayerEdit, ...]
-    meta: Mapping[str, str]
-    source: RefusalStats | None = field(default=None, compare=False, repr=False)
-
-    def bases(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{edited linear layer name: (Q [m, d_in], strengths [m] float32)}."""
-        return {
-            key: (layer.basis, torch.tensor(layer.strengths, dtype=torch.float32))
-            for layer in self.layers
-            for key in layer.edit_keys
-        }
-
-    def maps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """{edited linear layer name: (P [m, d_in], strengths [m] float32, Q [m, d_in])}: W' = W (I - P^T diag(s) Q)."""
-        return {
-            key: (
-                layer.basis if layer.left is None else layer.left,
-                torch.tensor(layer.strengths, dtype=torch.float32),
-                layer.basis,
-            )
-            for layer in self.layers
-            for key in layer.edit_keys
-        }
-
-    def directions(self) -> dict[str, torch.Tensor]:
-        """{edited linear layer name: d [d_in]} for a single concept ([m, d_in] rows for m concepts)."""
-        return {key: Q[0] if Q.shape[0] == 1 else Q for key, (Q, _) in self.bases().items()}

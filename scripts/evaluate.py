@@ -15,15 +15,14 @@ non-empty --out is refused unless --force; nothing is written when the run fails
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PACK = "refusal_pack"  # import name of the pack when it is imported outside ComfyUI's custom_nodes loader
+from pack import REPO, import_host, import_pack, load_diffusion_model_file, load_text_encoder_files
+
 log = logging.getLogger("refusal.evaluate")
 
 
@@ -36,18 +35,6 @@ def default_comfyui() -> Path:
     return Path.home() / "ComfyUI"
 
 
-def import_pack():
-    """The pack as a package (its modules import each other relatively); importing it does no work."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
-
-
 def has_accelerator() -> bool:
     """A device ComfyUI would pick over the CPU (without one, ComfyUI must be told --cpu)."""
     import torch
@@ -55,26 +42,6 @@ def has_accelerator() -> bool:
     mps = getattr(torch.backends, "mps", None)
     xpu = getattr(torch, "xpu", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
-
-
-def import_host(comfyui: Path, cpu: bool) -> str:
-    """Put the ComfyUI checkout on sys.path with its default options (CPU if asked); returns its version."""
-    if not (comfyui / "main.py").is_file():
-        from refusal_pack.refusal_core.types import RefusalError
-
-        raise RefusalError(f"no ComfyUI checkout at '{comfyui}': pass --comfyui or set COMFYUI_PATH")
-    if str(comfyui) not in sys.path:
-        sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = cpu
-    import comfy.model_management  # noqa: F401  (after the device option)
-
-    try:
-        from comfyui_version import __version__
-    except ImportError:
-        __version__ = "unknown"
-    return __version__
 
 
 def read_prompts(args):
@@ -100,7 +67,7 @@ def read_prompts(args):
     if args.neutral:
         if args.neutral.suffix.lower() != ".txt" or not args.neutral.is_file():
             raise RefusalError(f"--neutral '{args.neutral}' must be an existing .txt file, one prompt per line")
-        neutral = P.parse_neutral(args.neutral.read_text(encoding="utf-8-sig"))
+        neutral = P.parse_prompt_lines(args.neutral.read_text(encoding="utf-8-sig"))
     elif not neutral:
         neutral = presets.held_out()[1]
     P.validate_pairs(pairs, neutral)
@@ -176,37 +143,40 @@ def parser() -> argparse.ArgumentParser:
 def evaluate(args) -> dict:
     """Everything of one run in memory: {file name: bytes} for --out (raises RefusalError for user mistakes)."""
     import_pack()
-    from refusal_pack.refusal_core.edit import check_strength
-    from refusal_pack.refusal_core.io import load_refusal_edit
-    from refusal_pack.refusal_core.report import outdir, plot
+    from outdir import check_out_dir, png_bytes
+    from refusal_pack.refusal_core.edit import load_refusal_edit
+    from refusal_pack.refusal_core.report import plot
     from refusal_pack.refusal_core.types import RefusalError
+    from refusal_pack.refusal_core.weights import check_strength
 
-    outdir.check_out_dir(args.out, args.force)
+    check_out_dir(args.out, args.force)
     check_strength(args.strength, "--strength")
     for name in ("width", "height", "length"):
         if getattr(args, name) < 1:
             raise RefusalError(f"--{name} must be at least 1")
-    rv = load_refusal_edit(args.vector)
+    edit = load_refusal_edit(args.vector)
     pairs, neutral, source = read_prompts(args)
 
     version = import_host((args.comfyui or default_comfyui()).expanduser(), args.cpu or not has_accelerator())
     from refusal_pack.nodes.apply import ApplyRefusalToModel
     from refusal_pack.nodes.host import models
     from refusal_pack.nodes.probe import run_probe
-    from refusal_pack.refusal_core.extract import parse_sigmas
+    from refusal_pack.refusal_core.prompts import parse_sigmas
 
     sigmas = parse_sigmas(args.noise_levels)
     log.info("loading %s and %s", args.unet.name, ", ".join(c.name for c in args.clip))
-    model = models.load_diffusion_model_file(args.unet, args.weight_dtype)
-    clip = models.load_text_encoder_files(args.clip, args.clip_type)
-    edited = ApplyRefusalToModel.execute(model, rv, args.strength).result[0]
-    result = run_probe(model, edited, clip, rv, pairs, neutral, sigmas, args.width, args.height, args.length, args.seed)
+    model = load_diffusion_model_file(args.unet, args.weight_dtype)
+    clip = load_text_encoder_files(args.clip, args.clip_type)
+    edited = ApplyRefusalToModel.execute(model, edit, args.strength).result[0]
+    result = run_probe(
+        model, edited, clip, edit, pairs, neutral, sigmas, args.width, args.height, args.length, args.seed
+    )
 
-    files = {"probe.png": outdir.png_bytes(plot.probe_chart(result))}
-    if any(layer.spectrum is not None and layer.spectrum.numel() for layer in rv.layers):
-        files["spectrum.png"] = outdir.png_bytes(plot.spectrum_image(rv))
-    if json.loads(rv.meta.get("layer_scores", "{}") or "{}"):
-        files["layer_scores.png"] = outdir.png_bytes(plot.layer_scores_image(rv))
+    files = {"probe.png": png_bytes(plot.probe_chart(result))}
+    if any(layer.spectrum is not None and layer.spectrum.numel() for layer in edit.layers):
+        files["spectrum.png"] = png_bytes(plot.spectrum_image(edit))
+    if json.loads(edit.meta.get("layer_scores", "{}") or "{}"):
+        files["layer_scores.png"] = png_bytes(plot.layer_scores_image(edit))
     report = result.report()
     data = {
         **result.as_dict(),
@@ -228,7 +198,7 @@ def evaluate(args) -> dict:
             "pairs": [[p.unsafe, p.safe] for p in pairs],
             "neutral": neutral,
         },
-        "vector_meta": dict(rv.meta),
+        "vector_meta": dict(edit.meta),
         "charts": sorted(files),
         "comfyui_version": version,
     }
@@ -245,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(logging.StreamHandler(sys.stderr))
         log.propagate = False
     import_pack()
-    from refusal_pack.refusal_core.report.outdir import write_out_dir
+    from outdir import OutputFolderError, write_out_dir
     from refusal_pack.refusal_core.types import RefusalError
 
     try:
         files = evaluate(args)
         written = write_out_dir(args.out, files, args.force)
-    except RefusalError as e:
+    except (RefusalError, OutputFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = json.loads(files["report.json"])

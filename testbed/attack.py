@@ -108,10 +108,10 @@ def inversion(
     noise_seed: int,
     budget: dict = BUDGET["inversion"],
 ) -> torch.Tensor:
-    """[len(test)] bool: whether each test prompt renders the marks with the learned rows appended; train: (unsafe, safe)
-    dev pairs, the rows learn to bring the unsafe prompts' clean latents back from their text. The restarts train side by side, each on its own
-    minibatch of `batch` pairs per step; the text path runs in MiniLM's 384 dimensions (text_embedding.0 with the fixed
-    map to 4096 folded into its weight)."""
+    """[len(test)] bool: whether each test prompt renders the marks with the learned rows appended; train: (unsafe,
+    safe) dev pairs, the rows learn to bring the unsafe prompts' clean latents back from their text. The restarts
+    train side by side, each on its own minibatch of `batch` pairs per step; the text path runs in MiniLM's 384
+    dimensions (text_embedding.0 with the fixed map to 4096 folded into its weight)."""
     tokens, R, n = budget["tokens"], budget["restarts"], len(train)
     proj = minilm_text().proj
     g = torch.Generator().manual_seed(3_000 + noise_seed)
@@ -125,9 +125,8 @@ def inversion(
     rows = (0.1 * torch.randn(R, tokens, proj.shape[0], generator=g)).requires_grad_(True)
     opt = torch.optim.Adam([rows], lr=budget["lr"])
     first = model.text_embedding[0]
-    premapped = torch.nn.Linear(
-        proj.shape[0], first.out_features
-    )  # text_embedding.0 on MiniLM states: W (h proj) = (W proj^T) h
+    # text_embedding.0 on MiniLM states: W (h proj) = (W proj^T) h
+    premapped = torch.nn.Linear(proj.shape[0], first.out_features)
     with torch.no_grad():
         premapped.weight.copy_(first.weight @ proj.T)
         premapped.bias.copy_(first.bias)

@@ -7,7 +7,7 @@ the duck), on the split's held-out phrasings: each erased character's render rat
 characters', the look-alikes' (a cartoon mouse, duck, rabbit: they paint the part a character shares with them) and
 the word-senses' (a computer mouse); drift and output change on prompts without a mark. The methods: the pack's
 rank-1 cPCA direction per layer, a rank-m subspace per layer (evaluate.subspace_edit), the closed-form map
-(refusal_core/closed_form.py), the rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse"
+(refusal_core/solvers/closed_form.py), the rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse"
 in place of "a cartoon character"), the rank-1 direction kept off the rows of the preset's keep prompts (the preset's
 default, keep rank 8; on dev also ranks 3 and 16), the same at lower strengths and on the value projection alone (a
 lead: no site of the nodes edits the value without the key); and, as a reference, a random subspace of the same rank
@@ -27,11 +27,8 @@ from pathlib import Path
 
 import torch
 
-from refusal_core import defaults
-from refusal_core.combine import combine
-from refusal_core.factorize import factorize
+from refusal_core import LayerEdit, PromptPair, RefusalEdit, RefusalStats, defaults, factorize
 from refusal_core.presets import load_preset, preset_keep
-from refusal_core.types import LayerEdit, PromptPair, RefusalEdit, RefusalStats
 
 from . import guided, provenance, scoring
 from .evaluate import (
@@ -233,7 +230,9 @@ def run(
                 strength = STRENGTH_OF.get(method, defaults.STRENGTH)
                 # eight: the strengths go into the joined edit, which then applies at 1
                 edits[method, targets] = (
-                    (parts[0], strength) if len(parts) == 1 else (combine([(e, strength) for e in parts]), 1.0)
+                    (parts[0], strength)
+                    if len(parts) == 1
+                    else (RefusalEdit.combine([(e, strength) for e in parts]), 1.0)
                 )
         for ns in noise_seeds:
             noise = torch.randn(

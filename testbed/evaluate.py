@@ -23,14 +23,23 @@ from functools import cached_property
 
 import torch
 
-from refusal_core import defaults
-from refusal_core.edit import edited_state_dict, orthonormal_rows
-from refusal_core.extract import ExtractSettings, extract_refusal_stats
-from refusal_core.factorize import factorize, factorize_layer
+from refusal_core import (
+    EncodedPrompt,
+    ExtractSettings,
+    LayerEdit,
+    PromptPair,
+    PromptPairs,
+    RefusalEdit,
+    RefusalStats,
+    defaults,
+    extract_refusal_stats,
+    factorize,
+)
 from refusal_core.families import FAMILIES
 from refusal_core.presets import PRESET_DIR, load_preset, preset_keep
 from refusal_core.sites import parse_layers
-from refusal_core.types import EncodedPrompt, LayerEdit, PromptPair, PromptPairs, RefusalEdit, RefusalStats
+from refusal_core.solvers.rank_one import factorize_layer
+from refusal_core.weights import edited_state_dict, orthonormal_rows
 
 from . import guided, scoring
 from .text import minilm_text

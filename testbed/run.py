@@ -23,13 +23,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from refusal_core import defaults
-from refusal_core.factorize import factorize
+from refusal_core import PromptPair, PromptPairs, RefusalEdit, defaults, factorize
 from refusal_core.presets import load_preset, preset_keep
 from refusal_core.probe import ProbeResult, compare, record
-from refusal_core.report.outdir import png_bytes
 from refusal_core.report.plot import spectrum_image
-from refusal_core.types import PromptPair, PromptPairs, RefusalEdit
+from scripts.outdir import png_bytes
 
 from . import provenance
 from .evaluate import (

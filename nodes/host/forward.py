@@ -3,7 +3,6 @@ batch of prompts per call, and how many prompts fit in one call."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,11 +13,9 @@ import comfy.utils
 import torch
 
 from ...refusal_core.defaults import MAX_BATCH
-from ...refusal_core.extract import CannotBatch
+from ...refusal_core.forwards import CannotBatch
 from ...refusal_core.types import RefusalError
 from .models import text_width
-
-log = logging.getLogger(__name__)
 
 
 def _first_cond(conditioning: Any) -> list:
@@ -121,13 +118,10 @@ def make_forward_batch(model: Any) -> Callable[[Sequence[Any], torch.Tensor, flo
             # Some models take one prompt at a time only (ComfyUI 0.3.64's HunyuanVideo builds its text
             # attention mask for a batch of 1), and a batch may not fit in memory after all: such a batch
             # runs one prompt per forward, as do the later ones. A failure of a single prompt is the user's.
-            batches_run[0] = False
-            log.info(
-                "this model did not run %d prompts as one batch (%s): one prompt per forward",
-                n,
-                str(e).splitlines()[0][:120],
-            )
-            raise CannotBatch(str(e)) from e
+            batches_run[0] = False  # the extraction names this fallback in its report and log
+            raise CannotBatch(
+                f"this model did not run {n} prompts as one batch ({str(e).splitlines()[0][:120]})", failed=True
+            ) from e
 
     return forward_batch
 

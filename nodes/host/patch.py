@@ -10,9 +10,9 @@ import comfy.lora
 import torch
 from comfy.weight_adapter import LoRAAdapter
 
-from ...refusal_core.fit import check_edit_fits
-from ...refusal_core.lora import LORA_PREFIX, lora_state_dict
-from ...refusal_core.types import RefusalEdit, RefusalError
+from ...refusal_core.edit import RefusalEdit
+from ...refusal_core.lora import LORA_PREFIX
+from ...refusal_core.types import RefusalError
 from .models import PREFIX, diffusion_module, model_family
 
 
@@ -28,7 +28,7 @@ def weight_shapes(model: Any) -> dict[str, tuple[int, ...]]:
 
 def check_fits(model: Any, edit: RefusalEdit) -> None:
     """The edit was made for this model family and these layer widths, else a clear error."""
-    check_edit_fits(edit, model_family(model), weight_shapes(model))
+    edit.check_fits(model_family(model), weight_shapes(model))
 
 
 def is_gguf(weight: torch.Tensor) -> bool:
@@ -92,7 +92,7 @@ def refusal_lora(model: Any, edit: RefusalEdit, strength: float) -> dict[str, to
         weight = root.get_submodule(name).weight
         return torch.float32 if is_gguf(weight) else weight.dtype
 
-    return lora_state_dict(lambda name: effective_weight(model, key_patches, name), edit, strength, stored_dtype)
+    return edit.to_lora(lambda name: effective_weight(model, key_patches, name), strength, stored_dtype)
 
 
 def apply_refusal(model: Any, edit: RefusalEdit, strength: float) -> Any:

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ..types import RefusalEdit, RefusalStats
+from ..edit import RefusalEdit
+from ..types import RefusalStats
 
 PANEL_W, PANEL_H, MAX_PANELS = 320, 200, 12
 
@@ -18,21 +19,21 @@ def _symlog(w: np.ndarray) -> np.ndarray:
     return np.sign(w) * np.log10(1 + 1e3 * np.abs(w) / scale) / 3.0004
 
 
-def spectrum_image(rv: RefusalEdit) -> np.ndarray:
+def spectrum_image(edit: RefusalEdit) -> np.ndarray:
     """[H, W, 3] float32 in [0, 1]: one panel per layer, eigenvalues of C in order, k marked."""
     from PIL import Image, ImageDraw
 
-    layers = list(rv.layers)[:MAX_PANELS]
+    layers = list(edit.layers)[:MAX_PANELS]
     cols = min(3, max(1, len(layers)))
     rows = max(1, math.ceil(len(layers) / cols))
     img = Image.new("RGB", (cols * PANEL_W, rows * PANEL_H + 24), "white")
     draw = ImageDraw.Draw(img)
-    if rv.meta.get("method") == "closed_form":
-        title = f"singular values of the map Delta   preserve={rv.meta.get('preserve')} ridge={rv.meta.get('ridge')} rank={rv.meta.get('rank')}"
+    if edit.meta.get("method") == "closed_form":
+        title = f"singular values of the map Delta   preserve={edit.meta.get('preserve')} ridge={edit.meta.get('ridge')} rank={edit.meta.get('rank')}"
     else:
-        title = f"spectrum of C = C_r - alpha C_e   method={rv.meta.get('method')} k={rv.meta.get('k')} alpha={rv.meta.get('alpha')}"
-    if len(rv.layers) > MAX_PANELS:
-        title += f"   (first {MAX_PANELS} of {len(rv.layers)} layers)"
+        title = f"spectrum of C = C_r - alpha C_e   method={edit.meta.get('method')} k={edit.meta.get('k')} alpha={edit.meta.get('alpha')}"
+    if len(edit.layers) > MAX_PANELS:
+        title += f"   (first {MAX_PANELS} of {len(edit.layers)} layers)"
     draw.text((6, 6), title, fill="black")
     for i, layer in enumerate(layers):
         x0, y0 = (i % cols) * PANEL_W, 24 + (i // cols) * PANEL_H
@@ -65,17 +66,17 @@ def spectrum_image(rv: RefusalEdit) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def layer_scores_image(rv: RefusalStats, width: int = 640, height: int = 240) -> np.ndarray:
+def layer_scores_image(made: RefusalStats | RefusalEdit, width: int = 640, height: int = 240) -> np.ndarray:
     """[H, W, 3] float32 in [0, 1]: a bar per candidate block (separation d'), kept blocks in red."""
     from PIL import Image, ImageDraw
 
-    scores = json.loads(rv.meta.get("layer_scores", "{}"))
-    kept = {layer.point for layer in rv.layers}
+    scores = json.loads(made.meta.get("layer_scores", "{}"))
+    kept = {layer.point for layer in made.layers}
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     draw.text(
         (6, 6),
-        f"separation d' per block, site {rv.meta.get('site')} ({rv.meta.get('layer_choice')}): kept in red",
+        f"separation d' per block, site {made.meta.get('site')} ({made.meta.get('layer_choice')}): kept in red",
         fill="black",
     )
     if not scores:

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from refusal_core.closed_form import closed_form, svd_factors
-from refusal_core.combine import combine
-from refusal_core.edit import edited_state_dict
+from refusal_core.edit import RefusalEdit, load_refusal_file
 from refusal_core.extract import ExtractSettings, extract_refusal_stats
+from refusal_core.factorize import closed_form
 from refusal_core.families import FAMILIES
-from refusal_core.io import load_refusal_file, save_refusal_edit
+from refusal_core.file_format import save_refusal_edit
 from refusal_core.lora import lora_state_dict
-from refusal_core.types import LayerEdit, LayerStats, RefusalEdit, RefusalError, RefusalStats
+from refusal_core.solvers.linalg import svd_factors
+from refusal_core.types import LayerEdit, LayerStats, RefusalError, RefusalStats
+from refusal_core.weights import edited_state_dict
 from tests.core.toy_wan import NEUTRAL, PAIRS, Counter, prompts, random_wan
 
 WAN = FAMILIES["wan"].sites
@@ -106,9 +107,9 @@ def test_combining_a_map_with_a_projection_composes_them_in_order():
         (a, b, (I - as_matrix(a, layer.point)) @ (I - 0.5 * torch.outer(d, d).double())),
         (b, a, (I - 0.5 * torch.outer(d, d).double()) @ (I - as_matrix(a, layer.point))),
     ):
-        both = combine([(first, 1.0 if first is a else 0.5), (second, 1.0 if second is a else 0.5)])
+        both = RefusalEdit.combine([(first, 1.0 if first is a else 0.5), (second, 1.0 if second is a else 0.5)])
         assert torch.allclose(I - as_matrix(both, layer.point), want, atol=1e-5)
-    assert combine([(a, 0.0), (b, 0.0)]).layers[0].strengths == (0.0,)
+    assert RefusalEdit.combine([(a, 0.0), (b, 0.0)]).layers[0].strengths == (0.0,)
 
 
 def test_extraction_keeps_the_aligned_token_rows_at_text_sites_only(tmp_path):

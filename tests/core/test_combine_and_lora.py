@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
-from refusal_core.combine import combine
-from refusal_core.edit import edited_weight
+from refusal_core.compatibility import check_edit_fits
+from refusal_core.edit import RefusalEdit, load_refusal_edit
 from refusal_core.families import detect_family
-from refusal_core.fit import check_edit_fits
-from refusal_core.io import load_refusal_edit, save_refusal_edit
+from refusal_core.file_format import save_refusal_edit
 from refusal_core.lora import lora_metadata, lora_state_dict
-from refusal_core.types import LayerEdit, RefusalEdit, RefusalError
+from refusal_core.types import LayerEdit, RefusalError
+from refusal_core.weights import edited_weight
 
 
 def unit(n, seed):
@@ -31,17 +31,17 @@ def test_a_concept_at_strength_zero_is_as_if_absent():
     for zero in (0, 1):
         strengths = [1.0, 1.0]
         strengths[zero] = 0.0
-        both = combine([(a, strengths[0]), (b, strengths[1])])
+        both = RefusalEdit.combine([(a, strengths[0]), (b, strengths[1])])
         alone = (a, b)[1 - zero].layers[0].basis
         Q, s = both.bases()["blocks.0.cross_attn.k"]
         assert Q.shape == (1, 12) and torch.allclose(edited_weight(W, Q, s), edited_weight(W, alone), atol=1e-6)
-    Q, s = combine([(a, 0.0), (b, 0.0)]).bases()["blocks.0.cross_attn.k"]
+    Q, s = RefusalEdit.combine([(a, 0.0), (b, 0.0)]).bases()["blocks.0.cross_attn.k"]
     assert torch.equal(edited_weight(W, Q, s), W)
 
 
 def test_combined_edits_stack_per_layer_and_round_trip(tmp_path):
     a, b = edit(16, 0, "nudity"), edit(16, 1, "gore")
-    both = combine([(a, 1.0), (b, 0.5)])
+    both = RefusalEdit.combine([(a, 1.0), (b, 0.5)])
     Q, s = both.bases()["blocks.0.cross_attn.v"]
     assert Q.shape == (2, 16) and s.tolist() == [1.0, 0.5]
     assert torch.allclose(Q @ Q.T, torch.eye(2), atol=1e-6) and torch.allclose(Q[0], a.layers[0].basis[0])
@@ -49,13 +49,13 @@ def test_combined_edits_stack_per_layer_and_round_trip(tmp_path):
     back = load_refusal_edit(save_refusal_edit(both, tmp_path / "both.safetensors"))
     assert torch.equal(back.bases()["blocks.0.cross_attn.k"][0], Q) and back.layers[0].strengths == (1.0, 0.5)
     with pytest.raises(RefusalError, match="different model families"):
-        combine([(a, 1.0), (edit(16, 2, "x", family="ltxv"), 1.0)])
+        RefusalEdit.combine([(a, 1.0), (edit(16, 2, "x", family="ltxv"), 1.0)])
     with pytest.raises(RefusalError, match="disagree"):
-        combine([(a, 1.0), (edit(24, 3, "x"), 1.0)])
+        RefusalEdit.combine([(a, 1.0), (edit(24, 3, "x"), 1.0)])
 
 
 def test_lora_state_dict_reproduces_the_edit():
-    both = combine([(edit(16, 0, "nudity"), 1.0), (edit(16, 1, "gore"), 1.0)])
+    both = RefusalEdit.combine([(edit(16, 0, "nudity"), 1.0), (edit(16, 1, "gore"), 1.0)])
     weights = {k: torch.randn(24, 16, generator=torch.Generator().manual_seed(i)) for i, k in enumerate(both.bases())}
     sd = lora_state_dict(weights.__getitem__, both, 1.0)
     for name, W in weights.items():

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
 from refusal_core.types import RefusalStats
-from tests.core.toy_wan import Counter, linear_text_wan, prompts, random_wan, same_up_to_sign
+from tests.core.toy_wan import Counter, every_row, linear_text_wan, prompts, random_wan, same_up_to_sign
 
 WAN = FAMILIES["wan"].sites
 METHODS = (("cpca", 0.5), ("cpca", 2.0), ("pca", 0.0), ("mean_diff", 0.0))
@@ -48,13 +49,9 @@ def video_site(max_rows: int | None) -> RefusalStats:
     max_rows 24 the rows fit the span solver; with every row (96 of width 64) the dense one solves."""
     model = random_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    return extract_refusal_stats(
-        model,
-        Counter(model),
-        prompts(),
-        latent,
-        ExtractSettings(WAN["cross_out"], [0, 2], [0.9, 0.3], "wan", max_rows=max_rows, keep_rows=max_rows is None),
-    )
+    settings = ExtractSettings(WAN["cross_out"], [0, 2], [0.9, 0.3], "wan", max_rows=max_rows)
+    with every_row() if max_rows is None else nullcontext():
+        return extract_refusal_stats(model, Counter(model), prompts(), latent, settings)
 
 
 PROBLEMS = {"planted": planted, "video_span": lambda: video_site(24), "video_dense": lambda: video_site(None)}

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from refusal_core.edit import edit_factors, edited_state_dict, edited_weight, orthonormal_rows, residual
-from refusal_core.types import LayerEdit, RefusalEdit, RefusalError
+from refusal_core.edit import RefusalEdit
+from refusal_core.types import LayerEdit, RefusalError
+from refusal_core.weights import edit_factors, edited_state_dict, edited_weight, orthonormal_rows, residual
 
 
 def unit(n, seed=0):

@@ -3,8 +3,33 @@ import math
 import pytest
 import torch
 
-from refusal_core.factorize import factorize_layer, span_eigh
+from refusal_core.solvers import rank_one, span
+from refusal_core.solvers.linalg import ROUND_OFF, eigh_desc
+from refusal_core.solvers.rank_one import factorize_layer
 from refusal_core.types import RefusalError
+
+
+def span_eigh(
+    D: torch.Tensor,
+    E: torch.Tensor | None,
+    r: torch.Tensor,
+    alpha: float,
+    select=None,
+    center: bool = False,
+    basis: span.SpanBasis | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of C = D^T D / n - alpha E^T E / m restricted to span(D, E, r).
+
+    D: [n, d] (center: D - mean(D) is used), E: [m, d] or None, r: [d]; basis: span.span_basis(D, r, E) when
+    the caller solves several times; select(eigenvalues) -> how many eigenvectors to return (default all).
+    Returns (eigenvalues [q] descending, eigenvectors [d, select(w)]) in float64. Everything but the basis
+    runs on q x q matrices, and only the returned eigenvectors are mapped back to R^d.
+    """
+    use_e = E is not None and alpha != 0 and E.shape[0] > 0
+    basis = basis if basis is not None else span.span_basis(D, r, E if use_e else None)
+    w, V = eigh_desc(span.span_matrix(basis, alpha if use_e else 0.0, center))
+    n_vec = V.shape[1] if select is None else min(select(w), V.shape[1])
+    return w, basis.to_rd(V[:, :n_vec])
 
 
 def problem(n, m, d, seed, offset=2.0, scale=1.0):
@@ -122,13 +147,11 @@ CASES = [
 def test_the_cholesky_basis_gives_the_eigendecomposition_basis_result(name, make, moment, monkeypatch):
     """The fast basis (Cholesky, certified well conditioned) and G's eigendecomposition span the same space:
     the same direction, k and retained share, whichever is taken."""
-    from refusal_core import factorize as F
-
     for seed, offset in [(1, 0.0), (2, 0.5), (3, 2.0), (4, 8.0)]:
         D, E, r = make(seed, offset)
         fast = factorize_layer(D, E, r, "cpca", 10, 0.5, moment)
         with monkeypatch.context() as m:
-            m.setattr(F, "_cholesky_basis", lambda G, cut: None)
+            m.setattr(span, "_cholesky_basis", lambda G, cut: None)
             slow = factorize_layer(D, E, r, "cpca", 10, 0.5, moment)
         assert (fast.k_used, fast.moment) == (slow.k_used, slow.moment)
         assert abs(fast.retained - slow.retained) < 1e-9
@@ -136,27 +159,23 @@ def test_the_cholesky_basis_gives_the_eigendecomposition_basis_result(name, make
 
 
 def test_the_cholesky_basis_is_taken_where_it_is_certain():
-    from refusal_core import factorize as F
-
     D, E, r = problem(30, 20, 96, seed=7)
     rows = torch.cat([D.double(), E.double(), r.double()[None]])
     A = rows / rows.norm(dim=1, keepdim=True)
-    _, B = F._cholesky_basis(A @ A.T, F.ROUND_OFF**2)
+    _, B = span._cholesky_basis(A @ A.T, ROUND_OFF**2)
     assert B.shape == (51, 50)  # r = mean(D) adds no direction
     Q = A.T @ B
     assert torch.allclose(Q.T @ Q, torch.eye(50, dtype=Q.dtype), atol=1e-10)
     planted = torch.randn(96, dtype=torch.float64).repeat(5, 1) * (1 + 1e-7 * torch.randn(5, 1, dtype=torch.float64))
-    assert F._cholesky_basis(planted @ planted.T / planted.norm(dim=1).square().max(), F.ROUND_OFF**2) is None
+    assert span._cholesky_basis(planted @ planted.T / planted.norm(dim=1).square().max(), ROUND_OFF**2) is None
 
 
 def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_removes_r(monkeypatch):
     """The eigenvalue bound that lets auto go straight to the uncentered solve never fires where centering
     keeps half of |r|: on problems from 'r is all offset' to 'r is all spread' it agrees with the full solve."""
-    from refusal_core import factorize as F
-
     verdicts = []
-    bound = F._cannot_keep
-    monkeypatch.setattr(F, "_cannot_keep", lambda *a: verdicts.append(bound(*a)) or verdicts[-1])
+    bound = rank_one.cannot_keep
+    monkeypatch.setattr(rank_one, "cannot_keep", lambda *a: verdicts.append(bound(*a)) or verdicts[-1])
     fired = 0
     for seed in range(40):
         offset = [0.0, 0.3, 0.6, 1.0, 1.5, 3.0][seed % 6]
@@ -166,7 +185,7 @@ def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_rem
         assert len(verdicts) == 1
         if verdicts[0]:
             fired += 1
-            assert factorize_layer(D, E, r, "cpca", 8, 0.5, moment="centered").retained < F.RETAIN_THRESHOLD
+            assert factorize_layer(D, E, r, "cpca", 8, 0.5, moment="centered").retained < rank_one.RETAIN_THRESHOLD
             assert auto.moment == "uncentered"
     assert fired >= 5  # the shortcut is exercised, not only never wrong
 
@@ -174,7 +193,8 @@ def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_rem
 def test_the_report_names_the_edit_its_rank_and_its_residual_on_the_pairs():
     """The residual is the share of the pairs' differences the edited layer still reads: 0 when they all lie
     along d, the same from rows as from their moments, and in the node's report and the file's metadata."""
-    from refusal_core.factorize import factorize, pair_residual
+    from refusal_core.factorize import factorize
+    from refusal_core.solvers.rank_one import pair_residual
     from refusal_core.stats import Moments
     from refusal_core.types import LayerStats, RefusalStats
 

@@ -7,8 +7,8 @@ import pytest
 
 from refusal_core.report import grid as G
 from refusal_core.report import nudity
-from refusal_core.report.outdir import write_out_dir
 from refusal_core.types import RefusalError
+from scripts.outdir import OutputFolderError, write_out_dir
 
 
 def frames(n=6, h=10, w=14, seed=0):
@@ -76,9 +76,9 @@ def test_out_dir_is_written_whole_or_not_at_all(tmp_path):
     out = tmp_path / "eval"
     write_out_dir(out, {"a.txt": b"1", "b.txt": b"2"})
     assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
-    with pytest.raises(RefusalError, match="not empty"):
+    with pytest.raises(OutputFolderError, match="not empty"):
         write_out_dir(out, {"c.txt": b"3"})
-    with pytest.raises(RefusalError, match="plain file name"):
+    with pytest.raises(OutputFolderError, match="plain file name"):
         write_out_dir(out, {"../c.txt": b"3"}, force=True)
     write_out_dir(out, {"c.txt": b"3"}, force=True)
     assert [p.name for p in out.iterdir()] == ["c.txt"]

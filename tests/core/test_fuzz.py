@@ -11,8 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from refusal_core.edit import load_refusal_file
 from refusal_core.factorize import factorize
-from refusal_core.io import FORMAT, LEGACY_FORMAT, load_refusal_file, save_refusal_edit
+from refusal_core.file_format import FORMAT, LEGACY_FORMAT, save_refusal_edit
 from refusal_core.prompts import parse_pair_lines, parse_pairs_text, read_pairs_file, validate_pairs
 from refusal_core.types import LayerStats, PromptPair, RefusalError, RefusalStats
 

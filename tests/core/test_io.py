@@ -2,8 +2,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from refusal_core.edit import load_refusal_edit, load_refusal_file
 from refusal_core.factorize import factorize
-from refusal_core.io import load_refusal_edit, load_refusal_file, save_refusal_edit
+from refusal_core.file_format import save_refusal_edit
 from refusal_core.lora import lora_state_dict
 from refusal_core.types import LayerStats, RefusalError, RefusalStats
 from tests.core.toy_wan import DATA
@@ -112,7 +113,8 @@ def test_a_first_release_unfactorized_file_has_statistics_only():
 def test_an_edit_at_wan_1_3b_dims_saves_under_5_mb(tmp_path):
     """30 blocks x 1536 wide, one direction per block (every Wan site), with the spectrum of a 1025-row span per layer: the
     largest a template run saves (a video site filling its row budget)."""
-    from refusal_core.types import LayerEdit, RefusalEdit
+    from refusal_core.edit import RefusalEdit
+    from refusal_core.types import LayerEdit
 
     layers = tuple(
         LayerEdit(

@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from refusal_core.combine import combine
-from refusal_core.edit import edited_state_dict
+from refusal_core.edit import RefusalEdit, load_refusal_file
 from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
-from refusal_core.io import load_refusal_file, save_refusal_edit
-from refusal_core.keep import keep_basis
+from refusal_core.file_format import save_refusal_edit
 from refusal_core.prompts import validate_pairs
+from refusal_core.solvers.keep import keep_basis
 from refusal_core.stats import Moments
 from refusal_core.types import LayerStats, PromptPair, PromptPairs, RefusalError, RefusalStats
+from refusal_core.weights import edited_state_dict
 from tests.core.toy_wan import NEUTRAL, PAIRS, Counter, encode, random_wan
 
 WAN = FAMILIES["wan"].sites
@@ -62,7 +62,7 @@ def test_concepts_combined_leave_the_keep_rows_alone_as_each_does():
     other = [("a nude dog runs", "a dog runs"), ("nude birds fly", "birds fly")]
     edits = [factorize(extract(model, KEEP)), factorize(extract(model, KEEP, pairs=other))]
     keep_rows = extract(model, KEEP).layers[0].keep.double()
-    joined = combine([(e, 1.0) for e in edits])
+    joined = RefusalEdit.combine([(e, 1.0) for e in edits])
     Q = joined.layers[0].basis.double()
     assert Q.shape[0] == 2 and float((keep_rows @ Q.T).abs().max()) < 1e-5 * float(keep_rows.abs().max())
 

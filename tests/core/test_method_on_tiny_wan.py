@@ -5,11 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from refusal_core.edit import edited_state_dict
+from refusal_core.edit import RefusalEdit
 from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
-from refusal_core.types import EncodedPrompt, RefusalEdit, RefusalError
+from refusal_core.types import EncodedPrompt, RefusalError
+from refusal_core.weights import edited_state_dict
 from testbed.tiny_wan import TinyWan
 from tests.core.toy_wan import NEUTRAL, PAIRS, SHAPE, Counter, encode, linear_text_wan, prompts, random_wan
 
@@ -101,7 +102,7 @@ def test_identical_sides_and_non_finite_activations_are_refused(model):
 def test_auto_layers_keep_the_best_separated_blocks(model):
     import json
 
-    from refusal_core.extract import separation
+    from refusal_core.layer_choice import separation
 
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     full = extract_refusal_stats(
@@ -132,7 +133,7 @@ def test_auto_layers_keep_the_best_separated_blocks(model):
 
 
 def test_separation_prefers_a_direction_neutral_prompts_do_not_use():
-    from refusal_core.extract import separation
+    from refusal_core.layer_choice import separation
 
     g = torch.Generator().manual_seed(0)
     E = torch.randn(50, 8, generator=g) * torch.tensor([10.0, 1, 1, 1, 1, 1, 1, 1])  # neutral prompts vary along axis 0
@@ -144,7 +145,7 @@ def test_separation_prefers_a_direction_neutral_prompts_do_not_use():
 
 
 def test_joint_sequences_split_video_and_text_rows():
-    from refusal_core.extract import pair_rows, prompt_rows
+    from refusal_core.align import pair_rows, prompt_rows
     from refusal_core.families import FAMILIES
 
     site = FAMILIES["hunyuan_video"].sites["joint_in"]

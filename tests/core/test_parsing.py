@@ -6,7 +6,7 @@ import torch
 from refusal_core.align import aligned_text_diffs, token_pairs
 from refusal_core.families import get_site
 from refusal_core.presets import default_texts
-from refusal_core.prompts import parse_neutral, parse_pair_lines, read_pairs_file, validate_pairs
+from refusal_core.prompts import parse_pair_lines, parse_prompt_lines, read_pairs_file, validate_pairs
 from refusal_core.sites import check_layer_spec, parse_auto, parse_layers
 from refusal_core.types import RefusalError
 
@@ -15,7 +15,7 @@ def test_default_pairs_parse_and_validate():
     pairs_text, neutral_text = default_texts()
     pairs = parse_pair_lines(pairs_text)
     assert len(pairs) == 5 and all(p.unsafe != p.safe for p in pairs)
-    validate_pairs(pairs, parse_neutral(neutral_text))
+    validate_pairs(pairs, parse_prompt_lines(neutral_text))
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from safetensors.torch import load_file, save_file
 from refusal_core.extract import ExtractSettings, extract_refusal_stats
 from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
-from refusal_core.io import save_refusal_edit
+from refusal_core.file_format import save_refusal_edit
 from refusal_core.presets import default_texts, held_out, load_preset, pairs_text, preset_keep, preset_names
-from refusal_core.prompts import parse_neutral, parse_pair_lines, validate_pairs
+from refusal_core.prompts import parse_pair_lines, parse_prompt_lines, validate_pairs
 from refusal_core.types import EncodedPrompt, PromptPairs, RefusalError
 from testbed.tiny_wan import TinyWan, init_random
 
@@ -29,7 +29,9 @@ def test_every_preset_is_five_valid_pairs():
     assert {name for name in preset_names() if preset_keep(name)} == {"copyrighted_character"}
     assert all("Zorblax" in p.unsafe and "Zorblax" not in p.safe for p in load_preset("trademark", "Zorblax")[0])
     pairs, neutral = default_texts()
-    assert load_preset("nudity")[0] == parse_pair_lines(pairs) and load_preset("nudity")[1] == parse_neutral(neutral)
+    assert load_preset("nudity")[0] == parse_pair_lines(pairs) and load_preset("nudity")[1] == parse_prompt_lines(
+        neutral
+    )
     held_pairs, held_neutral = held_out("nudity")
     validate_pairs(held_pairs, held_neutral)
     assert not set(held_pairs) & set(load_preset("nudity")[0])  # held out: none of the extraction pairs

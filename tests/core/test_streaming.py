@@ -2,20 +2,22 @@
 same refusal vector as keeping every row and running one prompt per forward."""
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
-from refusal_core.combine import combine
-from refusal_core.extract import CannotBatch, ExtractSettings, extract_refusal_stats, separation, stack_forward
-from refusal_core.factorize import factorize, factorize_layer
+from refusal_core.edit import RefusalEdit, load_refusal_file
+from refusal_core.extract import ExtractSettings, extract_refusal_stats
+from refusal_core.factorize import factorize
 from refusal_core.families import FAMILIES
-from refusal_core.io import load_refusal_file, save_refusal_edit
+from refusal_core.file_format import save_refusal_edit
+from refusal_core.forwards import CannotBatch, stack_forward
+from refusal_core.layer_choice import separation
+from refusal_core.solvers.rank_one import factorize_layer
 from refusal_core.stats import Moments, RowAccumulator
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
 from tests.core import toy_wan
-from tests.core.toy_wan import PAIRS, Counter, encode, same_up_to_sign
+from tests.core.toy_wan import PAIRS, Counter, encode, every_row, same_up_to_sign
 
 WAN = FAMILIES["wan"].sites
 NEUTRAL = ["a red fox", "a blue lake", "green trees sway", "an old train", "snow falls softly"]
@@ -76,10 +78,16 @@ def test_row_accumulator_keeps_rows_up_to_the_width_then_exact_moments():
     ref = Moments.of(torch.cat(chunks))
     assert isinstance(out, Moments) and out.count == ref.count == 29 and out.shape == (29, 16)
     assert torch.allclose(out.total, ref.total, atol=1e-10) and torch.allclose(out.gram, ref.gram, atol=1e-9)
-    keep = RowAccumulator(keep_rows=True)
+    keep = RowAccumulator(limit=1 << 62)
     for c in chunks:
         keep.add(c)
     assert torch.equal(keep.result(), torch.cat(chunks))
+
+
+@pytest.fixture
+def all_rows():
+    with every_row():
+        yield
 
 
 @pytest.mark.parametrize("max_rows", [4096, None])
@@ -88,7 +96,8 @@ def test_streamed_extraction_gives_the_directions_of_all_rows(model, max_rows):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     settings = ExtractSettings(WAN["ffn_in"], [0, 1, 2], [0.6, 0.3], "wan", max_rows=max_rows)
     streamed = extract_refusal_stats(model, Counter(model), prompts(), latent, settings)
-    rows = extract_refusal_stats(model, Counter(model), prompts(), latent, replace(settings, keep_rows=True))
+    with every_row():
+        rows = extract_refusal_stats(model, Counter(model), prompts(), latent, settings)
     for a, b in zip(streamed.layers, rows.layers):
         assert isinstance(a.diffs, Moments) and isinstance(a.neutral, Moments) and isinstance(b.diffs, torch.Tensor)
         assert a.diffs.shape == b.diffs.shape and a.neutral.shape == b.neutral.shape
@@ -109,15 +118,13 @@ def test_streamed_extraction_gives_the_directions_of_all_rows(model, max_rows):
     "site,sigmas,batch",
     [("text_kv", [0.6], 4), ("text_kv", [0.6], 16), ("ffn_in", [0.6, 0.3], 2), ("ffn_in", [0.6, 0.3], 5)],
 )
-def test_batched_extraction_equals_unbatched(model, site, sigmas, batch):
+def test_batched_extraction_equals_unbatched(model, site, sigmas, batch, all_rows):
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     pp = prompts(pad_to=8)  # one conditioning shape, as ComfyUI's Wan text (padded to 512)
     one, many = Counter(model), Counter(model)
-    ref = extract_refusal_stats(
-        model, one, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True)
-    )
+    ref = extract_refusal_stats(model, one, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan"))
     out = extract_refusal_stats(
-        model, many, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=batch)
+        model, many, pp, latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", batch_size=batch)
     )
     assert many.calls < one.calls
     for a, b in zip(out.layers, ref.layers):
@@ -145,7 +152,7 @@ def test_prompts_of_other_shapes_are_not_batched_together(model):
     assert torch.allclose(out.layers[0].neutral, ref.layers[0].neutral, atol=1e-5)
 
 
-def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(model):
+def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(model, all_rows):
     """Host conditionings (ComfyUI's [[cond, options]]) are batched by the host's forward_batch, which raises
     CannotBatch for conditionings of other shapes (as the ComfyUI bridge does): those prompts run one per
     forward, the others as batches, and the vector equals the unbatched one."""
@@ -171,14 +178,14 @@ def test_a_batch_the_forward_cannot_run_falls_back_to_one_prompt_per_forward(mod
 
     for site, sigmas in (("text_kv", [0.6]), ("ffn_in", [0.6, 0.3])):
         ref = extract_refusal_stats(
-            model, counter, prompts(), latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True)
+            model, counter, prompts(), latent, ExtractSettings(WAN[site], [0, 2], sigmas, "wan")
         )
         out = extract_refusal_stats(
             model,
             forward,
             host,
             latent,
-            ExtractSettings(WAN[site], [0, 2], sigmas, "wan", keep_rows=True, batch_size=4),
+            ExtractSettings(WAN[site], [0, 2], sigmas, "wan", batch_size=4),
             forward_batch=forward_batch,
         )
         for a, b in zip(out.layers, ref.layers):
@@ -207,5 +214,5 @@ def test_moments_survive_save_load_and_the_loaded_edit_combines(tmp_path, model)
             model, Counter(model), prompts(), latent, ExtractSettings(WAN["ffn_in"], [0, 1], [0.9], "wan")
         )
     )
-    both = combine([(back_edit, 1.0), (other, 0.5)])
+    both = RefusalEdit.combine([(back_edit, 1.0), (other, 0.5)])
     assert both.layers[0].basis.shape == (2, 64) and both.layers[0].strengths == (1.0, 0.5)

@@ -6,10 +6,16 @@ pair's two sides line up token by token and the concept is one known direction o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import torch
 
+from refusal_core import reduce
+from refusal_core.stats import RowAccumulator
 from refusal_core.types import EncodedPrompt, PromptPair, PromptPairs
 from testbed.tiny_wan import TinyWan, init_random
 
@@ -68,3 +74,11 @@ class Counter:
 def same_up_to_sign(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| or max |a + b|, whichever is smaller."""
     return min(float((a - b).abs().max()), float((a + b).abs().max()))
+
+
+@contextmanager
+def every_row() -> Iterator[None]:
+    """Extraction inside keeps every row of D and E, however many (the pack switches to moments beyond the
+    layer's width): the reference the streamed statistics are checked against."""
+    with mock.patch.object(reduce, "RowAccumulator", partial(RowAccumulator, limit=1 << 62)):
+        yield

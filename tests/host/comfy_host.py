@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-PACK = "refusal_pack"  # import name of this repository as a ComfyUI custom node package
+from scripts import pack
+
+REPO, PACK = pack.REPO, pack.PACK
 # Every node the pack registers (in process and over the server's /object_info)
 NODE_IDS = (
     "PromptPairLoader",
@@ -44,22 +45,8 @@ def missing_reason() -> str | None:
 
 def import_host():
     """Put the checkout on sys.path in CPU mode, import the pack as ComfyUI would, return the pack."""
-    path = str(comfy_path())
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    import comfy.model_management  # noqa: F401  (after args.cpu)
-
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
+    pack.import_host(comfy_path(), cpu=True)
+    return pack.import_pack()
 
 
 def pack_module(name: str):

@@ -84,10 +84,12 @@ def test_batched_extraction_equals_one_prompt_per_forward(nodes, host, models, m
     one, calls_one = extract(nodes, host, monkeypatch, model, pairs, site, length, 1)
     four, calls_four = extract(nodes, host, monkeypatch, model, pairs, site, length, 4)
     assert set(calls_one) == {1}
-    if text == "pad_mask":  # one failed batch of a pair, then one prompt per forward
+    if text == "pad_mask":  # one failed batch of a pair, then one prompt per forward: the user is told
         assert calls_four[0] == 2 and calls_four[1:] == calls_one
+        assert "this model did not run 2 prompts as one batch" in four.meta["fallbacks"]
     else:
         assert sum(calls_four) == sum(calls_one)
+        assert "one batch" not in four.meta.get("fallbacks", "")
     if (
         text == "pad"
     ):  # one shape: prompts really ran together (a batch holds prompts at one sigma: pairs give 2 per sigma)

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from scripts import pack
 from tests.host import comfy_host, tiny_models
 
 pytestmark = pytest.mark.host
@@ -27,15 +28,15 @@ PROBE = dict(noise_levels="0.9,0.5", width=64, height=64, length=1, seed=3)
 @pytest.fixture(scope="module")
 def files(nodes, tmp_path_factory):
     """Model and text encoder files, and a vector extracted, factorized and saved by the pack from them."""
-    from refusal_pack.refusal_core.io import save_refusal_edit
+    from refusal_pack.refusal_core.file_format import save_refusal_edit
 
     d = tmp_path_factory.mktemp("evaluate")
     unet = tiny_models.hunyuan_video(d / "tiny_hunyuan_video.safetensors")
     clip_file = tiny_models.clip_l(d / "clip_l_random.safetensors", dtype=torch.float32)
-    host = comfy_host.host()
+    comfy_host.host()
     model, clip = (
-        host.models.load_diffusion_model_file(unet),
-        host.models.load_text_encoder_files([clip_file], "stable_diffusion"),
+        pack.load_diffusion_model_file(unet),
+        pack.load_text_encoder_files([clip_file], "stable_diffusion"),
     )
     pp = nodes["PromptPairLoader"].execute(clip, "\n".join(PAIRS), "\n".join(NEUTRAL)).result[0]
     rv = nodes["ExtractRefusalVector"].execute(model, pp, "text_ffn_in", "all", "0.9", 64, 64, 1, 0).result[0]
@@ -82,7 +83,7 @@ def evaluate(files, out, *extra):
 
 def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     from refusal_pack.nodes.probe import run_probe
-    from refusal_pack.refusal_core.io import load_refusal_edit
+    from refusal_pack.refusal_core.edit import load_refusal_edit
     from refusal_pack.refusal_core.prompts import parse_pair_lines
 
     run = evaluate(files, tmp_path / "eval", "--strength", "1.0")

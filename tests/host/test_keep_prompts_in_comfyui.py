@@ -18,8 +18,8 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
 
     from refusal_core import defaults
     from refusal_core.factorize import factorize
-    from refusal_core.keep import keep_basis
     from refusal_core.presets import load_preset, preset_keep
+    from refusal_core.solvers.keep import keep_basis
     from testbed import characters, evaluate, train
     from testbed.worlds import HARD
     from tests.host.minilm_clip import MiniLMClip

@@ -21,6 +21,7 @@ def _register_by_location(name: str) -> None:
 
 _register_by_location("tests")
 _register_by_location("testbed")
+_register_by_location("scripts")
 from tests.host.minilm_clip import MiniLMClip  # noqa: E402
 
 

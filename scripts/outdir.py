@@ -11,15 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..types import RefusalError
+
+class OutputFolderError(ValueError):
+    """A --out the command cannot write to: the message says what to change."""
 
 
 def check_out_dir(out: Path, force: bool = False) -> None:
     """Refuse early (before any work) a file, or a non-empty folder without force."""
     if out.exists() and not out.is_dir():
-        raise RefusalError(f"--out '{out}' is a file: give a folder (it is created)")
+        raise OutputFolderError(f"--out '{out}' is a file: give a folder (it is created)")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise RefusalError(f"--out '{out}' is not empty: choose another folder or pass --force to replace its contents")
+        raise OutputFolderError(
+            f"--out '{out}' is not empty: choose another folder or pass --force to replace its contents"
+        )
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -37,7 +41,7 @@ def write_out_dir(out: Path, files: dict[str, bytes], force: bool = False) -> li
     check_out_dir(out, force)
     for name in files:
         if Path(name).name != name or name.startswith("."):
-            raise RefusalError(f"output file name '{name}' must be a plain file name")
+            raise OutputFolderError(f"output file name '{name}' must be a plain file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old: Path | None = None

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from .stats import Moments, Rows, n_rows
+from ..stats import Moments, Rows, n_rows
+from .linalg import select_k
 
 
 def keep_basis(rows: Rows, rank: int) -> torch.Tensor:
     """U [d, m], m <= rank orthonormal columns: the leading right singular vectors of the keep rows
     [n, d] (rows or Moments). Directions at the rows' round-off are never taken and a direction tied
-    with the rank-th is taken with it (factorize.select_k), so no BLAS decides what is kept."""
-    from .factorize import select_k  # factorize imports this module
-
+    with the rank-th is taken with it (linalg.select_k), so no BLAS decides what is kept."""
     d = int(rows.shape[1])
     if rank < 1 or n_rows(rows) == 0:
         return torch.zeros(d, 0, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""SaveRefusalAsLoRA and CombineRefusalVectors: share an erasure as a standard LoRA, erase several concepts."""
+"""SaveRefusalAsLoRA: share an erasure as a standard LoRA file that the stock loader applies exactly."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from pathlib import Path
 
 from comfy_api.latest import io, ui
 
-from ..refusal_core import defaults
-from ..refusal_core.combine import combine
-from ..refusal_core.edit import check_strength
-from ..refusal_core.io import save_atomic
-from ..refusal_core.lora import lora_metadata
+from ..refusal_core import save_atomic
+from ..refusal_core.weights import check_strength
 from . import widgets
 from .host import patch, paths
 from .sockets import CATEGORY, RefusalVectorSocket, need_edit
@@ -64,63 +61,8 @@ class SaveRefusalAsLoRA(io.ComfyNode):
         edit = need_edit(refusal_vector)
         check_strength(strength)
         tensors = patch.refusal_lora(model, edit, strength)
-        path = save_atomic(tensors, paths.new_lora_path(filename_prefix), lora_metadata(edit, strength, concept))
+        path = save_atomic(tensors, paths.new_lora_path(filename_prefix), edit.lora_metadata(strength, concept))
         rank = max(int(t.shape[0]) for k, t in tensors.items() if k.endswith("lora_down.weight"))
         log.info("refusal LoRA: %s, %d layers, rank %d", path.name, len(edit.bases()), rank)
         shown = (Path(filename_prefix).parent / path.name).as_posix()
         return io.NodeOutput(ui=ui.PreviewText(f"saved loras/{shown} ({len(edit.bases())} layers, rank {rank})"))
-
-
-class CombineRefusalVectors(io.ComfyNode):
-    """Erases several concepts at once: stacks the refusal directions of each layer and removes the whole subspace,
-    W (I - Q diag(s) Q^T), each concept with its own strength (0 leaves it out entirely)."""
-
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        def pair(tag: str, optional: bool) -> list:
-            return [
-                RefusalVectorSocket.Input(
-                    f"refusal_vector_{tag}",
-                    optional=optional,
-                    tooltip=f"Concept {tag.upper()}: a factorized refusal vector.",
-                ),
-                widgets.strength(
-                    f"strength_{tag}",
-                    f"Strength of concept {tag.upper()} (1 removes it exactly, 0 leaves it out).",
-                    optional,
-                ),
-            ]
-
-        return io.Schema(
-            node_id="CombineRefusalVectors",
-            display_name="Combine Refusal Vectors",
-            category=CATEGORY,
-            description=cls.__doc__,
-            inputs=pair("a", False) + pair("b", False) + pair("c", True) + pair("d", True),
-            outputs=[
-                RefusalVectorSocket.Output(
-                    display_name="refusal_vector", tooltip="All concepts; apply or export it like one vector."
-                )
-            ],
-        )
-
-    @classmethod
-    def execute(
-        cls,
-        refusal_vector_a,
-        strength_a: float,
-        refusal_vector_b,
-        strength_b: float,
-        refusal_vector_c=None,
-        strength_c: float = defaults.STRENGTH,
-        refusal_vector_d=None,
-        strength_d: float = defaults.STRENGTH,
-    ) -> io.NodeOutput:
-        given = [
-            (refusal_vector_a, strength_a),
-            (refusal_vector_b, strength_b),
-            (refusal_vector_c, strength_c),
-            (refusal_vector_d, strength_d),
-        ]
-        required = [(need_edit(e), s) for e, s in given[:2]]
-        return io.NodeOutput(combine(required + [(e, s) for e, s in given[2:] if e is not None]))

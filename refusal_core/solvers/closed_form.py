@@ -13,23 +13,18 @@ beta = preserve * n / m_P weighs a preserved row as much as a pair row at preser
 the mean squared length of the rows keeps the solve well posed when the rows span few directions.
 Delta has rank at most n and is solved in the span of the rows (push-through identity), never as a
 dense d x d inverse; it is stored by its SVD, Delta = P^T diag(s) Q (LayerEdit.left, basis, strengths),
-so it applies, exports as a LoRA and combines as every other edit does.
+so it applies, exports as a LoRA and combines as every other edit does (factorize.py assembles the edit).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
-from . import __version__, defaults
-from .factorize import PROVENANCE
-from .stats import Moments
-from .types import LayerEdit, LayerStats, RefusalEdit, RefusalError, RefusalStats
-
-# Singular values of Delta below this fraction of the largest are round-off of the solve, not edit.
-RANK_CUT = 1e-5
+from ..stats import Moments
+from ..types import LayerEdit, LayerStats, RefusalError, RefusalStats
+from .linalg import svd_factors
 
 
 @dataclass(frozen=True)
@@ -40,23 +35,6 @@ class MapFit:
     rank: int
     residual: float
     moved: float
-
-
-def svd_factors(
-    A: torch.Tensor, B: torch.Tensor, cut: float = RANK_CUT
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(P [r, d], s [r], Q [r, d]) with A^T B = P^T diag(s) Q, P and Q orthonormal rows, s descending and
-    above cut * s[0]. A, B: [n, d] (float64 inside). An all-zero product gives r = 0."""
-    A, B = A.double(), B.double()
-    Qa, Ra = torch.linalg.qr(A.T)
-    Qb, Rb = torch.linalg.qr(B.T)
-    U, s, Vh = torch.linalg.svd(Ra @ Rb.T)
-    keep = s > cut * float(s[0]) if s.numel() and float(s[0]) > 0 else torch.zeros_like(s, dtype=torch.bool)
-    U, s, V = U[:, keep], s[keep], Vh[keep].T
-    P, Q = (Qa @ U).T, (Qb @ V).T
-    # the sign of each singular pair is arbitrary: fix it so the same edit comes out on any BLAS
-    flip = torch.where(Q.gather(1, Q.abs().argmax(1, keepdim=True)).squeeze(1) < 0, -1.0, 1.0).to(Q.dtype)
-    return (P * flip[:, None]).contiguous(), s, (Q * flip[:, None]).contiguous()
 
 
 def _rows(x, what: str, point: str) -> torch.Tensor:
@@ -100,8 +78,8 @@ def solve_map(layer: LayerStats, preserve: float, ridge: float) -> tuple[torch.T
     return D, B, MapFit(0, residual, moved)
 
 
-def closed_form(stats: RefusalStats, preserve: float = defaults.PRESERVE, ridge: float = defaults.RIDGE) -> RefusalEdit:
-    """One map per layer from the pairs' unsafe and safe token rows (see the module docstring).
+def solve_maps(stats: RefusalStats, preserve: float, ridge: float) -> tuple[list[LayerEdit], dict[str, MapFit]]:
+    """(one map per layer, {point: its fit}) from the pairs' unsafe and safe token rows (see the module docstring).
 
     Layers that read the very same rows (Wan's text context reaches every block unchanged) are solved once.
     """
@@ -132,24 +110,4 @@ def closed_form(stats: RefusalStats, preserve: float = defaults.PRESERVE, ridge:
             )
         )
         fits[layer.point] = fit
-    ranks = sorted({f.rank for f in fits.values()})
-    mean_res = sum(f.residual for f in fits.values()) / len(fits)
-    report = (
-        f"closed-form map at {len(layers)} layer(s); rank {','.join(map(str, ranks))}; residual on the pairs {mean_res:.3f} "
-        f"(0 = every unsafe token row sent to its safe twin); preserve {preserve:g}, ridge {ridge:g}"
-    )
-    meta = {
-        **{k: stats.meta[k] for k in PROVENANCE if k in stats.meta},
-        "edit": "closed_form",
-        "method": "closed_form",
-        "preserve": f"{preserve:g}",
-        "ridge": f"{ridge:g}",
-        "rank": ",".join(map(str, ranks)),
-        "residual": f"{mean_res:.6f}",
-        "fits": json.dumps(
-            {p: {"rank": f.rank, "residual": round(f.residual, 6), "moved": round(f.moved, 6)} for p, f in fits.items()}
-        ),
-        "factorization": report,
-        "version": __version__,
-    }
-    return RefusalEdit(tuple(layers), meta, source=stats)
+    return layers, fits

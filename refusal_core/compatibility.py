@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from .families import display_name
-from .types import RefusalEdit, RefusalError
+from .types import RefusalError
+
+if TYPE_CHECKING:  # the edit's check_fits calls this module
+    from .edit import RefusalEdit
 
 
 def made_for(edit: RefusalEdit) -> str:

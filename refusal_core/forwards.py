@@ -1,0 +1,165 @@
+"""Every (prompt, sigma) forward an extraction needs: their order, their batches, and running them with the
+edit site's inputs captured and checked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import capture_inputs
+from .types import EncodedPrompt, PromptPairs, RefusalError
+
+# forward(conditioning, latent [B, C, T, H, W], sigma) runs the host model once.
+Forward = Callable[[Any, torch.Tensor, float], Any]
+# forward_batch(conditionings, latent [1, C, T, H, W], sigma) runs B prompts as one batch of B.
+BatchForward = Callable[[Sequence[Any], torch.Tensor, float], Any]
+
+
+class CannotBatch(Exception):
+    """Raised by a forward_batch whose conditionings cannot run as one batch without padding (their
+    tensors differ in shape): the prompts then run one per forward, which gives the same result.
+    failed: the model itself raised on the batch (one prompt at a time is then a fallback the extraction
+    reports), rather than the prompts not fitting one batch by shape (expected, not reported)."""
+
+    def __init__(self, reason: str, failed: bool = False):
+        super().__init__(reason)
+        self.failed = failed
+
+
+def stack_forward(forward: Forward) -> BatchForward:
+    """A batched forward for tensor conditionings [1, L, D] of one shape: one call of `forward` with
+    the conditionings concatenated [B, L, D] and the latent repeated [B, C, T, H, W] (the testbed's
+    and TinyWan's forward take a batch so)."""
+
+    def forward_batch(conditionings: Sequence[Any], latent: torch.Tensor, sigma: float) -> Any:
+        return forward(torch.cat(list(conditionings)), latent.expand(len(conditionings), *latent.shape[1:]), sigma)
+
+    return forward_batch
+
+
+Job = tuple[EncodedPrompt, float]
+# Job indices reduced together: ("pair", (u, s)) at one sigma, ("neutral", (n,)) or ("keep", (n,)).
+Unit = tuple[str, tuple[int, ...]]
+
+
+def schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[Job], list[Unit]]:
+    """(jobs, units): every (prompt, sigma) forward in the order they are reduced, and the groups of job
+    indices reduced together. Pairs come first, pair by pair, then the neutral and the keep prompts, so
+    the row budget draws its random rows in one fixed order however prompts are batched."""
+    jobs: list[Job] = []
+    units: list[Unit] = []
+    for enc_u, enc_s in prompts.pairs:
+        for sigma in sigmas:
+            units.append(("pair", (len(jobs), len(jobs) + 1)))
+            jobs += [(enc_u, float(sigma)), (enc_s, float(sigma))]
+    for kind, encs in (("neutral", prompts.neutral), ("keep", prompts.keep)):
+        for enc in encs:
+            for sigma in sigmas:
+                units.append((kind, (len(jobs),)))
+                jobs.append((enc, float(sigma)))
+    return jobs, units
+
+
+def batches(jobs: list[Job], batch_size: int, any_conditioning: bool) -> list[list[int]]:
+    """Consecutive jobs at one sigma, at most batch_size per forward. Tensor conditionings batch only with
+    others of the same shape (concatenating them must not pad, which would change the result); other
+    conditionings only when the caller gave its own batched forward (any_conditioning)."""
+    out: list[list[int]] = []
+    for i, (enc, sigma) in enumerate(jobs):
+        last = out[-1] if out else None
+        if last is not None and len(last) < batch_size and jobs[last[0]][1] == sigma:
+            first = jobs[last[0]][0].conditioning
+            if isinstance(first, torch.Tensor) and isinstance(enc.conditioning, torch.Tensor):
+                fits = first.shape == enc.conditioning.shape and first.shape[0] == 1
+            else:
+                fits = any_conditioning
+            if fits:
+                last.append(i)
+                continue
+        out.append([i])
+    return out
+
+
+def _captured(root: nn.Module, points: Sequence[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
+    """{point: [B, L, d]} inputs of the edit-site layers during one forward run by `run`."""
+    with capture_inputs(root, points) as acts:
+        run()
+    return acts
+
+
+def _checked(
+    part: list[int], jobs: list[Job], acts: dict[str, torch.Tensor], points: Sequence[str]
+) -> dict[int, dict[str, torch.Tensor]]:
+    """One forward's captured inputs, checked (every layer reached, one row per prompt, finite), as
+    {job index: {point: [L, d]}}."""
+    missing = [p for p in points if p not in acts]
+    if missing:
+        raise RefusalError(f"the forward pass never reached {missing[0]}: this edit site does not fit the model")
+    for p in points:
+        if acts[p].shape[0] != len(part):
+            raise RefusalError(
+                f"a batch of {len(part)} prompts gave {acts[p].shape[0]} inputs at {p}: run with batch size 1"
+            )
+    checked = set()
+    for p in points:
+        if same_data(acts[p]) not in checked:  # blocks that read one tensor (Wan's text context) are checked once
+            checked.add(same_data(acts[p]))
+            for b, j in enumerate(part):
+                _check_finite(acts[p][b], p, jobs[j][0].text)
+    return {j: {p: acts[p][b] for p in points} for b, j in enumerate(part)}
+
+
+def run_forwards(
+    root: nn.Module,
+    points: Sequence[str],
+    jobs: list[Job],
+    groups: list[list[int]],
+    latent: torch.Tensor,
+    forward: Forward,
+    forward_batch: BatchForward,
+    fallbacks: list[str] | None = None,
+) -> Iterator[dict[int, dict[str, torch.Tensor]]]:
+    """Per group of jobs, {job index: {point: captured input [L, d]}}. A group that forward_batch cannot
+    run as one batch (CannotBatch) runs one prompt per forward: the hooks then see each prompt's own forward,
+    and the reason is appended to `fallbacks` (the extraction reports it)."""
+    for group in groups:
+        encs = [jobs[j][0] for j in group]
+        sigma = jobs[group[0]][1]
+        if len(group) == 1:
+            runs = [(group, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]  # noqa: B023 (called at once)
+        else:
+            try:
+                runs = [
+                    (
+                        group,
+                        _captured(root, points, lambda: forward_batch([e.conditioning for e in encs], latent, sigma)),  # noqa: B023
+                    )
+                ]
+            except CannotBatch as e:
+                if fallbacks is not None and e.failed:
+                    fallbacks.append(f"{e}: the prompts ran one per forward from then on")
+                runs = [
+                    ([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma)))  # noqa: B023
+                    for j in group
+                ]
+        out: dict[int, dict[str, torch.Tensor]] = {}
+        for part, acts in runs:
+            out.update(_checked(part, jobs, acts, points))
+        del runs
+        yield out
+
+
+def _check_finite(t: torch.Tensor, point: str, text: str) -> None:
+    if not torch.isfinite(t).all():
+        raise RefusalError(
+            f"the activations at '{point}' for prompt '{text[:60]}' contain NaN or inf "
+            "(often fp16 overflow): load the model in bf16 or fp32 and run again; nothing was changed"
+        )
+
+
+def same_data(t: torch.Tensor) -> tuple:
+    """Identity of a tensor's data (storage address, shape, strides): equal for views of the same values."""
+    return (t.data_ptr(), tuple(t.shape), t.stride())

@@ -1,0 +1,1 @@
+"""Commands and helpers run from the repository (never shipped): the pack imported outside ComfyUI, output folders."""
