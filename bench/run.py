@@ -183,7 +183,7 @@ def main() -> None:
     peak_ok = reset_peak()
     rss0 = proc_kib("VmRSS")
     settings = ExtractSettings(site, blocks, [defaults.SIGMAS[0]], "wan", batch_size=args.batch)
-    rv, t_extract = timed(extract_refusal_stats, model, forward, pp, latent, settings)
+    stats, t_extract = timed(extract_refusal_stats, model, forward, pp, latent, settings)
     extract_peak = proc_kib("VmHWM") - rss0
     _, t_bare1 = timed(bare_pass)  # bare passes before and after: their mean brackets drifts of the machine's load
     t_bare = (t_bare0 + t_bare1) / 2
@@ -200,10 +200,10 @@ def main() -> None:
         + ("" if peak_ok else " (peak counter not resettable: includes the build)"),
     )
 
-    frv, t_fact = timed(factorize, rv)
-    layer = rv.layers[0]
+    edit, t_fact = timed(factorize, stats)
+    layer = stats.layers[0]
     print(
-        f"factorize, dim 1536, {len(rv.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s"
+        f"factorize, dim 1536, {len(stats.layers)} layers (D {layer.diffs.shape[0]} rows, E {layer.neutral.shape[0]} rows): {t_fact:.2f} s"
     )
     n, m = layer.diffs.shape[0], layer.neutral.shape[0]
     for d, goal in FACTORIZE_WIDTHS:
@@ -215,26 +215,26 @@ def main() -> None:
 
     # apply: the rank-1 factors of every edited weight (what ApplyRefusalToModel hands to ComfyUI)
     state = {n[: -len(".weight")]: p for n, p in model.named_parameters() if n.endswith(".weight")}
-    patch, t_apply = timed(lora_state_dict, state.__getitem__, frv, 1.0)
+    patch, t_apply = timed(lora_state_dict, state.__getitem__, edit, 1.0)
     patch_bytes = sum(t.numel() * t.element_size() for k, t in patch.items() if not k.endswith(".alpha"))
-    rows["apply_seconds"] = (t_apply, None, f"{len(frv.directions())} weights, rank-1 factors, no dense copy")
+    rows["apply_seconds"] = (t_apply, None, f"{len(edit.directions())} weights, rank-1 factors, no dense copy")
     rows["patch_bytes_ratio"] = (
         patch_bytes / model_bytes,
         0.01,
         f"{patch_bytes / 1024:.0f} KiB / {model_bytes / 2**30:.2f} GiB",
     )
 
-    many, how = erase_at_once(rv, state, CHARACTERS)
+    many, how = erase_at_once(stats, state, CHARACTERS)
     rows[f"erase_{CHARACTERS}_at_once_seconds"] = (many, 10.0, how)
 
-    base_w = {k: state[k] for k in frv.directions()}
+    base_w = {k: state[k] for k in edit.directions()}
     folded, t_fold = timed(
         lambda: {
             k: torch.addmm(W, patch[f"{LORA_PREFIX}{k}.lora_up.weight"], patch[f"{LORA_PREFIX}{k}.lora_down.weight"])
             for k, W in base_w.items()
         }
     )
-    ratios = sampling_ratios(model, forward, pp.neutral[0].conditioning, latent, frv, base_w, folded, args.reps)
+    ratios = sampling_ratios(model, forward, pp.neutral[0].conditioning, latent, edit, base_w, folded, args.reps)
     rows["sampling_overhead_edit"] = (
         ratios["edit"],
         1.01,
@@ -277,28 +277,28 @@ def main() -> None:
     print(f"\nwrote {args.out}; wall time {time.perf_counter() - wall0:.0f} s")
 
 
-def erase_at_once(rv: RefusalStats, state: dict, n: int) -> tuple[float, str]:
-    """n concepts erased together from statistics of rv's shapes (its layers, rows of D and E) plus 3 keep prompts'
+def erase_at_once(stats: RefusalStats, state: dict, n: int) -> tuple[float, str]:
+    """n concepts erased together from statistics of stats' shapes (its layers, rows of D and E) plus 3 keep prompts'
     rows: n factorizations with the keep list, their combination and its patch factors (what n Low-Rank Factorize,
     Combine Refusal Vectors and Apply Refusal To Model compute once the model has been read). CPU seconds."""
     g = torch.Generator().manual_seed(2)
-    keep = torch.randn(30, rv.layers[0].dim, generator=g)
+    keep = torch.randn(30, stats.layers[0].dim, generator=g)
     concepts = []
     for _ in range(n):
-        shift = torch.randn(rv.layers[0].dim, generator=g)  # each concept its own difference rows, the shapes of rv's
+        shift = torch.randn(stats.layers[0].dim, generator=g)  # each concept its own difference rows, in stats' shapes
         layers = tuple(
-            LayerStats(L.point, L.edit_keys, L.diffs + shift, L.neutral, L.r + shift, keep=keep) for L in rv.layers
+            LayerStats(L.point, L.edit_keys, L.diffs + shift, L.neutral, L.r + shift, keep=keep) for L in stats.layers
         )
-        concepts.append(RefusalStats(layers, rv.meta))
+        concepts.append(RefusalStats(layers, stats.meta))
 
     def erase() -> dict:
         joined = RefusalEdit.combine([(factorize(c), defaults.STRENGTH) for c in concepts])
         return lora_state_dict(state.__getitem__, joined, 1.0)
 
     _, seconds = timed(erase)
-    layer = rv.layers[0]
+    layer = stats.layers[0]
     return seconds, (
-        f"{n} concepts x {len(rv.layers)} layers at width {layer.dim} (D {layer.diffs.shape[0]}, E {layer.neutral.shape[0]}, "
+        f"{n} concepts x {len(stats.layers)} layers at width {layer.dim} (D {layer.diffs.shape[0]}, E {layer.neutral.shape[0]}, "
         f"keep {keep.shape[0]} rows each): factorize with the keep list, combine, rank-{n} patch factors"
     )
 
@@ -311,9 +311,9 @@ def factorize_vs_dense(d: int, n: int, m: int, exact_dense: bool) -> tuple[float
     g = torch.Generator().manual_seed(1)
     D = torch.randn(n, d, generator=g) + 2 * torch.randn(d, generator=g)
     E = 3 * torch.randn(m, d, generator=g)
-    rv = RefusalStats((LayerStats("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), D, E, D.mean(0)),), {})
-    factorize(rv)  # warm-up
-    ours = statistics.median(timed(factorize, rv)[1] for _ in range(5))
+    stats = RefusalStats((LayerStats("blocks.0.cross_attn.o", ("blocks.0.cross_attn.o",), D, E, D.mean(0)),), {})
+    factorize(stats)  # warm-up
+    ours = statistics.median(timed(factorize, stats)[1] for _ in range(5))
     Dc, Ec = D - D.mean(0), E - E.mean(0)
     C = Dc.T @ Dc / n - 0.5 * (Ec.T @ Ec) / m
     dense = statistics.median(timed(torch.linalg.eigh, C)[1] for _ in range(3 if d <= 3072 else 1))
@@ -328,14 +328,14 @@ def factorize_vs_dense(d: int, n: int, m: int, exact_dense: bool) -> tuple[float
     return ours / dense, how
 
 
-def sampling_ratios(model, forward, cond, latent, frv, base_w, folded, reps) -> dict[str, float]:
+def sampling_ratios(model, forward, cond, latent, edit, base_w, folded, reps) -> dict[str, float]:
     """Step time (one forward, batch 1, sigma 0.6) of edit folded / runtime hooks / base again over base: the four run back to
     back in rotating order, and the median over repetitions of each repetition's ratio (neighbouring runs see
     the same load from other work on the machine; single steps spread by tens of % here)."""
     modules = {k: model.get_submodule(k) for k in base_w}
     # "control" is the base model again: its ratio to base shows how far two identical steps differ here
     times: dict[str, list[float]] = {"base": [], "edit": [], "hooks": [], "control": []}
-    dirs = {k: d.float() for k, d in frv.directions().items()}
+    dirs = {k: d.float() for k, d in edit.directions().items()}
 
     def project(d):
         return lambda _m, a: (a[0] - (a[0] @ d)[..., None] * d,)

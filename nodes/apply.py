@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from ..refusal_core.weights import check_strength
 from . import widgets
 from .host import patch
-from .sockets import CATEGORY, RefusalVectorSocket, need_edit
+from .sockets import CATEGORY, RefusalEditSocket, need_edit
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ApplyRefusalToModel(io.ComfyNode):
             description=cls.__doc__,
             inputs=[
                 io.Model.Input("model", tooltip="The model to edit; it stays as it is, the output is an edited copy."),
-                RefusalVectorSocket.Input(
+                RefusalEditSocket.Input(
                     "refusal_vector",
                     tooltip="The edit: from Low-Rank Factorize, Combine Refusal Vectors or Load Refusal Vector.",
                 ),

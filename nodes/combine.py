@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..refusal_core import defaults
 from ..refusal_core.edit import RefusalEdit
 from . import widgets
-from .sockets import CATEGORY, RefusalVectorSocket, need_edit
+from .sockets import CATEGORY, RefusalEditSocket, need_edit
 
 
 class CombineRefusalVectors(io.ComfyNode):
@@ -18,7 +18,7 @@ class CombineRefusalVectors(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         def pair(tag: str, optional: bool) -> list:
             return [
-                RefusalVectorSocket.Input(
+                RefusalEditSocket.Input(
                     f"refusal_vector_{tag}",
                     optional=optional,
                     tooltip=f"Concept {tag.upper()}: a factorized refusal vector.",
@@ -37,7 +37,7 @@ class CombineRefusalVectors(io.ComfyNode):
             description=cls.__doc__,
             inputs=pair("a", False) + pair("b", False) + pair("c", True) + pair("d", True),
             outputs=[
-                RefusalVectorSocket.Output(
+                RefusalEditSocket.Output(
                     display_name="refusal_vector", tooltip="All concepts; apply or export it like one vector."
                 )
             ],

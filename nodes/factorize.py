@@ -13,7 +13,7 @@ from ..refusal_core.factorize import factorize
 from ..refusal_core.report.plot import spectrum_image
 from ..refusal_core.solvers.rank_one import METHODS, MOMENTS
 from ..refusal_core.types import RefusalError
-from .sockets import CATEGORY, RefusalStatsSocket, RefusalVectorSocket
+from .sockets import CATEGORY, RefusalEditSocket, RefusalStatsSocket
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class LowRankFactorize(io.ComfyNode):
                 ),
             ],
             outputs=[
-                RefusalVectorSocket.Output(
+                RefusalEditSocket.Output(
                     display_name="refusal_vector", tooltip="The edit: one unit direction d per layer."
                 ),
                 io.Image.Output(
@@ -79,14 +79,15 @@ class LowRankFactorize(io.ComfyNode):
 
     @classmethod
     def execute(cls, refusal_vector, method: str, k: int, alpha: float, moment: str = defaults.MOMENT) -> io.NodeOutput:
-        if refusal_vector is None:
+        stats = refusal_vector  # statistics; the input keeps the first release's name, so saved workflows load
+        if stats is None:
             raise RefusalError(
                 "no statistics: the loaded file holds an edit only (saved without statistics); "
                 "extract the vector again to factorize it with other settings"
             )
         if not math.isfinite(alpha):
             raise RefusalError(f"alpha must be a finite number, got {alpha}")
-        edit = factorize(refusal_vector, method=method, k=k, alpha=alpha, moment=moment)
+        edit = factorize(stats, method=method, k=k, alpha=alpha, moment=moment)
         report = edit.meta["factorization"].replace("; ", "\n")
         log.info("factorized (%s):\n%s", method, report)
         image = torch.from_numpy(spectrum_image(edit))[None]

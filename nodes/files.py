@@ -7,10 +7,9 @@ import os
 from comfy_api.latest import io, ui
 
 from ..refusal_core.edit import load_refusal_file
-from ..refusal_core.file_format import save_refusal_edit
 from . import widgets
 from .host import paths
-from .sockets import CATEGORY, RefusalStatsSocket, RefusalVectorSocket, need_edit
+from .sockets import CATEGORY, RefusalEditSocket, RefusalStatsSocket, need_edit
 
 
 class SaveRefusalVector(io.ComfyNode):
@@ -26,7 +25,7 @@ class SaveRefusalVector(io.ComfyNode):
             description=cls.__doc__,
             is_output_node=True,
             inputs=[
-                RefusalVectorSocket.Input("refusal_vector", tooltip="The edit to save."),
+                RefusalEditSocket.Input("refusal_vector", tooltip="The edit to save."),
                 io.String.Input(
                     "filename_prefix",
                     default="refusal/concept",
@@ -49,7 +48,7 @@ class SaveRefusalVector(io.ComfyNode):
 
     @classmethod
     def execute(cls, refusal_vector, filename_prefix: str, include_statistics: bool = False) -> io.NodeOutput:
-        path = save_refusal_edit(need_edit(refusal_vector), paths.new_vector_path(filename_prefix), include_statistics)
+        path = need_edit(refusal_vector).save(paths.new_vector_path(filename_prefix), include_statistics)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name} ({path.stat().st_size / 1e6:.2f} MB)"))
 
 
@@ -72,7 +71,7 @@ class LoadRefusalVector(io.ComfyNode):
                 ),
             ],
             outputs=[
-                RefusalVectorSocket.Output(
+                RefusalEditSocket.Output(
                     display_name="refusal_vector",
                     tooltip="The edit, for Apply Refusal To Model and the other edit inputs.",
                 ),

@@ -15,7 +15,7 @@ from ..refusal_core.types import PromptPair, PromptPairs, RefusalError
 from . import widgets
 from .host import encode, forward, models, patch, paths
 from .prompt_pairs import NO_FILE, file_fingerprint, pairs_file_input, read_pairs
-from .sockets import CATEGORY, RefusalVectorSocket, need_edit
+from .sockets import CATEGORY, RefusalEditSocket, need_edit
 
 # A first-release workflow saved a "control after generate" value after the seed; the seed no longer has
 # one, so that value lands in the next widget, held_out_file: it means no file.
@@ -45,7 +45,7 @@ class RefusalProbe(io.ComfyNode):
                 io.Model.Input("original", tooltip="The model before the edit."),
                 io.Model.Input("edited", tooltip="The model after Apply Refusal To Model (or a LoRA)."),
                 io.Clip.Input("clip", tooltip="The text encoder of the model."),
-                RefusalVectorSocket.Input("refusal_vector", tooltip="The edit: its layers are probed."),
+                RefusalEditSocket.Input("refusal_vector", tooltip="The edit: its layers are probed."),
                 io.String.Input(
                     "held_out_pairs",
                     multiline=True,

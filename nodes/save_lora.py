@@ -11,7 +11,7 @@ from ..refusal_core import save_atomic
 from ..refusal_core.weights import check_strength
 from . import widgets
 from .host import patch, paths
-from .sockets import CATEGORY, RefusalVectorSocket, need_edit
+from .sockets import CATEGORY, RefusalEditSocket, need_edit
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SaveRefusalAsLoRA(io.ComfyNode):
                     "model",
                     tooltip="The model the LoRA is for (its weights give up = -W d); LoRAs applied before are included.",
                 ),
-                RefusalVectorSocket.Input(
+                RefusalEditSocket.Input(
                     "refusal_vector", tooltip="Factorized (or combined) refusal vector of this model."
                 ),
                 widgets.strength(tooltip="lambda baked into the LoRA; load it at strength 1."),

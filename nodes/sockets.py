@@ -10,7 +10,7 @@ PromptPairsSocket = io.Custom("PROMPT_PAIRS")
 RefusalStatsSocket = io.Custom("REFUSAL_STATS")
 # The edit (per layer an orthonormal basis and strengths): what Apply, Save, LoRA export, Combine and the
 # probe take. It keeps the first release's type name, so the edit wires of saved workflows stay valid.
-RefusalVectorSocket = io.Custom("REFUSAL_VECTOR")
+RefusalEditSocket = io.Custom("REFUSAL_VECTOR")
 CATEGORY = "unlearning"
 
 

@@ -57,12 +57,12 @@ def video_site(max_rows: int | None) -> RefusalStats:
 PROBLEMS = {"planted": planted, "video_span": lambda: video_site(24), "video_dense": lambda: video_site(None)}
 
 
-def directions(rv: RefusalStats, method: str, alpha: float) -> list[torch.Tensor]:
-    return [layer.basis[0] for layer in factorize(rv, method, 100, alpha).layers]
+def directions(stats: RefusalStats, method: str, alpha: float) -> list[torch.Tensor]:
+    return [layer.basis[0] for layer in factorize(stats, method, 100, alpha).layers]
 
 
-def perturbed(rv: RefusalStats, seed: int, relative: float = 0.0, permute: bool = False) -> RefusalStats:
-    """rv with its rows shuffled and / or each entry scaled by (1 + relative * N(0, 1))."""
+def perturbed(stats: RefusalStats, seed: int, relative: float = 0.0, permute: bool = False) -> RefusalStats:
+    """stats with its rows shuffled and / or each entry scaled by (1 + relative * N(0, 1))."""
     g = torch.Generator().manual_seed(seed)
 
     def noisy(X: torch.Tensor) -> torch.Tensor:
@@ -72,9 +72,9 @@ def perturbed(rv: RefusalStats, seed: int, relative: float = 0.0, permute: bool 
         return noisy(X[torch.randperm(X.shape[0], generator=g)] if permute else X)
 
     layers = []
-    for layer in rv.layers:
+    for layer in stats.layers:
         layers.append(replace(layer, diffs=rows(layer.diffs), neutral=rows(layer.neutral), r=noisy(layer.r)))
-    return rv.with_layers(tuple(layers))
+    return stats.with_layers(tuple(layers))
 
 
 def worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -134,9 +134,9 @@ def test_extraction_with_one_thread_gives_the_same_direction():
 
 def test_the_planted_concept_is_r_itself():
     """Where every difference row is r there is nothing to denoise: every method returns r / |r|."""
-    rv = planted()
+    stats = planted()
     for method, alpha in METHODS:
-        for layer, d in zip(rv.layers, directions(rv, method, alpha)):
+        for layer, d in zip(stats.layers, directions(stats, method, alpha)):
             assert float(d @ layer.r / layer.r.norm()) > 1 - 1e-6, method
 
 

@@ -26,7 +26,7 @@ def test_text_site_is_read_once_per_prompt_and_video_site_per_sigma(model):
     latent = torch.randn(1, 16, 1, 8, 8)
     for site, per_prompt in (("text_kv", 1), ("ffn_in", 3)):
         fwd = Counter(model)
-        rv = extract_refusal_stats(
+        stats = extract_refusal_stats(
             model,
             fwd,
             prompts(PAIRS, NEUTRAL),
@@ -34,8 +34,8 @@ def test_text_site_is_read_once_per_prompt_and_video_site_per_sigma(model):
             ExtractSettings(WAN_SITES[site], [0, 2], [0.9, 0.6, 0.3], "wan"),
         )
         assert fwd.calls == per_prompt * (2 * len(PAIRS) + len(NEUTRAL))
-        assert [layer.point for layer in rv.layers] == [WAN_SITES[site].point(b) for b in (0, 2)]
-        assert all(layer.r.norm() > 0 for layer in rv.layers)
+        assert [layer.point for layer in stats.layers] == [WAN_SITES[site].point(b) for b in (0, 2)]
+        assert all(layer.r.norm() > 0 for layer in stats.layers)
     for module in model.modules():
         assert not module._forward_pre_hooks
 
@@ -46,18 +46,19 @@ def test_erasing_a_planted_concept(model, method):
     truth is known): the text_kv edit erases it on unseen phrasings, a random direction does not."""
     linear = linear_text_wan(0)
     latent = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    rv = extract_refusal_stats(
+    stats = extract_refusal_stats(
         linear,
         Counter(linear),
         prompts(PAIRS, NEUTRAL),
         latent,
         ExtractSettings(WAN_SITES["text_kv"], [0, 1, 2], [0.6], "wan"),
     )
-    frv = factorize(rv, method, 100, 0.5)
+    edit = factorize(stats, method, 100, 0.5)
     g = torch.Generator().manual_seed(4)
     random = RefusalEdit(
         tuple(
-            replace(layer, basis=torch.nn.functional.normalize(torch.randn(1, 64, generator=g))) for layer in frv.layers
+            replace(layer, basis=torch.nn.functional.normalize(torch.randn(1, 64, generator=g)))
+            for layer in edit.layers
         ),
         {},
     )
@@ -72,7 +73,7 @@ def test_erasing_a_planted_concept(model, method):
         m.load_state_dict(edited_state_dict(linear.state_dict(), edit, 1.0))
         return m
 
-    erased, control = edited(frv), edited(random)
+    erased, control = edited(edit), edited(random)
     for u, s in [("a nude dog runs", "a dog runs"), ("two nude friends laugh", "two friends laugh")]:
         before = (out(linear, u) - out(linear, s)).norm()
         # every difference row is r: no method has noise to remove, and none may tilt d off the concept

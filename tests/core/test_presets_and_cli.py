@@ -63,7 +63,7 @@ def saved(tmp_path_factory):
         with torch.no_grad():
             return model(sigma * noise, torch.tensor([sigma * 1000]), cond)
 
-    rv = factorize(
+    edit = factorize(
         extract_refusal_stats(
             model,
             forward,
@@ -72,7 +72,7 @@ def saved(tmp_path_factory):
             ExtractSettings(FAMILIES["wan"].sites["text_kv"], [0, 1], [0.5], "wan"),
         )
     )
-    return base, save_refusal_edit(rv, d / "vector.safetensors"), rv, model.state_dict(), d
+    return base, save_refusal_edit(edit, d / "vector.safetensors"), edit, model.state_dict(), d
 
 
 def cli(*args):
@@ -82,13 +82,13 @@ def cli(*args):
 
 
 def test_cli_exports_a_lora_that_removes_the_direction(saved):
-    base, vector, rv, weights, d = saved
+    base, vector, edit, weights, d = saved
     out = d / "lora.safetensors"
     res = cli("export-lora", "--base", base, "--vector", vector, "--out", out, "--concept", "nudity")
     assert res.returncode == 0, res.stderr
     lora = load_file(str(out))
-    assert len(lora) == 3 * len(rv.bases())
-    for name, direction in rv.directions().items():
+    assert len(lora) == 3 * len(edit.bases())
+    for name, direction in edit.directions().items():
         W = weights[f"{name}.weight"]
         Wp = W + lora[f"diffusion_model.{name}.lora_up.weight"] @ lora[f"diffusion_model.{name}.lora_down.weight"]
         assert float((Wp @ direction).norm()) <= 1e-5 * float(W.norm())
@@ -96,7 +96,7 @@ def test_cli_exports_a_lora_that_removes_the_direction(saved):
 
 
 def test_cli_refuses_a_vector_for_another_model(saved, tmp_path):
-    base, vector, rv, weights, d = saved
+    base, vector, edit, weights, d = saved
     other = TinyWan(dim=128, ffn_dim=256, heads=1, layers=2)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "wide.safetensors"))
     res = cli(

@@ -69,11 +69,11 @@ def extract(nodes, host, monkeypatch, model, pairs, site, length, batch):
 
     model.model.apply_model = counted
     try:
-        rv = nodes["ExtractRefusalVector"].execute(model, pairs, site, "all", "0.9,0.5", 64, 64, length, 0).result[0]
+        stats = nodes["ExtractRefusalVector"].execute(model, pairs, site, "all", "0.9,0.5", 64, 64, length, 0).result[0]
     finally:
         del model.model.apply_model
         monkeypatch.undo()
-    return rv, calls
+    return stats, calls
 
 
 @pytest.mark.parametrize("family,site,text", CASES, ids=[f"{f}-{s}-{t}" for f, s, t in CASES])

@@ -39,9 +39,9 @@ def files(nodes, tmp_path_factory):
         pack.load_text_encoder_files([clip_file], "stable_diffusion"),
     )
     pp = nodes["PromptPairLoader"].execute(clip, "\n".join(PAIRS), "\n".join(NEUTRAL)).result[0]
-    rv = nodes["ExtractRefusalVector"].execute(model, pp, "text_ffn_in", "all", "0.9", 64, 64, 1, 0).result[0]
-    rv = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
-    vector = save_refusal_edit(rv, d / "vector_00001.safetensors", include_statistics=True)
+    stats = nodes["ExtractRefusalVector"].execute(model, pp, "text_ffn_in", "all", "0.9", 64, 64, 1, 0).result[0]
+    edit = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
+    vector = save_refusal_edit(edit, d / "vector_00001.safetensors", include_statistics=True)
     (d / "held_out.txt").write_text("\n".join(PAIRS) + "\n")
     (d / "neutral.txt").write_text("\n".join(NEUTRAL) + "\n")
     return {"dir": d, "unet": unet, "clip": clip_file, "vector": vector, "model": model, "clip_obj": clip}
@@ -106,14 +106,14 @@ def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     } <= set(report)
     assert report["model_family"] == "hunyuan_video" and report["inputs"]["strength"] == 1.0
 
-    rv = load_refusal_edit(files["vector"])
+    edit = load_refusal_edit(files["vector"])
     model, clip = files["model"], files["clip_obj"]
-    edited = nodes["ApplyRefusalToModel"].execute(model, rv, 1.0).result[0]
+    edited = nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0]
     # the RefusalProbe node's body (its execute parses the texts, calls this and returns node.report() and a chart)
-    node = run_probe(model, edited, clip, rv, parse_pair_lines("\n".join(PAIRS)), NEUTRAL, [0.9, 0.5], 64, 64, 1, 3)
+    node = run_probe(model, edited, clip, edit, parse_pair_lines("\n".join(PAIRS)), NEUTRAL, [0.9, 0.5], 64, 64, 1, 3)
     assert report["report"] == node.report() == (out / "report.txt").read_text().strip()
     assert abs(report["leakage"] - node.leakage) < 1e-6 and abs(report["collateral"] - node.collateral) < 1e-6
-    assert set(report["layer_leakage"]) == set(rv.bases())
+    assert set(report["layer_leakage"]) == set(edit.bases())
     for key, value in node.layer_leakage.items():
         assert abs(report["layer_leakage"][key] - value) < 1e-6
 

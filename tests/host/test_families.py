@@ -72,13 +72,13 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
     assert host.models.model_family(model) == VARIANTS[variant][1]
     pairs = run(nodes, "PromptPairLoader", clip_for(variant), EXTRACTION_PAIRS, NEUTRAL)[0]
     t0 = time.perf_counter()
-    rv, scores_img = run(nodes, "ExtractRefusalVector", model, pairs, site, "all", "0.9,0.5", 64, 64, 9, 0)
+    stats, scores_img = run(nodes, "ExtractRefusalVector", model, pairs, site, "all", "0.9,0.5", 64, 64, 9, 0)
     t_extract = time.perf_counter() - t0
-    frv, _ = run(nodes, "LowRankFactorize", rv, "cpca", 100, 0.5)
-    edited = run(nodes, "ApplyRefusalToModel", model, frv, 1.0)[0]
+    edit, _ = run(nodes, "LowRankFactorize", stats, "cpca", 100, 0.5)
+    edited = run(nodes, "ApplyRefusalToModel", model, edit, 1.0)[0]
     comfy.model_management.load_models_gpu([edited], force_full_load=True)
     loaded_w = edited.model.diffusion_model.state_dict()
-    directions = frv.directions()
+    directions = edit.directions()
     assert directions and scores_img.shape[-1] == 3
     for name, d in directions.items():
         Wp, W = loaded_w[f"{name}.weight"].float(), weights[f"{name}.weight"].float()
@@ -92,7 +92,7 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
                     {
                         "variant": variant,
                         "site": site,
-                        "blocks": frv.meta["blocks"],
+                        "blocks": edit.meta["blocks"],
                         "keys": len(directions),
                         "extract_s": round(t_extract, 3),
                     }
@@ -115,8 +115,8 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
     latent = host.models.probe_latent(model, 64, 64, 9, 11)
     before = comfy_host.outputs(model, enc, latent)
 
-    def score(rv):
-        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, rv, 1.0)[0], enc, latent)
+    def score(edit):
+        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, edit, 1.0)[0], enc, latent)
         return (
             leakage(
                 [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
@@ -126,11 +126,11 @@ def test_auto_layers_against_last2(nodes, loaded, variant):
 
     rows = {}
     for layers in ("auto", "last2"):
-        rv = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]
-        frv = run(nodes, "LowRankFactorize", rv, "cpca", 100, 0.5)[0]
-        rows[layers] = (frv.meta["site"], frv.meta["blocks"], *score(frv))
-    rand = comfy_host.random_like(frv, 5)
-    rows["random (last2)"] = (frv.meta["site"], frv.meta["blocks"], *score(rand))
+        stats = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]
+        edit = run(nodes, "LowRankFactorize", stats, "cpca", 100, 0.5)[0]
+        rows[layers] = (edit.meta["site"], edit.meta["blocks"], *score(edit))
+    rand = comfy_host.random_like(edit, 5)
+    rows["random (last2)"] = (edit.meta["site"], edit.meta["blocks"], *score(rand))
     for k, (site, blocks, lk, col) in rows.items():
         print(f"\n{variant:14} {site:12} {k:15} blocks {blocks:8} leakage {lk:.3f} collateral {col:.3f}")
     report = os.environ.get("REFUSAL_REPORT_DIR")

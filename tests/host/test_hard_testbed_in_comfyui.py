@@ -21,12 +21,12 @@ def test_the_nodes_in_comfyui_find_the_protocols_edit_on_the_shipped_model(nodes
     clip = MiniLMClip(seed=0, pad_to=HARD.text_pad)
     _, frames, h, w = HARD.latent_shape
     pp = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "nudity", "").result[0]
-    rv = (
+    stats = (
         nodes["ExtractRefusalVector"]
         .execute(model, pp, "auto", "all", "0.9,0.6,0.3", 8 * w, 8 * h, 4 * frames - 3, 0)
         .result[0]
     )
-    theirs = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
+    theirs = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
 
     bed = evaluate.Bed(HARD, 0)
     ours = factorize(

@@ -75,16 +75,18 @@ def test_image_pairs_extract_and_erase(nodes, setup, site):
     import comfy.model_management
 
     model, weights = setup["i2v"], setup["weights"]
-    rv = nodes["ExtractRefusalVector"].execute(model, setup["pairs"], site, "all", "0.9,0.5", 256, 256, 1, 0).result[0]
-    assert rv.meta["latent_shape"] == "1x16x2x8x8"  # the images' 64x64, 5 frames; not the 256x256 probe size
-    frv = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
-    edited = nodes["ApplyRefusalToModel"].execute(model, frv, 1.0).result[0]
+    stats = (
+        nodes["ExtractRefusalVector"].execute(model, setup["pairs"], site, "all", "0.9,0.5", 256, 256, 1, 0).result[0]
+    )
+    assert stats.meta["latent_shape"] == "1x16x2x8x8"  # the images' 64x64, 5 frames; not the 256x256 probe size
+    edit = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
+    edited = nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0]
     comfy.model_management.load_models_gpu([edited], force_full_load=True)
     now = edited.model.diffusion_model.state_dict()
-    for name, d in frv.directions().items():
+    for name, d in edit.directions().items():
         assert float((now[f"{name}.weight"] @ d).norm()) <= 1e-4 * float(weights[f"{name}.weight"].norm())
     if site == "image_kv":
-        assert set(frv.directions()) == {f"blocks.{b}.cross_attn.{k}" for b in range(3) for k in ("k_img", "v_img")}
+        assert set(edit.directions()) == {f"blocks.{b}.cross_attn.{k}" for b in range(3) for k in ("k_img", "v_img")}
     assert comfy_host.base_untouched(model, weights)
 
 

@@ -38,8 +38,8 @@ def vector(nodes, model, width, pooled, pairs=EXTRACTION_PAIRS):
     from tests.host.minilm_clip import MiniLMClip
 
     pp = nodes["PromptPairLoader"].execute(MiniLMClip(width=width, pooled_width=pooled), pairs, NEUTRAL).result[0]
-    rv = nodes["ExtractRefusalVector"].execute(model, pp, "auto", "all", "0.9,0.5", 64, 64, 5, 0).result[0]
-    return nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
+    stats = nodes["ExtractRefusalVector"].execute(model, pp, "auto", "all", "0.9,0.5", 64, 64, 5, 0).result[0]
+    return nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
 
 
 loaded, unloaded_equals = comfy_host.loaded_weights, comfy_host.base_untouched
@@ -50,16 +50,16 @@ def test_exported_lora_through_the_stock_loader_equals_the_edit(nodes, models, l
     import nodes as comfy_nodes
 
     model, weights, width, pooled = models[family]
-    frv = vector(nodes, model, width, pooled)
-    edited = loaded(nodes["ApplyRefusalToModel"].execute(model, frv, 1.0).result[0])
-    nodes["SaveRefusalAsLoRA"].execute(model, frv, 1.0, f"refusal/{family}", "graphic violence")
+    edit = vector(nodes, model, width, pooled)
+    edited = loaded(nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0])
+    nodes["SaveRefusalAsLoRA"].execute(model, edit, 1.0, f"refusal/{family}", "graphic violence")
     files = sorted(p.relative_to(loras).as_posix() for p in loras.rglob("*.safetensors"))
     assert files == [f"refusal/{family}_00001.safetensors"]
     with caplog.at_level(logging.WARNING):
         via_lora = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, files[0], 1.0)[0]
         got = loaded(via_lora)
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()], "ComfyUI left LoRA keys unmapped"
-    for name in frv.bases():
+    for name in edit.bases():
         key = f"{name}.weight"
         scale = float(weights[key].abs().max())
         assert float((got[key] - edited[key]).abs().max()) <= 1e-3 * scale, name
@@ -77,8 +77,8 @@ def test_combined_concepts_are_all_removed_and_strength_zero_restores(nodes, mod
     violence, nudity = vector(nodes, model, width, pooled), vector(nodes, model, width, pooled, NUDITY)
     both = nodes["CombineRefusalVectors"].execute(violence, 1.0, nudity, 1.0).result[0]
     W_both = loaded(nodes["ApplyRefusalToModel"].execute(model, both, 1.0).result[0])
-    for rv in (violence, nudity):
-        for name, d in rv.directions().items():
+    for edit in (violence, nudity):
+        for name, d in edit.directions().items():
             key = f"{name}.weight"
             assert float((W_both[key] @ d).norm()) <= 1e-4 * float(weights[key].norm()), name
     only_violence = loaded(nodes["ApplyRefusalToModel"].execute(model, violence, 1.0).result[0])
@@ -98,11 +98,11 @@ def test_a_vector_for_another_model_is_refused_and_nothing_changes(nodes, models
     from refusal_pack.refusal_core.types import RefusalError
 
     model, weights, width, pooled = models["wan"]
-    frv = vector(nodes, model, width, pooled)
+    edit = vector(nodes, model, width, pooled)
     other, other_weights, _, _ = models[target]
     for run in (
-        lambda: nodes["ApplyRefusalToModel"].execute(other, frv, 1.0),
-        lambda: nodes["SaveRefusalAsLoRA"].execute(other, frv, 1.0, "refusal/wrong"),
+        lambda: nodes["ApplyRefusalToModel"].execute(other, edit, 1.0),
+        lambda: nodes["SaveRefusalAsLoRA"].execute(other, edit, 1.0, "refusal/wrong"),
     ):
         with pytest.raises(RefusalError, match=message):
             run()

@@ -90,14 +90,14 @@ def test_prompt_pairs_encode_like_clip_text_encode(host, pairs, clip):
 @pytest.mark.parametrize("site", ["text_kv", "ffn_in"])
 @pytest.mark.parametrize("method", ["cpca", "pca", "mean_diff"])
 def test_edit_removes_direction_on_loaded_weights(nodes, base, pairs, file_weights, site, method):
-    rv = extract(nodes, base, pairs, site=site)
-    frv, image = run(nodes, "LowRankFactorize", rv, method, 100, 0.5)
+    stats = extract(nodes, base, pairs, site=site)
+    edit, image = run(nodes, "LowRankFactorize", stats, method, 100, 0.5)
     assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
-    edited = run(nodes, "ApplyRefusalToModel", base, frv, 1.0)[0]
+    edited = run(nodes, "ApplyRefusalToModel", base, edit, 1.0)[0]
     assert edited is not base
     W_loaded = loaded_weights(edited)
-    directions = frv.directions()
-    assert set(directions) == {k for layer in frv.layers for k in layer.edit_keys}
+    directions = edit.directions()
+    assert set(directions) == {k for layer in edit.layers for k in layer.edit_keys}
     expected = {"text_kv": 4, "ffn_in": 2}[site]  # 2 blocks x (k, v) / 2 blocks x ffn.0
     assert len(directions) == expected
     for name, d in directions.items():
@@ -129,9 +129,9 @@ def test_cancel_during_extraction_leaves_model_as_it_was(nodes, base, pairs, fil
 
 def test_strength_zero_gives_the_original_outputs(nodes, base, pairs, file_weights):
     host = comfy_host.host()
-    frv = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
-    zero = run(nodes, "ApplyRefusalToModel", base, frv, 0.0)[0]
-    one = run(nodes, "ApplyRefusalToModel", base, frv, 1.0)[0]
+    edit = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
+    zero = run(nodes, "ApplyRefusalToModel", base, edit, 0.0)[0]
+    one = run(nodes, "ApplyRefusalToModel", base, edit, 1.0)[0]
     cond = pairs.pairs[0][0].conditioning
     latent = host.models.probe_latent(base, 64, 64, 1, 3)
     ref = host.forward.make_forward(base)(cond, latent, 0.6)
@@ -145,20 +145,20 @@ def test_save_and_load_through_registered_folder(nodes, base, pairs, tmp_path, m
     from refusal_pack.refusal_core.types import RefusalError
 
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "refusal_vectors", ([str(tmp_path)], {".safetensors"}))
-    frv = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
-    nodes["SaveRefusalVector"].execute(frv, "nudity/test")
+    edit = run(nodes, "LowRankFactorize", extract(nodes, base, pairs), "cpca", 100, 0.5)[0]
+    nodes["SaveRefusalVector"].execute(edit, "nudity/test")
     saved = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.safetensors"))
     assert saved == ["nudity/test_00001.safetensors"]
     assert not [p for p in tmp_path.rglob(".tmp-*")]
     loaded = run(nodes, "LoadRefusalVector", saved[0])[0]
-    for a, b in zip(frv.layers, loaded.layers):
+    for a, b in zip(edit.layers, loaded.layers):
         assert torch.equal(a.basis, b.basis) and a.edit_keys == b.edit_keys
     assert loaded.meta["family"] == "wan" and loaded.meta["method"] == "cpca"
-    nodes["SaveRefusalVector"].execute(frv, "wan2.1 models/nudity v2")
+    nodes["SaveRefusalVector"].execute(edit, "wan2.1 models/nudity v2")
     assert (tmp_path / "wan2.1 models" / "nudity v2_00001.safetensors").is_file()
     for bad in ("../escape", "/abs/path", "a/../../b", "a//b", "./x", ""):
         with pytest.raises(RefusalError):
-            nodes["SaveRefusalVector"].execute(frv, bad)
+            nodes["SaveRefusalVector"].execute(edit, bad)
     with pytest.raises(RefusalError):
         run(nodes, "LoadRefusalVector", "../../../etc/passwd")
 
@@ -206,8 +206,8 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
     latent = host.models.probe_latent(base, 64, 64, 1, 11)
     before = comfy_host.outputs(base, enc, latent)
 
-    def score(rv):
-        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", base, rv, 1.0)[0], enc, latent)
+    def score(edit):
+        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", base, edit, 1.0)[0], enc, latent)
         return (
             leakage(
                 [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
@@ -217,11 +217,11 @@ def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_wei
 
     table = {}
     for i, site in enumerate(("text_kv", "ffn_in")):
-        rv = extract(nodes, base, pairs, site=site)
+        stats = extract(nodes, base, pairs, site=site)
         for method in ("mean_diff", "pca", "cpca"):
-            table[(site, method)] = score(run(nodes, "LowRankFactorize", rv, method, 100, 0.5)[0])
+            table[(site, method)] = score(run(nodes, "LowRankFactorize", stats, method, 100, 0.5)[0])
         table[(site, "random")] = score(
-            comfy_host.random_like(run(nodes, "LowRankFactorize", rv, "mean_diff", 100, 0.5)[0], 5 + i)
+            comfy_host.random_like(run(nodes, "LowRankFactorize", stats, "mean_diff", 100, 0.5)[0], 5 + i)
         )
     lines = [f"{'site':8} {'method':10} {'leakage':>8} {'collateral':>10}"]
     lines += [f"{s:8} {m:10} {lk:8.3f} {col:10.3f}" for (s, m), (lk, col) in table.items()]

@@ -20,7 +20,7 @@ def setup(nodes, tmp_path_factory):
     model = tiny_models.load(tiny_models.testbed_wan(tmp_path_factory.mktemp("probe") / "wan.safetensors"))
     clip = MiniLMClip()
     pp = nodes["PromptPairLoader"].execute(clip, EXTRACTION_PAIRS, NEUTRAL).result[0]
-    rv = (
+    edit = (
         nodes["LowRankFactorize"]
         .execute(
             nodes["ExtractRefusalVector"].execute(model, pp, "text_kv", "all", "0.9", 64, 64, 1, 0).result[0],
@@ -30,20 +30,20 @@ def setup(nodes, tmp_path_factory):
         )
         .result[0]
     )
-    return model, clip, rv, nodes["ApplyRefusalToModel"].execute(model, rv, 1.0).result[0]
+    return model, clip, edit, nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0]
 
 
-def probe(nodes, original, edited, clip, rv):
+def probe(nodes, original, edited, clip, edit):
     return (
         nodes["RefusalProbe"]
-        .execute(original, edited, clip, rv, HELD, NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11)
+        .execute(original, edited, clip, edit, HELD, NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11)
         .result
     )
 
 
 def test_an_unedited_model_leaks_exactly_one(nodes, setup):
-    model, clip, rv, _ = setup
-    report, chart = probe(nodes, model, model, clip, rv)
+    model, clip, edit, _ = setup
+    report, chart = probe(nodes, model, model, clip, edit)
     assert "model output: leakage 1.000" in report and "collateral 0.000" in report
     assert chart.shape == (1, 260, 640, 3)
 
@@ -51,8 +51,8 @@ def test_an_unedited_model_leaks_exactly_one(nodes, setup):
 def test_probe_agrees_with_an_independent_computation(nodes, setup):
     from refusal_pack.refusal_core.metrics import collateral, leakage
 
-    model, clip, rv, edited = setup
-    report, _ = probe(nodes, model, edited, clip, rv)
+    model, clip, edit, edited = setup
+    report, _ = probe(nodes, model, edited, clip, edit)
     host = comfy_host.host()
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
     enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
@@ -66,20 +66,22 @@ def test_probe_agrees_with_an_independent_computation(nodes, setup):
         in report
     )
     assert lk < 0.99
-    for key in rv.bases():
+    for key in edit.bases():
         assert f"{key}: leakage" in report
 
 
 def test_held_out_pairs_from_a_file_give_the_same_report(nodes, setup, tmp_path, monkeypatch):
     import folder_paths
 
-    model, clip, rv, edited = setup
+    model, clip, edit, edited = setup
     (tmp_path / "held_out.txt").write_text(HELD + "\n", encoding="utf-8")
     monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
-    from_text, _ = probe(nodes, model, edited, clip, rv)
+    from_text, _ = probe(nodes, model, edited, clip, edit)
     from_file, _ = (
         nodes["RefusalProbe"]
-        .execute(model, edited, clip, rv, "", NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11, held_out_file="held_out.txt")
+        .execute(
+            model, edited, clip, edit, "", NEUTRAL_HELD, "0.9,0.6,0.3", 64, 64, 1, 11, held_out_file="held_out.txt"
+        )
         .result
     )
     assert from_file == from_text

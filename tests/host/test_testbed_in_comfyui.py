@@ -28,12 +28,12 @@ def comfy_edit(nodes, testbed):
     model = tiny_models.load(path)
     clip = MiniLMClip(seed=bed.cfg.text_seed, pad_to=bed.world.text_pad)
     pp = nodes["PromptPairLoader"].execute(clip, "", "", "(none)", "nudity", "").result[0]
-    rv = nodes["ExtractRefusalVector"].execute(model, pp, "auto", "all", "0.9,0.6,0.3", 64, 64, 1, 0).result[0]
-    rv = nodes["LowRankFactorize"].execute(rv, "cpca", 100, 0.5).result[0]
-    return model, clip, rv, nodes["ApplyRefusalToModel"].execute(model, rv, 1.0).result[0]
+    stats = nodes["ExtractRefusalVector"].execute(model, pp, "auto", "all", "0.9,0.6,0.3", 64, 64, 1, 0).result[0]
+    edit = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5).result[0]
+    return model, clip, edit, nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0]
 
 
-def _probe(original, edited, clip, rv, groups):
+def _probe(original, edited, clip, edit, groups):
     from testbed import evaluate
     from testbed.worlds import FIRST
 
@@ -41,7 +41,7 @@ def _probe(original, edited, clip, rv, groups):
     probe = comfy_host.pack_module("nodes.probe")
     pairs = [PromptPair(u.text, s.text) for u, s in evaluate.concept_pairs(FIRST, "nudity", "held_out", 36)[:6]]
     neutral = [p.text for p in groups.prompts["clean"][:8]]
-    return probe.run_probe(original, edited, clip, rv, pairs, neutral, [0.9, 0.6, 0.3], 64, 64, 1, 1)
+    return probe.run_probe(original, edited, clip, edit, pairs, neutral, [0.9, 0.6, 0.3], 64, 64, 1, 1)
 
 
 def test_the_probe_in_comfyui_agrees_with_the_testbed_script(comfy_edit, testbed):
@@ -50,14 +50,14 @@ def test_the_probe_in_comfyui_agrees_with_the_testbed_script(comfy_edit, testbed
     from testbed import run
 
     bed, groups, _ = testbed
-    model, clip, rv, edited = comfy_edit
+    model, clip, edit, edited = comfy_edit
     ours = run.probe_default(
         bed,
         factorize(bed.extract("nudity", run.DEFAULTS.site, defaults.SIGMAS, run.SEED), method="cpca", k=100, alpha=0.5),
         "nudity",
         groups,
     )
-    theirs = _probe(model, edited, clip, rv, groups)
+    theirs = _probe(model, edited, clip, edit, groups)
     assert theirs.leakage == pytest.approx(ours.leakage, abs=2e-3)
     assert theirs.collateral == pytest.approx(ours.collateral, abs=2e-3)
     for key, value in ours.layer_leakage.items():
@@ -67,7 +67,7 @@ def test_the_probe_in_comfyui_agrees_with_the_testbed_script(comfy_edit, testbed
 
 def test_the_probe_reports_exactly_one_for_the_unedited_testbed(comfy_edit, testbed):
     _, groups, _ = testbed
-    model, clip, rv, _ = comfy_edit
-    result = _probe(model, model, clip, rv, groups)
+    model, clip, edit, _ = comfy_edit
+    result = _probe(model, model, clip, edit, groups)
     assert result.leakage == pytest.approx(1.0, abs=1e-6)
     assert result.collateral == pytest.approx(0.0, abs=1e-6)
