@@ -34,7 +34,7 @@ def import_pack() -> ModuleType:
 
 def import_host(comfyui: Path, cpu: bool) -> str:
     """Put the ComfyUI checkout on sys.path with its default options (CPU if asked); returns its version."""
-    error = import_pack_module("refusal_core.types").RefusalError
+    error = _refusal_error()
     if not (comfyui / "main.py").is_file():
         raise error(f"no ComfyUI checkout at '{comfyui}': pass --comfyui or set COMFYUI_PATH")
     if str(comfyui) not in sys.path:
@@ -62,7 +62,7 @@ def load_diffusion_model_file(path: str | os.PathLike, weight_dtype: str = "defa
     import comfy.sd
     import torch
 
-    error = import_pack_module("refusal_core.types").RefusalError
+    error = _refusal_error()
     if weight_dtype not in WEIGHT_DTYPES:
         raise error(f"weight dtype '{weight_dtype}' is not one of UNETLoader's: {', '.join(WEIGHT_DTYPES)}")
     options: dict[str, Any] = {}
@@ -96,7 +96,7 @@ def load_text_encoder_files(paths: list[str | os.PathLike], clip_type: str) -> A
     import comfy.sd
     import folder_paths
 
-    error = import_pack_module("refusal_core.types").RefusalError
+    error = _refusal_error()
     if clip_type not in clip_types():
         raise error(f"text encoder type '{clip_type}' is not one of ComfyUI's: {', '.join(clip_types())}")
     files = [_existing_file(p, "text encoder") for p in paths]
@@ -117,5 +117,10 @@ def load_text_encoder_files(paths: list[str | os.PathLike], clip_type: str) -> A
 def _existing_file(path: str | os.PathLike, what: str) -> str:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise import_pack_module("refusal_core.types").RefusalError(f"{what} file '{path}' does not exist")
+        raise _refusal_error()(f"{what} file '{path}' does not exist")
     return str(p)
+
+
+def _refusal_error() -> type[Exception]:
+    """The pack's user-facing error class, as the pack imported under PACK defines it."""
+    return import_pack_module("refusal_core.types").RefusalError

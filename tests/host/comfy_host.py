@@ -49,8 +49,7 @@ def import_host():
     return pack.import_pack()
 
 
-def pack_module(name: str):
-    return importlib.import_module(f"{PACK}.{name}")
+pack_module = pack.import_pack_module
 
 
 def host():
