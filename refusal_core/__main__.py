@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 
 from .defaults import STRENGTH
-from .edit import load_refusal_edit
+from .edit import RefusalEdit
 from .families import detect_family, model_prefix
 from .io import save_atomic
 from .types import RefusalError
@@ -32,7 +32,7 @@ def export_lora(
     """Write the LoRA of `vector` for the diffusion model in `base`; returns {"layers": n, "bytes": size}."""
     if out.exists() and not force:
         raise RefusalError(f"'{out}' exists: choose another --out or pass --force")
-    edit = load_refusal_edit(vector)
+    edit = RefusalEdit.load(vector)
     try:
         handle = safe_open(str(base), framework="pt")
     except Exception as e:  # safetensors raises its own error types for unreadable files

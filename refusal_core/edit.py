@@ -66,7 +66,13 @@ class RefusalEdit:
     @classmethod
     def load(cls, path: str | os.PathLike) -> RefusalEdit:
         """The edit of a file of either format; a file with statistics only gets an error that says what to do."""
-        return load_refusal_edit(path)
+        edit, _ = load_refusal_file(path)
+        if edit is None:
+            raise RefusalError(
+                f"'{Path(path).name}' holds statistics only (an unfactorized vector): "
+                "connect Load Refusal Vector's statistics output to Low-Rank Factorize first"
+            )
+        return edit
 
     @classmethod
     def combine(cls, edits: Sequence[tuple[RefusalEdit, float]]) -> RefusalEdit:
@@ -100,14 +106,3 @@ def load_refusal_file(path: str | os.PathLike) -> tuple[RefusalEdit | None, Refu
     (an unfactorized first-release vector has statistics only; an edit saved without them, none)."""
     parts, stats = read_refusal_file(path)
     return (RefusalEdit(*parts) if parts is not None else None), stats
-
-
-def load_refusal_edit(path: str | os.PathLike) -> RefusalEdit:
-    """The edit of a file; a file with statistics only gets an error that says what to do."""
-    edit, _ = load_refusal_file(path)
-    if edit is None:
-        raise RefusalError(
-            f"'{Path(path).name}' holds statistics only (an unfactorized vector): "
-            "connect Load Refusal Vector's statistics output to Low-Rank Factorize first"
-        )
-    return edit

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__, defaults
-from .forwards import BatchForward, Forward, batches, run_forwards, schedule, stack_forward
+from .forwards import BatchForward, Forward, batches, run_forwards, schedule, shared_input, stack_forward
 from .layer_choice import choose_layers
 from .prompts import pairs_digest
 from .reduce import Reducer
@@ -102,8 +102,9 @@ def extract_refusal_stats(
     reducer = Reducer(settings, jobs, units, len(prompts.pairs), len(prompts.neutral), len(prompts.keep))
     done = 0
     fallbacks: list[str] = []
+    shared = shared_input(root, settings.site)
     for captured in run_forwards(
-        root, settings.points, jobs, groups, latent, forward, forward_batch or stack_forward(forward), fallbacks
+        root, settings.points, shared, jobs, groups, latent, forward, forward_batch or stack_forward(forward), fallbacks
     ):
         reducer.add(captured)
         done += len(captured)

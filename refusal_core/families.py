@@ -56,6 +56,7 @@ FAMILIES: dict[str, Family] = {
                     TEXT,
                     False,
                     "cross-attention key and value: the only path by which text reaches Wan's video tokens",
+                    "text_embedding",
                 ),
                 Site(
                     "ffn_in",
@@ -80,6 +81,7 @@ FAMILIES: dict[str, Family] = {
                     IMAGE,
                     False,
                     "image cross-attention key and value (Wan 2.1 image-to-video: CLIP-vision tokens)",
+                    "img_emb",
                 ),
             ),
             # the harder testbed's dev split (docs/results.md): text_kv erased most at the least drift; the FFN input erases nothing
@@ -151,6 +153,7 @@ FAMILIES: dict[str, Family] = {
                     TEXT,
                     False,
                     "cross-attention key and value, where text enters LTX-Video",
+                    "caption_projection",
                 ),
                 Site(
                     "ffn_in",

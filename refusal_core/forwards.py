@@ -1,5 +1,9 @@
 """Every (prompt, sigma) forward an extraction needs: their order, their batches, and running them with the
-edit site's inputs captured and checked."""
+edit site's inputs captured and checked.
+
+A forward runs only as deep as the edit: it ends as soon as the last input the site needs is read (the
+blocks after the last edited one and the head never run), and a site whose blocks all read one tensor
+computed before the blocks (Site.shared: Wan's text context) is read there, so no block runs at all."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import capture_inputs
+from .capture import AllCaptured, capture_inputs
+from .sites import Site
 from .types import EncodedPrompt, PromptPairs, RefusalError
 
 # forward(conditioning, latent [B, C, T, H, W], sigma) runs the host model once.
@@ -83,11 +88,33 @@ def batches(jobs: list[Job], batch_size: int, any_conditioning: bool) -> list[li
     return out
 
 
-def _captured(root: nn.Module, points: Sequence[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
-    """{point: [B, L, d]} inputs of the edit-site layers during one forward run by `run`."""
-    with capture_inputs(root, points) as acts:
-        run()
+def read_inputs(
+    root: nn.Module, points: Sequence[str], shared: str | None, run: Callable[[], Any]
+) -> dict[str, torch.Tensor]:
+    """{point: [B, L, d]} inputs of the edit-site layers during one forward run by `run`, which ends once they
+    are read. shared: a module whose output every point reads as its input (Site.shared), captured there
+    instead and handed to every point as one tensor (the reduction then computes its rows once)."""
+    names = [shared] if shared is not None else list(points)
+    with capture_inputs(root, names, outputs=shared is not None, stop=True) as acts:
+        try:
+            run()
+        except AllCaptured:
+            pass
+    if shared is not None and shared in acts:
+        return {p: acts[shared] for p in points}
     return acts
+
+
+def shared_input(root: nn.Module, site: Site) -> str | None:
+    """The module the site's points read their input from, when the site names one and the model has it
+    (else the points are read in the blocks: the same values, computed deeper)."""
+    if site.shared is None:
+        return None
+    try:
+        root.get_submodule(site.shared)
+    except AttributeError:
+        return None
+    return site.shared
 
 
 def _checked(
@@ -115,6 +142,7 @@ def _checked(
 def run_forwards(
     root: nn.Module,
     points: Sequence[str],
+    shared: str | None,
     jobs: list[Job],
     groups: list[list[int]],
     latent: torch.Tensor,
@@ -122,29 +150,28 @@ def run_forwards(
     forward_batch: BatchForward,
     fallbacks: list[str] | None = None,
 ) -> Iterator[dict[int, dict[str, torch.Tensor]]]:
-    """Per group of jobs, {job index: {point: captured input [L, d]}}. A group that forward_batch cannot
-    run as one batch (CannotBatch) runs one prompt per forward: the hooks then see each prompt's own forward,
-    and the reason is appended to `fallbacks` (the extraction reports it)."""
+    """Per group of jobs, {job index: {point: captured input [L, d]}}; shared: see read_inputs. A group that
+    forward_batch cannot run as one batch (CannotBatch) runs one prompt per forward: the hooks then see each
+    prompt's own forward, and the reason is appended to `fallbacks` (the extraction reports it)."""
+
+    def one(j: int) -> dict[str, torch.Tensor]:
+        enc, sigma = jobs[j]
+        return read_inputs(root, points, shared, lambda: forward(enc.conditioning, latent, sigma))
+
+    def together(group: list[int]) -> dict[str, torch.Tensor]:
+        conds, sigma = [jobs[j][0].conditioning for j in group], jobs[group[0]][1]
+        return read_inputs(root, points, shared, lambda: forward_batch(conds, latent, sigma))
+
     for group in groups:
-        encs = [jobs[j][0] for j in group]
-        sigma = jobs[group[0]][1]
         if len(group) == 1:
-            runs = [(group, _captured(root, points, lambda: forward(encs[0].conditioning, latent, sigma)))]  # noqa: B023 (called at once)
+            runs = [(group, one(group[0]))]
         else:
             try:
-                runs = [
-                    (
-                        group,
-                        _captured(root, points, lambda: forward_batch([e.conditioning for e in encs], latent, sigma)),  # noqa: B023
-                    )
-                ]
+                runs = [(group, together(group))]
             except CannotBatch as e:
                 if fallbacks is not None and e.failed:
                     fallbacks.append(f"{e}: the prompts ran one per forward from then on")
-                runs = [
-                    ([j], _captured(root, points, lambda j=j: forward(jobs[j][0].conditioning, latent, sigma)))  # noqa: B023
-                    for j in group
-                ]
+                runs = [([j], one(j)) for j in group]
         out: dict[int, dict[str, torch.Tensor]] = {}
         for part, acts in runs:
             out.update(_checked(part, jobs, acts, points))

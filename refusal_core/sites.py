@@ -29,6 +29,8 @@ class Site:
     edits:     linear layers that read that same input and receive the edit.
     tokens:    TEXT, VIDEO, JOINT or IMAGE (see above).
     per_sigma: whether the input changes with the latent / noise level; if not, it is read once.
+    shared:    a module whose output is the capture module's input in every block, computed before the
+               blocks (Wan's text context); the extraction reads it there, so no block has to run.
     """
 
     name: str
@@ -37,6 +39,11 @@ class Site:
     tokens: str
     per_sigma: bool
     description: str
+    shared: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shared is not None and self.per_sigma:
+            raise ValueError(f"site {self.name}: an input computed before the blocks cannot change with sigma")
 
     def point(self, block: int) -> str:
         return self.capture.format(i=block)

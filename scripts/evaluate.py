@@ -144,7 +144,7 @@ def evaluate(args) -> dict:
     """Everything of one run in memory: {file name: bytes} for --out (raises RefusalError for user mistakes)."""
     import_pack()
     from outdir import check_out_dir, png_bytes
-    from refusal_pack.refusal_core.edit import load_refusal_edit
+    from refusal_pack.refusal_core.edit import RefusalEdit
     from refusal_pack.refusal_core.report import plot
     from refusal_pack.refusal_core.types import RefusalError
     from refusal_pack.refusal_core.weights import check_strength
@@ -154,7 +154,7 @@ def evaluate(args) -> dict:
     for name in ("width", "height", "length"):
         if getattr(args, name) < 1:
             raise RefusalError(f"--{name} must be at least 1")
-    edit = load_refusal_edit(args.vector)
+    edit = RefusalEdit.load(args.vector)
     pairs, neutral, source = read_prompts(args)
 
     version = import_host((args.comfyui or default_comfyui()).expanduser(), args.cpu or not has_accelerator())

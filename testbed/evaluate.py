@@ -39,7 +39,7 @@ from refusal_core.families import FAMILIES
 from refusal_core.presets import PRESET_DIR, load_preset, preset_keep
 from refusal_core.sites import parse_layers
 from refusal_core.solvers.rank_one import factorize_layer
-from refusal_core.weights import edited_state_dict, orthonormal_rows
+from refusal_core.weights import orthonormal_rows
 
 from . import guided, scoring
 from .text import minilm_text
@@ -300,7 +300,7 @@ def make_edit(cfg: EditConfig, stats: RefusalStats, noise_seed: int) -> RefusalE
 def edited_model(model: torch.nn.Module, edit: RefusalEdit, strength: float) -> torch.nn.Module:
     """A copy of the model with the edit applied as the pack applies it (its low-rank factors)."""
     out = copy.deepcopy(model)
-    out.load_state_dict(edited_state_dict(model.state_dict(), edit, strength))
+    out.load_state_dict(edit.edited_state_dict(model.state_dict(), strength))
     return out
 
 

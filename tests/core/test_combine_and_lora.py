@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from refusal_core.compatibility import check_edit_fits
-from refusal_core.edit import RefusalEdit, load_refusal_edit
+from refusal_core.edit import RefusalEdit
 from refusal_core.families import detect_family
 from refusal_core.file_format import save_refusal_edit
 from refusal_core.lora import lora_metadata, lora_state_dict
@@ -46,7 +46,7 @@ def test_combined_edits_stack_per_layer_and_round_trip(tmp_path):
     assert Q.shape == (2, 16) and s.tolist() == [1.0, 0.5]
     assert torch.allclose(Q @ Q.T, torch.eye(2), atol=1e-6) and torch.allclose(Q[0], a.layers[0].basis[0])
     assert [c["concept"] for c in json.loads(both.meta["concepts"])] == ["nudity", "gore"]
-    back = load_refusal_edit(save_refusal_edit(both, tmp_path / "both.safetensors"))
+    back = RefusalEdit.load(save_refusal_edit(both, tmp_path / "both.safetensors"))
     assert torch.equal(back.bases()["blocks.0.cross_attn.k"][0], Q) and back.layers[0].strengths == (1.0, 0.5)
     with pytest.raises(RefusalError, match="different model families"):
         RefusalEdit.combine([(a, 1.0), (edit(16, 2, "x", family="ltxv"), 1.0)])

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from refusal_core.edit import load_refusal_edit, load_refusal_file
+from refusal_core.edit import RefusalEdit, load_refusal_file
 from refusal_core.factorize import factorize
 from refusal_core.file_format import save_refusal_edit
 from refusal_core.lora import lora_state_dict
@@ -102,7 +102,7 @@ def test_a_first_release_unfactorized_file_has_statistics_only():
         "blocks.1.cross_attn.o",
     ]
     with pytest.raises(RefusalError, match="statistics only"):
-        load_refusal_edit(RELEASE_0_1_0 / "unfactorized.safetensors")
+        RefusalEdit.load(RELEASE_0_1_0 / "unfactorized.safetensors")
     refactored = factorize(stats, "cpca", 100, 0.5)
     then, _ = load_refusal_file(RELEASE_0_1_0 / "cpca_cross_out.safetensors")
     # this release scales alpha to the spread of D in the uncentered solve too: the direction moves a little

@@ -83,7 +83,7 @@ def evaluate(files, out, *extra):
 
 def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     from refusal_pack.nodes.probe import run_probe
-    from refusal_pack.refusal_core.edit import load_refusal_edit
+    from refusal_pack.refusal_core.edit import RefusalEdit
     from refusal_pack.refusal_core.prompts import parse_pair_lines
 
     run = evaluate(files, tmp_path / "eval", "--strength", "1.0")
@@ -106,7 +106,7 @@ def test_the_command_reports_the_probe_nodes_numbers(nodes, files, tmp_path):
     } <= set(report)
     assert report["model_family"] == "hunyuan_video" and report["inputs"]["strength"] == 1.0
 
-    edit = load_refusal_edit(files["vector"])
+    edit = RefusalEdit.load(files["vector"])
     model, clip = files["model"], files["clip_obj"]
     edited = nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0]
     # the RefusalProbe node's body (its execute parses the texts, calls this and returns node.report() and a chart)
