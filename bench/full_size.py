@@ -11,12 +11,18 @@
    umt5's 512 rows. Per node: seconds (wall clock between ComfyUI's "executing" messages) and the server's peak
    resident memory during the node (VmHWM, reset at every node); the size of every file the graph wrote. The
    residual ||W'd|| / ||Wd|| on the weights ComfyUI computes with is checked by a test node.
-3. Sampling: KSampler steps on the original and on the edited model (ComfyUI's ModelPatcher, full load), in turn,
-   at the probe size; the step time is the wall clock between progress messages (the first step, which includes
-   loading and patching, is left out).
+3. Sampling: KSampler runs of --steps steps on the original model, on the edited one (ComfyUI's ModelPatcher, full
+   load) and on the original again (the control), in rotating order for --rounds rounds, at the probe size; the step
+   time is the wall clock between progress messages (the first step, which includes loading and patching, is left
+   out). Step i of a round on the edited (or control) model over step i of that round on the original is one paired
+   ratio; the figure is their median, with their spread, the control's, and the verdict against the goal 1.01 by
+   bench/paired.py's rule (pass / FAIL / within noise).
 4. Wan 14B's width (5120, 40 heads, ffn 13824) with 1 and 2 blocks: per-block costs, extrapolated to 40 blocks.
 
 --tiny runs the same at toy sizes in seconds (the test of this script). Writes bench/full_size.json.
+--gpu runs ComfyUI without --cpu on the machine's GPU and writes bench/full_size_gpu.json (meant for one NVIDIA GPU in
+<= 5 minutes, writing the checkpoints included; not yet run); each node's memory is then the server's peak resident RAM
+and the GPU memory its torch holds after the node (reserved, as ComfyUI's /system_stats reports it).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from bench import paired
 from testbed.progress import Progress
 from tests.host import comfy_host
 from tests.host.server import ComfyServer
@@ -68,6 +75,9 @@ BLOCKS_14B = (1, 2)
 REAL_BLOCKS_14B = 40
 UMT5_ROWS = 512  # ComfyUI pads Wan's umt5 context to 512 rows
 FORMAT = 1  # of the cached checkpoints: bump when what they hold changes
+SAMPLING_GOAL = 1.01  # a step on the edited model over one on the original
+# sampling (rounds, steps) by device: a CPU step at 256 x 256 takes ~13 s, a GPU step well under one
+SAMPLING = {"cpu": (3, 4), "gpu": (6, 8)}
 
 
 def cache_dir() -> Path:
@@ -119,8 +129,8 @@ class Monitor:
     """ComfyUI's websocket messages with the time they arrived; at every "executing" message the server's peak
     resident memory since the last one is read (VmHWM) and the counter reset, so each node gets its own peak."""
 
-    def __init__(self, server: ComfyServer, progress: Progress):
-        self.server, self.client_id, self.progress = server, uuid.uuid4().hex, progress
+    def __init__(self, server: ComfyServer, progress: Progress, gpu: bool = False):
+        self.server, self.client_id, self.progress, self.gpu = server, uuid.uuid4().hex, progress, gpu
         self._bar: tuple[str, int, object] | None = None
         self.events: list[tuple[float, str, dict, dict]] = []
         self.graph_types: dict[str, str] = {}
@@ -142,7 +152,17 @@ class Monitor:
             Path(f"/proc/{self.pid}/clear_refs").write_text("5")
         except OSError:
             fields["reset"] = 0
+        if self.gpu:
+            fields["gpu_kib"] = self._gpu_kib()
         return fields
+
+    def _gpu_kib(self) -> int | None:
+        """GPU memory the server's torch holds now (ComfyUI's /system_stats: reserved by its caching allocator, which
+        keeps what a node reserved until ComfyUI empties it); None where the server does not answer."""
+        try:
+            return self.server.get("/system_stats")["devices"][0]["torch_vram_total"] // 1024
+        except (OSError, KeyError, IndexError, ValueError):
+            return None
 
     async def _listen(self) -> None:
         import aiohttp
@@ -195,16 +215,17 @@ def per_node(events: list, graph: dict) -> list[dict]:
         if node is None:
             continue
         mib = {k: mem.get(k, 0) / 1024 for k in ("VmHWM", "VmRSS")}
-        rows.append(
-            {
-                "node": node,
-                "type": graph[node]["class_type"],
-                "seconds": round(t1 - t0, 3),
-                "peak_mib": round(mib["VmHWM"], 1),
-                "added_mib": round(mib["VmHWM"] - before.get("VmRSS", 0) / 1024, 1),
-                "rss_after_mib": round(mib["VmRSS"], 1),
-            }
-        )
+        row = {
+            "node": node,
+            "type": graph[node]["class_type"],
+            "seconds": round(t1 - t0, 3),
+            "peak_mib": round(mib["VmHWM"], 1),
+            "added_mib": round(mib["VmHWM"] - before.get("VmRSS", 0) / 1024, 1),
+            "rss_after_mib": round(mib["VmRSS"], 1),
+        }
+        if "gpu_kib" in mem:
+            row["gpu_after_mib"] = None if mem["gpu_kib"] is None else round(mem["gpu_kib"] / 1024, 1)
+        rows.append(row)
     return rows
 
 
@@ -316,34 +337,61 @@ def run_model(
 def sampling(
     monitor: Monitor, graph: dict, rounds: int, steps: int, size: int, timeout: float, progress: Progress
 ) -> dict:
+    """KSampler runs on the original, the edited and the original model again (the control), in rotating order; the
+    paired ratios of their steps (step i of a round over the original's step i), their spread and the verdict."""
     ids = {node["class_type"]: nid for nid, node in graph.items()}
-    models = {"original": [ids["ModelSamplingSD3"], 0], "edited": [ids["ApplyRefusalToModel"], 0]}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for rnd in range(rounds):
-        for name, model in models.items():
-            progress.say(f"[full_size] sampling {steps} steps on the {name} model ({rnd + 1} of {rounds})")
-            g = sampling_graph(graph, model, seed=100 + 10 * rnd + len(times[name]), steps=steps, size=size)
-            _, events = monitor.run(g, timeout)
-            times[name] += step_times(events, "sampler")
-    med = {k: statistics.median(v) for k, v in times.items()}
+    original = [ids["ModelSamplingSD3"], 0]
+    models = {"original": original, "edited": [ids["ApplyRefusalToModel"], 0], "control": original}
+    runs: dict[str, list[list[float]]] = {k: [] for k in models}
+    for i, (rnd, name) in enumerate(paired.rotations(list(models), rounds)):
+        progress.say(f"[full_size] sampling {steps} steps on the {name} model ({rnd + 1} of {rounds})")
+        # a seed of its own per run: ComfyUI would answer a graph it ran before from its cache
+        g = sampling_graph(graph, models[name], seed=100 + i, steps=steps, size=size)
+        _, events = monitor.run(g, timeout)
+        runs[name].append(step_times(events, "sampler"))
+    ratios = {
+        k: [a / b for run, base in zip(runs[k], runs["original"]) for a, b in zip(run, base)]
+        for k in ("edited", "control")
+    }
+    edited, control = paired.spread(ratios["edited"]), paired.spread(ratios["control"])
+    times = {k: [t for run in v for t in run] for k, v in runs.items()}
     return {
         "steps_per_run": steps,
         "rounds": rounds,
         "size": size,
         "step_seconds": times,
-        "median_step_seconds": med,
-        "edited_over_original": med["edited"] / med["original"],
+        "median_step_seconds": {k: statistics.median(v) for k, v in times.items()},
+        "edited_over_original": edited["median"],
+        "spread": edited,
+        "control": control,
+        "goal": SAMPLING_GOAL,
+        "verdict": paired.verdict(edited["median"], SAMPLING_GOAL, edited, control),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "bench" / "full_size.json"))
+    ap.add_argument("--out", help="default bench/full_size.json, with --gpu bench/full_size_gpu.json")
     ap.add_argument("--tiny", action="store_true", help="toy sizes: a check that the script runs, in seconds")
-    ap.add_argument("--rounds", type=int, default=2, help="sampling runs per model, original and edited in turn")
-    ap.add_argument("--steps", type=int, default=4, help="KSampler steps per sampling run")
+    ap.add_argument("--gpu", action="store_true", help="ComfyUI on the machine's GPU (without --cpu)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        help=f"sampling rounds: original, edited, original again in rotating order (default {SAMPLING['cpu'][0]}, "
+        f"with --gpu {SAMPLING['gpu'][0]})",
+    )
+    ap.add_argument(
+        "--steps",
+        type=int,
+        help=f"KSampler steps per sampling run (default {SAMPLING['cpu'][1]}, with --gpu {SAMPLING['gpu'][1]})",
+    )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu: torch sees no CUDA GPU on this machine")
+    rounds, steps = SAMPLING["gpu" if args.gpu else "cpu"]
+    args.rounds, args.steps = args.rounds or rounds, args.steps or steps
+    args.out = args.out or str(ROOT / "bench" / ("full_size_gpu.json" if args.gpu else "full_size.json"))
     progress = Progress(args.quiet)
     if comfy_host.missing_reason():
         raise SystemExit(
@@ -365,7 +413,8 @@ def main() -> None:
     wall0 = time.monotonic()
     report = {"run": machine(args)}
     # each model in a server of its own, so that every node's peak memory holds that model only
-    with host(files["wan21_1.3B"], progress) as (monitor, base):
+    with host(files["wan21_1.3B"], progress, args.gpu) as (monitor, base):
+        report["run"]["device"] = device_name(monitor.server, args.gpu)
         small, graph = run_model(monitor, base, files["wan21_1.3B"].name, "wan21_1.3B", args.tiny, timeout, progress)
         report["wan21_1.3B"] = {**small, "shape": shapes["wan21_1.3B"]}
         report["wan21_1.3B"]["sampling"] = sampling(
@@ -373,7 +422,7 @@ def main() -> None:
         )
     wide = {}
     for n in BLOCKS_14B:
-        with host(files[f"wan_14B_width_{n}"], progress) as (monitor, base):
+        with host(files[f"wan_14B_width_{n}"], progress, args.gpu) as (monitor, base):
             wide[str(n)], _ = run_model(
                 monitor, base, files[f"wan_14B_width_{n}"].name, f"wan_14B_width_{n}", args.tiny, timeout, progress
             )
@@ -384,15 +433,16 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def host(checkpoint: Path, progress: Progress):
-    """A fresh headless ComfyUI in a temporary base directory with `checkpoint` in models/diffusion_models."""
+def host(checkpoint: Path, progress: Progress, gpu: bool = False):
+    """A fresh headless ComfyUI in a temporary base directory with `checkpoint` in models/diffusion_models; on the
+    CPU (--cpu) unless gpu."""
     with tempfile.TemporaryDirectory(prefix="refusal-full-size-") as tmp:
         base = Path(tmp)
-        server = ComfyServer(base)
+        server = ComfyServer(base, cpu=not gpu)
         (base / "models" / "diffusion_models" / checkpoint.name).symlink_to(checkpoint)
         server.start()
         try:
-            yield Monitor(server, progress), base
+            yield Monitor(server, progress, gpu), base
         finally:
             server.stop()
 
@@ -449,8 +499,17 @@ def machine(args) -> dict:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "torch": torch.__version__,
         "tiny": args.tiny,
+        "gpu": args.gpu,
         "comfyui": comfy_version(),
     }
+
+
+def device_name(server: ComfyServer, gpu: bool) -> str:
+    """The device ComfyUI computes on, as it reports it; refuses a GPU run that ComfyUI put on the CPU."""
+    device = server.get("/system_stats")["devices"][0]
+    if gpu and device["type"] != "cuda":
+        raise SystemExit(f"--gpu, but ComfyUI computes on {device['name']}")
+    return device["name"]
 
 
 def comfy_version() -> str:

@@ -9,7 +9,8 @@ number in them comes from docs/data/*.json, bench/results.json and bench/full_si
                                             produces only those parts
 
 The benchmark data come from `python -m bench.run` (bench/results.json) and `python -m bench.full_size`
-(bench/full_size.json, a real ComfyUI at Wan's full size).
+(bench/full_size.json, a real ComfyUI at Wan's full size; with --gpu bench/full_size_gpu.json, shown beside it where
+it exists).
 """
 
 from __future__ import annotations
@@ -702,21 +703,52 @@ def characters_section(ch: dict) -> list[str]:
     return out + [""]
 
 
-def bench_section(bench: dict) -> list[str]:
+# how bench/paired.py turns paired ratios into a verdict, in the documents' words
+VERDICT_RULE = (
+    "Each timed figure is the median of paired ratios from interleaved repeats (the variants in rotating order, one "
+    "ratio per repetition); [q1, q3] are their quartiles, n their count. Where the base is also timed against itself in "
+    "the same run (the control), the interval is widened on both sides by the control's larger factor away from 1 (divided "
+    "and multiplied by it). **pass**: the interval's upper end is within the goal; **FAIL**: its lower end is beyond it; **within noise**: the run cannot tell. A figure "
+    "measured once is judged by its value."
+)
+
+
+def quartiles(s: dict | None) -> str:
+    """'[q1, q3] of n' of a figure's paired ratios, 'once' without."""
+    return f"[{s['q1']:.3g}, {s['q3']:.3g}] of {s['n']}" if s else "once"
+
+
+def bench_row(key: str, f: dict) -> str:
+    """One figure of bench/results.json as bench/run.py prints it: value, spread, control, goal, verdict, how."""
+    goal = "" if f["goal"] is None else f"≤ {f['goal']:g}"
+    control = f"{f['control']['median']:.3f} {quartiles(f['control'])}" if f["control"] else ""
+    verdict = {"-": "", "FAIL": "**FAIL**"}.get(f["verdict"], f["verdict"])
+    return (
+        f"| `{key}` | {f['value']:.4g} | {quartiles(f['spread'])} | {control} | {goal} | {verdict} | {cell(f['how'])} |"
+    )
+
+
+def bench_section(bench: dict, full_size: dict | None = None) -> list[str]:
+    """The pure-torch figures of bench/results.json, after the headline sampling figure: a step through ComfyUI's
+    ModelPatcher (bench/full_size.json), where that run exists."""
     run = bench["run"]
-    out = [
-        "## Cost at Wan 2.1 1.3B's shape",
-        "",
+    out = ["## Cost at Wan 2.1 1.3B's shape", ""]
+    if full_size is not None:
+        out += [
+            "Sampling with the edit, in a real ComfyUI (`python -m bench.full_size`, README's cost section): a step on the "
+            "edited model over one on the original through ComfyUI's ModelPatcher, goal "
+            f"≤ {full_size['wan21_1.3B']['sampling']['goal']:g}: {sampling_text(full_size['wan21_1.3B']['sampling'])}.",
+            "",
+        ]
+    out += [
         f"`python -m bench.run` (data: [../bench/results.json](../bench/results.json)): pure torch, a Wan of the 1.3B shape ({run['layers']} "
-        f"blocks, random fp32 weights), the default site, {run['threads']} torch thread(s), torch {run['torch']}. Every figure is a "
-        "ratio measured side by side in one run.",
+        f"blocks, random fp32 weights), the default site (extraction also at a site in the video stream), {run['threads']} torch thread(s), torch {run['torch']}, up to "
+        f"{run['reps']} repetitions. Every figure is a ratio measured side by side in one run. {VERDICT_RULE}",
         "",
-        "| figure | measured | goal | how |",
-        "|---|---|---|---|",
+        "| figure | measured | [q1, q3] of n | base vs itself | goal | verdict | how |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for key, f in bench["figures"].items():
-        goal = "" if f["goal"] is None else f"≤ {f['goal']:g}"
-        out.append(f"| `{key}` | {f['value']:.4g} | {goal} | {cell(f['how'])} |")
+    out += [bench_row(key, f) for key, f in bench["figures"].items()]
     return out + [""]
 
 
@@ -740,7 +772,10 @@ def results_md() -> str:
         lines += testbed_section(tb, load("rank_sweep.json"))
     bench_path = ROOT / "bench" / "results.json"
     if bench_path.exists():
-        lines += bench_section(json.loads(bench_path.read_text()))
+        full_size = ROOT / "bench" / "full_size.json"
+        lines += bench_section(
+            json.loads(bench_path.read_text()), json.loads(full_size.read_text()) if full_size.exists() else None
+        )
     quantized = load("quantized.json")
     if quantized:
         lines += quantized_section(quantized)
@@ -786,24 +821,84 @@ def size(n: float) -> str:
     return f"{n / 2**20:.2f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
 
 
-def cost_section(fs: dict) -> list[str]:
-    """README's table: the template's erasure part at Wan 2.1 1.3B's shape, and Wan 14B's width per block."""
+NOT_MEASURED = "not measured"
+
+
+def extract_per_block(ext: dict) -> str:
+    """What one more block adds to extraction: its seconds, or nothing measurable where 2 blocks took no longer
+    than 1 (the default site reads the text context before the blocks)."""
+    if ext["per_block"] <= 0:
+        return f"nothing measurable ({ext['one_block']:.1f} s with 1 block, {ext['one_block'] + ext['per_block']:.1f} s with 2)"
+    return f"{ext['per_block']:.1f} s"
+
+
+def extract_at_40(ext: dict) -> str:
+    """1 block + 39 x the next block's seconds, or 1 block's where the next added nothing measurable."""
+    if ext["per_block"] <= 0:
+        return f"as with 1 block, {duration(ext['one_block'])}"
+    return f"{ext['one_block']:.1f} + 39 × {ext['per_block']:.1f} = {duration(ext['at_40'])}"
+
+
+def duration(seconds: float) -> str:
+    """'42 s' under two minutes, else '21 min'."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def sampling_text(samp: dict | None) -> str:
+    """A sampling step on the edited model over one on the original through ComfyUI's ModelPatcher: the median of
+    the paired steps, their quartiles, the control and the verdict; 'not measured' without a run."""
+    if samp is None:
+        return NOT_MEASURED
+    s, c = samp["spread"], samp["control"]
+    return (
+        f"{samp['edited_over_original']:.3f} (quartiles [{s['q1']:.3f}, {s['q3']:.3f}] of {s['n']} paired steps at "
+        f"{samp['size']}×{samp['size']}, {samp['median_step_seconds']['original']:.2f} s a step; the original against "
+        f"itself {c['median']:.3f} [{c['q1']:.3f}, {c['q3']:.3f}]): **{samp['verdict']}**"
+    )
+
+
+def node_cells(small: dict | None) -> dict[str, tuple[str, str]]:
+    """(seconds, memory) by node type; on a GPU run the memory is the peak RAM / the GPU memory held after the node."""
+    if small is None:
+        return {}
+    cells = {}
+    for r in small["nodes"]:
+        memory = f"{r['peak_mib'] / 1024:.1f} GB"
+        if "gpu_after_mib" in r:
+            held = r["gpu_after_mib"]
+            memory += f" / {NOT_MEASURED if held is None else f'{held / 1024:.1f} GB'}"
+        cells[r["type"]] = (f"{r['seconds']:.1f}", memory)
+    return cells
+
+
+def cost_section(fs: dict, gpu: dict | None = None) -> list[str]:
+    """README's table: the template's erasure part at Wan 2.1 1.3B's shape on the CPU and, where bench/full_size_gpu.json
+    exists, on a GPU beside it ('not measured' where not), and Wan 14B's width per block."""
     run, small, wide = fs["run"], fs["wan21_1.3B"], fs["wan_14B_width"]
     shape = small["shape"]
+    gpu_small = gpu["wan21_1.3B"] if gpu else None
+    gpu_where = (
+        f"on the GPU by `python -m bench.full_size --gpu` ({gpu['run']['device']}, ComfyUI {gpu['run']['comfyui']}; "
+        "memory: peak RAM / GPU memory held after the node)"
+        if gpu
+        else f"on a GPU: {NOT_MEASURED} (`python -m bench.full_size --gpu` writes bench/full_size_gpu.json)"
+    )
     out = [
         COST_BEGIN,
         f"Measured by `python -m bench.full_size` in a real ComfyUI ({run['comfyui']}, `--cpu`) on {run['cores']} CPU cores "
         f"({run['cpu']}), with a Wan 2.1 1.3B-shaped checkpoint ({shape['num_layers']} blocks × {shape['dim']}, random fp16 weights, "
-        f"ComfyUI computes in float32 on CPU) through the Wan 2.1 template's erasure part with the defaults. The text encoder "
-        "is a small stand-in with umt5's output shape (512 × 4096): a real umt5-xxl cannot be made small.",
+        f"ComfyUI computes in float32 on CPU) through the Wan 2.1 template's erasure part with the defaults; {gpu_where}. "
+        "The text encoder is a small stand-in with umt5's output shape (512 × 4096): a real umt5-xxl cannot be made small.",
         "",
-        "| node | seconds | peak memory of ComfyUI |",
-        "|---|---|---|",
+        "| node | CPU: seconds | CPU: peak memory of ComfyUI | GPU: seconds | GPU: memory |",
+        "|---|---|---|---|---|",
     ]
-    out += [
-        f"| {NODE_NAMES.get(r['type'], r['type'])} | {r['seconds']:.1f} | {r['peak_mib'] / 1024:.1f} GB |"
-        for r in small["nodes"]
-    ]
+    on_gpu = node_cells(gpu_small)
+    for r in small["nodes"]:
+        g_sec, g_mem = on_gpu.get(r["type"], (NOT_MEASURED, NOT_MEASURED))
+        out.append(
+            f"| {NODE_NAMES.get(r['type'], r['type'])} | {r['seconds']:.1f} | {r['peak_mib'] / 1024:.1f} GB | {g_sec} | {g_mem} |"
+        )
     kinds = {
         "refusal_vectors": "the refusal vector",
         "loras": "the LoRA",
@@ -815,26 +910,29 @@ def cost_section(fs: dict) -> list[str]:
         f"{size(f['bytes'])}"
         for f in small["files"]
     )
-    samp = small["sampling"]
-    steps = [t for ts in samp["step_seconds"].values() for t in ts]
     per = wide["per_block"]
     ext = per["seconds"]["ExtractRefusalVector"]
     vec = per["file_bytes"]["refusal_vectors"]
+    gpu_ext = gpu["wan_14B_width"]["per_block"]["seconds"]["ExtractRefusalVector"] if gpu else None
     out += [
         "",
         "The loader's peak holds the fp16 file and its float32 copy at once. "
         f"Files written: {files}. After the edit, each of the {small['edited_weights']} edited weights reads at most "
         f"{small['residual_max']:.1e} of its direction (‖W′d‖ / ‖Wd‖, on the weights ComfyUI computes with). A sampling step on the "
-        f"edited model (the edit folded into the weights by ComfyUI's ModelPatcher) took {samp['edited_over_original']:.2f}× the "
-        f"original's: the median of {len(samp['step_seconds']['edited'])} steps each at {samp['size']}×{samp['size']}, while single steps "
-        f"spread from {min(steps):.1f} to {max(steps):.1f} s on this machine, so no cost of the edit is measurable.",
+        f"edited model over one on the original, through ComfyUI's ModelPatcher (the edit folded into the weights), goal "
+        f"≤ {small['sampling']['goal']:g}, the original, the edited and the original again in rotating order: on the CPU "
+        f"{sampling_text(small['sampling'])}; on the GPU {sampling_text(gpu_small['sampling'] if gpu else None)}.",
         "",
         f"Wan 14B's width ({wide['shape']['dim']}, {wide['shape']['num_heads']} heads), measured with 1 and 2 blocks: each block adds "
-        f"{ext['per_block']:.1f} s to Extract Refusal Vector, {per['peak_mib']['per_block'] / 1024:.2f} GB to the peak memory and "
-        f"{size(vec['per_block'])} to the saved vector. At 40 blocks: Extract {ext['one_block']:.1f} + 39 × {ext['per_block']:.1f} = "
-        f"{ext['at_40'] / 60:.0f} min, peak {per['peak_mib']['one_block'] / 1024:.1f} + 39 × {per['peak_mib']['per_block'] / 1024:.2f} = "
+        f"{extract_per_block(ext)} to Extract Refusal Vector, {per['peak_mib']['per_block'] / 1024:.2f} GB to the peak memory and "
+        f"{size(vec['per_block'])} to the saved vector. At 40 blocks: Extract {extract_at_40(ext)}, peak {per['peak_mib']['one_block'] / 1024:.1f} + 39 × {per['peak_mib']['per_block'] / 1024:.2f} = "
         f"{per['peak_mib']['at_40'] / 1024:.0f} GB (float32 on CPU; on a GPU the weights stay in their own format), "
-        f"vector {size(vec['one_block'])} + 39 × {size(vec['per_block'])} = {size(vec['at_40'])}.",
+        f"vector {size(vec['one_block'])} + 39 × {size(vec['per_block'])} = {size(vec['at_40'])}. On the GPU, Extract at 40 "
+        + (
+            f"blocks: {gpu_ext['one_block']:.1f} + 39 × {gpu_ext['per_block']:.1f} = {gpu_ext['at_40']:.0f} s."
+            if gpu_ext
+            else f"blocks: {NOT_MEASURED}."
+        ),
         COST_END,
     ]
     return out
@@ -996,7 +1094,9 @@ def readme_md() -> str:
     text = (ROOT / "README.md").read_text()
     cost, protocol = ROOT / "bench" / "full_size.json", DATA / "protocol.json"
     if cost.exists():
-        text = _replace(text, COST_BEGIN, COST_END, cost_section(json.loads(cost.read_text())))
+        gpu = ROOT / "bench" / "full_size_gpu.json"
+        on_gpu = json.loads(gpu.read_text()) if gpu.exists() else None
+        text = _replace(text, COST_BEGIN, COST_END, cost_section(json.loads(cost.read_text()), on_gpu))
     if protocol.exists():
         text = _replace(text, TESTBED_BEGIN, TESTBED_END, testbed_summary(json.loads(protocol.read_text())))
         characters = DATA / "characters.json"

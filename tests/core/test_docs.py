@@ -119,3 +119,83 @@ def test_every_data_file_was_made_by_the_code_at_head():
         )
         assert f"code hash `{want}`" in results or path.name == "bad_inputs.json"
     assert f"code hash `{want}`" in (ROOT / "docs" / "bad-input.md").read_text()
+
+
+def test_every_bench_verdict_is_the_rule_applied_to_its_spread_and_the_docs_show_it():
+    """bench/results.json cannot claim a pass its repeats do not give, and docs/results.md shows each figure's goal,
+    spread, control and verdict as bench/run.py printed them."""
+    from bench import paired
+
+    md, results = make_docs(), (ROOT / "docs" / "results.md").read_text()
+    for key, f in json.loads((ROOT / "bench" / "results.json").read_text())["figures"].items():
+        assert "verdict" in f, "bench/results.json predates interleaved repeats: run python -m bench.run"
+        assert f["verdict"] == paired.verdict(f["value"], f["goal"], f["spread"], f["control"]), key
+        assert md.bench_row(key, f) in results.splitlines(), f"docs/results.md does not show {key} as its data give"
+
+
+def bench_figure(value: float, goal: float | None, ratios=None, control=None) -> dict:
+    from bench import paired
+
+    s, c = (paired.spread(ratios) if ratios else None), (paired.spread(control) if control else None)
+    value = s["median"] if s else value
+    return {"value": value, "goal": goal, "verdict": paired.verdict(value, goal, s, c), "spread": s, "control": c}
+
+
+def test_the_bench_table_prints_goal_spread_control_and_verdict():
+    md = make_docs()
+    figures = {
+        "noisy": {**bench_figure(0, 1.01, [1.0, 1.02, 1.03], [0.97, 1.0, 1.03]), "how": "x"},
+        "slow": {**bench_figure(0, 1.0, [1.8, 1.9, 2.0]), "how": "y"},
+        "bytes": {**bench_figure(0.001, 0.01), "how": "z"},
+    }
+    run = {"layers": 30, "threads": 1, "torch": "2", "reps": 9}
+    lines = md.bench_section({"figures": figures, "run": run})
+    assert "| `noisy` | 1.02 | [1.01, 1.02] of 3 | 1.000 [0.985, 1.02] of 3 | ≤ 1.01 | within noise | x |" in lines
+    assert "| `slow` | 1.9 | [1.85, 1.95] of 3 |  | ≤ 1 | **FAIL** | y |" in lines
+    assert "| `bytes` | 0.001 | once |  | ≤ 0.01 | pass | z |" in lines
+
+
+def full_size_report(seconds: float, device: str, gpu: bool) -> dict:
+    """A bench/full_size.py report of the shape cost_section reads, every time `seconds` (a fabricated stand-in)."""
+    node = {"type": "ExtractRefusalVector", "seconds": seconds, "peak_mib": 2048.0}
+    spread = {"median": 1.0, "q1": 0.99, "q3": 1.02, "min": 0.9, "max": 1.1, "n": 9}
+    line = {"one_block": seconds, "per_block": seconds, "at_40": 40 * seconds}
+    return {
+        "run": {"comfyui": "0.3", "cores": 2, "cpu": "a CPU", "device": device, "gpu": gpu},
+        "wan21_1.3B": {
+            "shape": {"num_layers": 30, "dim": 1536},
+            "nodes": [{**node, "gpu_after_mib": 1024.0} if gpu else node],
+            "files": [{"file": "models/loras/bench/x.safetensors", "bytes": 2048}],
+            "edited_weights": 60,
+            "residual_max": 1e-7,
+            "sampling": {
+                "goal": 1.01,
+                "edited_over_original": 1.0,
+                "spread": spread,
+                "control": spread,
+                "size": 256,
+                "median_step_seconds": {"original": seconds},
+                "verdict": "within noise",
+            },
+        },
+        "wan_14B_width": {
+            "shape": {"dim": 5120, "num_heads": 40},
+            "per_block": {
+                "seconds": {"ExtractRefusalVector": line},
+                "peak_mib": line,
+                "file_bytes": {"refusal_vectors": line},
+            },
+        },
+    }
+
+
+def test_the_cost_section_shows_the_gpu_beside_the_cpu_or_says_not_measured():
+    md = make_docs()
+    cpu = full_size_report(140.25, "cpu", False)
+    alone = "\n".join(md.cost_section(cpu))
+    assert "| Extract Refusal Vector | 140.2 | 2.0 GB | not measured | not measured |" in alone
+    assert "on the GPU not measured." in alone and "Extract at 40 blocks: not measured." in alone
+    assert "on the CPU 1.000 (quartiles [0.990, 1.020] of 9 paired steps" in alone and "**within noise**" in alone
+    both = "\n".join(md.cost_section(cpu, full_size_report(3.5, "cuda:0 NVIDIA H100", True)))
+    assert "| Extract Refusal Vector | 140.2 | 2.0 GB | 3.5 | 2.0 GB / 1.0 GB |" in both
+    assert "not measured" not in both and "cuda:0 NVIDIA H100" in both and "3.50 s a step" in both

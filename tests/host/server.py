@@ -23,8 +23,9 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, base: Path):
-        self.base = base
+    def __init__(self, base: Path, cpu: bool = True):
+        """cpu: ComfyUI's --cpu (every test); False lets it take the GPU (bench/full_size.py --gpu)."""
+        self.base, self.cpu = base, cpu
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = base / "server.log"
@@ -42,7 +43,7 @@ class ComfyServer:
         args = [
             sys.executable,
             "main.py",
-            "--cpu",
+            *(["--cpu"] if self.cpu else []),
             "--listen",
             "127.0.0.1",
             "--port",

@@ -59,6 +59,15 @@ def parts(x) -> list[torch.Tensor]:
     return [x] if isinstance(x, torch.Tensor) else [torch.tensor(float(x.count)), x.total, x.gram]
 
 
+def assert_same_stats(fast, ref) -> None:
+    """The same layers, and their D, E and r (rows or moments) equal to 1e-6 of their size."""
+    assert [L.point for L in fast.layers] == [L.point for L in ref.layers]
+    for a, b in zip(fast.layers, ref.layers):
+        for name in ("diffs", "neutral", "r"):
+            for u, v in zip(parts(getattr(a, name)), parts(getattr(b, name)), strict=True):
+                assert float((u - v).abs().max()) <= 1e-6 * max(float(v.abs().max()), 1.0), (a.point, name)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_extraction_reads_as_deep_as_the_edit_and_no_deeper(nodes, tmp_path, monkeypatch, case):
     import refusal_pack.refusal_core as core
@@ -81,9 +90,5 @@ def test_extraction_reads_as_deep_as_the_edit_and_no_deeper(nodes, tmp_path, mon
         assert set(ran) == {f"{blocks}.{i}" for i in range(max(read) + 1)}, ran
     monkeypatch.setattr(core.forwards, "read_inputs", full_depth(core))
     ref = nodes["ExtractRefusalVector"].execute(*args).result[0]
-    assert [L.point for L in fast.layers] == [L.point for L in ref.layers]
-    for a, b in zip(fast.layers, ref.layers):
-        for name in ("diffs", "neutral", "r"):
-            for u, v in zip(parts(getattr(a, name)), parts(getattr(b, name)), strict=True):
-                assert float((u - v).abs().max()) <= 1e-6 * max(float(v.abs().max()), 1.0), (case, a.point, name)
+    assert_same_stats(fast, ref)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in diffusion_model.modules())

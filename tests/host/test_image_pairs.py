@@ -104,3 +104,19 @@ def test_image_count_must_match_the_pairs(nodes, setup):
         nodes["AddImagesToPromptPairs"].execute(
             setup["text_pairs"], setup["vae"], setup["unsafe_images"][:3], setup["safe_image"], 64, 64, 1
         )
+
+
+@pytest.mark.parametrize("site", ["image_kv", "text_kv"])
+def test_image_pairs_are_read_before_the_blocks_as_full_forwards_read_them(nodes, setup, monkeypatch, site):
+    """The image tokens (Wan's img_emb) and the text context are read where they are computed, no block runs,
+    and the statistics are those of full forwards read in every block."""
+    import refusal_pack.refusal_core as core
+
+    from tests.host.test_forward_depth import assert_same_stats, block_calls, full_depth
+
+    args = (setup["i2v"], setup["pairs"], site, "all", "0.9", 256, 256, 1, 0)
+    with block_calls(setup["i2v"].model.diffusion_model) as calls:
+        fast = nodes["ExtractRefusalVector"].execute(*args).result[0]
+    assert not any(calls.values()), calls
+    monkeypatch.setattr(core.forwards, "read_inputs", full_depth(core))
+    assert_same_stats(fast, nodes["ExtractRefusalVector"].execute(*args).result[0])
