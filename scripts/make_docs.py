@@ -928,11 +928,7 @@ def cost_section(fs: dict, gpu: dict | None = None) -> list[str]:
         f"{size(vec['per_block'])} to the saved vector. At 40 blocks: Extract {extract_at_40(ext)}, peak {per['peak_mib']['one_block'] / 1024:.1f} + 39 × {per['peak_mib']['per_block'] / 1024:.2f} = "
         f"{per['peak_mib']['at_40'] / 1024:.0f} GB (float32 on CPU; on a GPU the weights stay in their own format), "
         f"vector {size(vec['one_block'])} + 39 × {size(vec['per_block'])} = {size(vec['at_40'])}. On the GPU, Extract at 40 "
-        + (
-            f"blocks: {gpu_ext['one_block']:.1f} + 39 × {gpu_ext['per_block']:.1f} = {gpu_ext['at_40']:.0f} s."
-            if gpu_ext
-            else f"blocks: {NOT_MEASURED}."
-        ),
+        + f"blocks: {extract_at_40(gpu_ext) if gpu_ext else NOT_MEASURED}.",
         COST_END,
     ]
     return out

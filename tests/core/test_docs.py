@@ -133,20 +133,14 @@ def test_every_bench_verdict_is_the_rule_applied_to_its_spread_and_the_docs_show
         assert md.bench_row(key, f) in results.splitlines(), f"docs/results.md does not show {key} as its data give"
 
 
-def bench_figure(value: float, goal: float | None, ratios=None, control=None) -> dict:
-    from bench import paired
-
-    s, c = (paired.spread(ratios) if ratios else None), (paired.spread(control) if control else None)
-    value = s["median"] if s else value
-    return {"value": value, "goal": goal, "verdict": paired.verdict(value, goal, s, c), "spread": s, "control": c}
-
-
 def test_the_bench_table_prints_goal_spread_control_and_verdict():
+    from bench.run import figure
+
     md = make_docs()
     figures = {
-        "noisy": {**bench_figure(0, 1.01, [1.0, 1.02, 1.03], [0.97, 1.0, 1.03]), "how": "x"},
-        "slow": {**bench_figure(0, 1.0, [1.8, 1.9, 2.0]), "how": "y"},
-        "bytes": {**bench_figure(0.001, 0.01), "how": "z"},
+        "noisy": figure(None, 1.01, "x", [1.0, 1.02, 1.03], [0.97, 1.0, 1.03]),
+        "slow": figure(None, 1.0, "y", [1.8, 1.9, 2.0]),
+        "bytes": figure(0.001, 0.01, "z"),
     }
     run = {"layers": 30, "threads": 1, "torch": "2", "reps": 9}
     lines = md.bench_section({"figures": figures, "run": run})

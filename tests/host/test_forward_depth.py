@@ -7,8 +7,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-import torch
 
+from tests.core.test_forward_depth import assert_same_stats
 from tests.host import tiny_models
 from tests.host.minilm_clip import MiniLMClip
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, NEUTRAL
@@ -53,19 +53,6 @@ def full_depth(core):
         return acts
 
     return read
-
-
-def parts(x) -> list[torch.Tensor]:
-    return [x] if isinstance(x, torch.Tensor) else [torch.tensor(float(x.count)), x.total, x.gram]
-
-
-def assert_same_stats(fast, ref) -> None:
-    """The same layers, and their D, E and r (rows or moments) equal to 1e-6 of their size."""
-    assert [L.point for L in fast.layers] == [L.point for L in ref.layers]
-    for a, b in zip(fast.layers, ref.layers):
-        for name in ("diffs", "neutral", "r"):
-            for u, v in zip(parts(getattr(a, name)), parts(getattr(b, name)), strict=True):
-                assert float((u - v).abs().max()) <= 1e-6 * max(float(v.abs().max()), 1.0), (a.point, name)
 
 
 @pytest.mark.parametrize("case", list(CASES))
