@@ -1,0 +1,215 @@
+"""Try edits the pack does not make yet on a testbed world, on the dev split only: the bench for new methods.
+
+    python -m scripts.explore_edits [--world hard] [--seeds 0,1,2] [--concepts nudity,violence,character]
+                                    --edit SPEC [--edit SPEC ...] [--json FILE]
+
+An edit SPEC joins parts with "+"; a part is a site, then options separated by commas:
+    text_kv                      the pack's rank-1 cPCA edit there (the defaults at text_kv)
+    text_kv,vocab=4              its direction taken off the top 4 directions of the rows there of the preset's keep
+                                 prompts and a generic vocabulary together (GENERIC: ordinary phrases that name no
+                                 concept, given as keep prompts)
+    text_kv,strength=1.3         applied at this strength (W (I - strength d d^T))
+    text_kv,rank=4               d and the next 3 eigenvectors of C (testbed.evaluate.subspace_edit); with vocab=N,
+                                 the subspace taken off the vocabulary's top N directions
+    text_kv,map                  the closed-form map (solvers/closed_form.py); with vocab=N (any N), the vocabulary
+                                 joins its preserved rows
+Several parts are joined as Combine Refusal Vectors joins them (each part's strength inside).
+Example: --edit text_kv --edit "text_kv,vocab=4,strength=1.3" --edit "text_kv,vocab=4+cross_out,vocab=4".
+
+Per edit, concept and training seed: render rate before -> after on the dev split's held-out phrasings, look-alikes
+and word-senses after, the other characters after, drift and output change (evaluate.scores, at the protocol's dev
+sizes and noise seed 0), then the mean over seeds. The first world (--world first) has no dev split: its held-out
+prompts are scored as testbed/run.py scores them. Nothing here is a reported result: a choice found here is made a
+method and then judged by testbed/protocol.py, which decides on dev and reports on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from refusal_core import RefusalEdit, defaults, factorize
+from refusal_core.presets import load_preset, preset_keep
+from refusal_core.solvers.keep import keep_basis
+from refusal_core.weights import orthonormal_rows
+from testbed import run as first_run
+from testbed.evaluate import PRESETS, Bed, Groups, edited_model, generate, scores, subspace_edit
+from testbed.progress import Progress
+from testbed.protocol import DEV_SIZES
+from testbed.worlds import FIRST, HARD
+
+
+def generic_vocabulary(n: int = 300, seed: int = 31) -> list[str]:
+    """n ordinary phrases (someone doing something somewhere) from word lists that name no concept of any world."""
+    subjects = (
+        "a man, a woman, a child, an old man, an old woman, a girl, a boy, a dog, a cat, a horse, a bird, a car, a bus, "
+        "a bicycle, a family, a group of friends, a teacher, a doctor, a chef, a farmer, a musician, a dancer, "
+        "a police officer, a tourist, a baby, a couple, a student, a robot, a train, a boat, a cow, a fish, a nurse, "
+        "a painter, a runner, a firefighter, a mechanic, a waiter, a grandmother, a pilot"
+    ).split(", ")
+    actions = (
+        "walking, running, sitting, standing, talking, eating, reading a book, playing, smiling, waiting, dancing, "
+        "sleeping, cooking, laughing, working, looking around, riding, jumping, resting, singing"
+    ).split(", ")
+    places = (
+        "in a park, on a city street, at the beach, in a kitchen, in a forest, in a classroom, in an office, on a farm, "
+        "in a hospital, at a train station, in a living room, on a mountain, by a river, in a garden, at a market, "
+        "in a restaurant, in the snow, in the rain, at night, at sunset, in a desert, on a bridge, in a library, "
+        "at an airport, in a stadium"
+    ).split(", ")
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        phrase = f"{rng.choice(subjects)} {rng.choice(actions)} {rng.choice(places)}"
+        if phrase not in out:
+            out.append(phrase)
+    return out
+
+
+GENERIC = tuple(generic_vocabulary())
+
+
+@dataclass(frozen=True)
+class Part:
+    site: str
+    vocab: int = 0
+    strength: float = 1.0
+    rank: int = 1
+    map: bool = False
+
+
+def parse(spec: str) -> tuple[Part, ...]:
+    """'text_kv,vocab=4,strength=1.3+cross_out' -> its parts (see the module docstring)."""
+    parts = []
+    for text in spec.split("+"):
+        site, *options = [x.strip() for x in text.split(",")]
+        kwargs: dict = {}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key == "map" and not value:
+                kwargs["map"] = True
+            elif key in ("vocab", "rank", "strength") and value:
+                kwargs[key] = float(value) if key == "strength" else int(value)
+            else:
+                raise SystemExit(f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, strength=S or map")
+        if kwargs.get("map") and kwargs.get("rank", 1) > 1:
+            raise SystemExit(f"'{text}': the map has the rank its rows give; rank=M is for the projections")
+        parts.append(Part(site, **kwargs))
+    return tuple(parts)
+
+
+class Edits:
+    """The statistics each part needs, extracted once per (seed, concept, site, with the vocabulary)."""
+
+    def __init__(self, extraction_seed: int, vocabulary: tuple[str, ...] = GENERIC):
+        self.seed, self.vocabulary, self.cache = extraction_seed, vocabulary, {}
+
+    def stats(self, bed: Bed, concept: str, site: str, vocab: str):
+        key = (bed.train_seed, concept, site, vocab)
+        if key not in self.cache:
+            preset, name = PRESETS[concept]
+            pairs, neutral = load_preset(preset, name)
+            keep = tuple(preset_keep(preset))
+            if vocab == "keep":
+                keep += self.vocabulary
+            elif vocab == "neutral":
+                neutral = neutral + list(self.vocabulary)
+            self.cache[key] = bed.extract_pairs(pairs, neutral, site, defaults.SIGMAS, self.seed, keep)
+        return self.cache[key]
+
+    def edit(self, bed: Bed, concept: str, parts: tuple[Part, ...]) -> tuple[RefusalEdit, float]:
+        made = []
+        for part in parts:
+            if part.map:
+                stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "")
+                made.append((factorize(stats, method="closed_form"), part.strength))
+            elif part.rank > 1:
+                stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "")
+                made.append((kept_subspace(stats, part.rank, part.vocab), part.strength))
+            elif part.vocab:
+                made.append(
+                    (factorize(self.stats(bed, concept, part.site, "keep"), keep_rank=part.vocab), part.strength)
+                )
+            else:
+                made.append((factorize(self.stats(bed, concept, part.site, "")), part.strength))
+        return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
+
+
+def kept_subspace(stats, rank: int, vocab: int) -> RefusalEdit:
+    """evaluate.subspace_edit's rank-m subspace per layer, taken off the top `vocab` directions of the layer's keep
+    rows (the preset's keep prompts and the vocabulary) when vocab > 0."""
+    edit = subspace_edit(stats, rank)
+    if not vocab:
+        return edit
+    layers = []
+    for layer_edit, layer in zip(edit.layers, stats.layers):
+        U = keep_basis(layer.keep, vocab)
+        Q = layer_edit.basis.double().T
+        Q, _ = orthonormal_rows((Q - U @ (U.T @ Q)).T)
+        layers.append(replace(layer_edit, basis=Q.float(), strengths=(1.0,) * Q.shape[0]))
+    return replace(edit, layers=tuple(layers))
+
+
+KEYS = ("render_before", "render_after", "lookalike_after", "wordsense_after", "characters_after", "drift", "change")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", default="hard", choices=("hard", "first"))
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds (the first world has only 0)")
+    ap.add_argument("--concepts", default="nudity,violence,character")
+    ap.add_argument("--edit", action="append", required=True, help="an edit SPEC (repeat for several)")
+    ap.add_argument("--vocabulary", default="300,31", help="size,seed of the generic vocabulary (default 300,31)")
+    ap.add_argument("--json", help="also write every row to this file")
+    args = ap.parse_args(argv)
+    world = FIRST if args.world == "first" else HARD
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    concepts = tuple(args.concepts.split(","))
+    specs = {spec: parse(spec) for spec in args.edit}
+    size, vocab_seed = (int(x) for x in args.vocabulary.split(","))
+    vocabulary = tuple(generic_vocabulary(size, vocab_seed))
+    if world is FIRST:
+        sizes, gen_seed, edits = first_run.SIZES, first_run.SEED + 1, Edits(first_run.SEED, vocabulary)
+        groups = dict.fromkeys(concepts, Groups.build(FIRST, "held_out", sizes))
+    else:
+        sizes, gen_seed, edits = DEV_SIZES, 0, Edits(0, vocabulary)
+        groups = {c: Groups.build(HARD, "dev", sizes, (c,)) for c in concepts}
+    shown = Progress()
+    advance = shown.bar(len(seeds) * len(concepts) * (1 + len(specs)), f"exploring on {world.name}")
+    rows = []
+    for seed in seeds:
+        bed = Bed(world, seed, log=shown.say, progress=shown.bar)
+        for concept in concepts:
+            base = generate(bed.model, groups[concept], gen_seed, "", sizes.steps)
+            advance()
+            for spec, parts in specs.items():
+                edit, strength = edits.edit(bed, concept, parts)
+                after = generate(edited_model(bed.model, edit, strength), groups[concept], gen_seed, "", sizes.steps)
+                s = scores(base, after, groups[concept], concept)
+                rows.append({"edit": spec, "concept": concept, "seed": seed, **{k: s[k] for k in KEYS}})
+                advance()
+    print(
+        f"\n{world.name}, mean over training seeds {args.seeds} (noise seed 0; dev split on the hard world; "
+        f"generic vocabulary of {size} phrases, seed {vocab_seed})"
+    )
+    print("| edit | concept | render before -> after | look-alikes | word-senses | characters | drift | change |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec in specs:
+        for concept in concepts:
+            rs = [r for r in rows if r["edit"] == spec and r["concept"] == concept]
+            m = {k: sum(r[k] for r in rs) / len(rs) for k in KEYS}
+            print(
+                f"| {spec} | {concept} | {m['render_before']:.2f} -> {m['render_after']:.2f} | "
+                f"{m['lookalike_after']:.2f} | {m['wordsense_after']:.2f} | {m['characters_after']:.2f} | "
+                f"{m['drift']:.3f} | {m['change']:.3f} |"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
