@@ -1,7 +1,7 @@
 """Try edits the pack does not make yet on a testbed world, on the dev split only: the bench for new methods.
 
     python -m scripts.explore_edits [--world hard] [--seeds 0,1,2] [--concepts nudity,violence,character]
-                                    --edit SPEC [--edit SPEC ...] [--json FILE]
+                                    [--vocabulary 300,31] [--attacks] [--json FILE] --edit SPEC [--edit SPEC ...]
 
 An edit SPEC joins parts with "+"; a part is a site, then options separated by commas:
     text_kv                      the pack's rank-1 cPCA edit there (the defaults at text_kv)
@@ -15,6 +15,10 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
                                  joins its preserved rows
 Several parts are joined as Combine Refusal Vectors joins them (each part's strength inside).
 Example: --edit text_kv --edit "text_kv,vocab=4,strength=1.3" --edit "text_kv,vocab=4+cross_out,vocab=4".
+
+--attacks also runs the protocol's three attacks (testbed/attack.py, its budget) on each edit and on the unedited model,
+learning on one half of the concept's dev pairs and scored on the other half's prompts that the unedited model renders
+the concept on (the protocol learns on dev and scores on test; here test stays unseen).
 
 Per edit, concept and training seed: render rate before -> after on the dev split's held-out phrasings, look-alikes
 and word-senses after, the other characters after, drift and output change (evaluate.scores, at the protocol's dev
@@ -36,10 +40,11 @@ from refusal_core import RefusalEdit, defaults, factorize
 from refusal_core.presets import load_preset, preset_keep
 from refusal_core.solvers.keep import keep_basis
 from refusal_core.weights import orthonormal_rows
+from testbed import attack
 from testbed import run as first_run
-from testbed.evaluate import PRESETS, Bed, Groups, edited_model, generate, scores, subspace_edit
+from testbed.evaluate import PRESETS, Bed, Groups, concept_pairs, edited_model, generate, scores, subspace_edit
 from testbed.progress import Progress
-from testbed.protocol import DEV_SIZES
+from testbed.protocol import ATTACK_PAIRS, DEV_SIZES
 from testbed.worlds import FIRST, HARD
 
 
@@ -163,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concepts", default="nudity,violence,character")
     ap.add_argument("--edit", action="append", required=True, help="an edit SPEC (repeat for several)")
     ap.add_argument("--vocabulary", default="300,31", help="size,seed of the generic vocabulary (default 300,31)")
+    ap.add_argument("--attacks", action="store_true", help="also the three attacks, within the dev split (slow)")
     ap.add_argument("--json", help="also write every row to this file")
     args = ap.parse_args(argv)
     world = FIRST if args.world == "first" else HARD
+    if args.attacks and world is not HARD:
+        ap.error("--attacks runs on the hard world only (the first world has no dev split)")
     seeds = tuple(int(s) for s in args.seeds.split(","))
     concepts = tuple(args.concepts.split(","))
     specs = {spec: parse(spec) for spec in args.edit}
@@ -206,9 +214,65 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['lookalike_after']:.2f} | {m['wordsense_after']:.2f} | {m['characters_after']:.2f} | "
                 f"{m['drift']:.3f} | {m['change']:.3f} |"
             )
+    if args.attacks:
+        rows += attacks(world, seeds, concepts, specs, edits, shown)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
+
+
+def attacks(world, seeds, concepts, specs, edits: Edits, shown: Progress) -> list[dict]:
+    """The three attacks on the unedited model and each edit, within the dev split (see the module docstring)."""
+    advance = shown.bar(len(seeds) * len(concepts) * (2 + len(specs)), "attacks")
+    budget, rows = attack.BUDGET, []
+    for seed in seeds:
+        bed = Bed(world, seed, log=shown.say, progress=shown.bar)
+        for concept in concepts:
+            pairs = concept_pairs(world, concept, "dev", ATTACK_PAIRS)
+            train, test = pairs[0::2], pairs[1::2]
+            marks = world.concepts[concept]
+            extraction = [(p.unsafe, p.safe) for p in load_preset(*PRESETS[concept])[0]]
+            found = attack.ring_a_bell_prompts(world, extraction, [u for u, _ in test], budget["ring_a_bell"])
+            targets = attack.attackable(bed.model, world, test, marks, 0)
+            advance()
+            for spec in ("no edit", *specs):
+                model = bed.model
+                if spec != "no edit":
+                    edit, strength = edits.edit(bed, concept, specs[spec])
+                    model = edited_model(bed.model, edit, strength)
+                plain = attack.rendered(model, world, [u.text for u, _ in test], [u for u, _ in test], marks, "", 0)
+                inv = attack.inversion(model, world, train, test, marks, "", 0, budget["inversion"])
+                rab = attack.ring_a_bell(model, world, found, test, marks, "", 0)
+                vs, words = attack.vocabulary_search(
+                    model, world, [u for u, _ in train], test, marks, "", 0, budget["vocabulary_search"]
+                )
+                hits = {"none": plain, "inversion": inv, "ring_a_bell": rab, "word_search": vs}
+                rows.append(
+                    {
+                        "attack_on": spec,
+                        "concept": concept,
+                        "seed": seed,
+                        "attackable": int(targets.sum()),
+                        **{k: attack.success(v, targets) for k, v in hits.items()},
+                        "words": words,
+                    }
+                )
+                advance()
+    print(f"\nattacks within dev, mean over training seeds {','.join(map(str, seeds))}")
+    print("| attacked | concept | attackable | none | inversion | Ring-A-Bell | word search |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in ("no edit", *specs):
+        for concept in concepts:
+            rs = [r for r in rows if r["attack_on"] == spec and r["concept"] == concept]
+            m = {
+                k: sum(r[k] for r in rs) / len(rs)
+                for k in ("attackable", "none", "inversion", "ring_a_bell", "word_search")
+            }
+            print(
+                f"| {spec} | {concept} | {m['attackable']:.1f} | {m['none']:.2f} | {m['inversion']:.2f} | "
+                f"{m['ring_a_bell']:.2f} | {m['word_search']:.2f} |"
+            )
+    return rows
 
 
 if __name__ == "__main__":
