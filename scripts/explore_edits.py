@@ -11,6 +11,8 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
     text_kv,strength=1.3         applied at this strength (W (I - strength d d^T))
     text_kv,rank=4               d and the next 3 eigenvectors of C (testbed.evaluate.subspace_edit); with vocab=N,
                                  the subspace taken off the vocabulary's top N directions
+    text_kv,context=4            the preset's pairs also read in 4 other contexts each: both sides followed by ", " and
+                                 a phrase of the vocabulary (the same phrase on both sides)
     text_kv,map                  the closed-form map (solvers/closed_form.py); with vocab=N (any N), the vocabulary
                                  joins its preserved rows
 Several parts are joined as Combine Refusal Vectors joins them (each part's strength inside).
@@ -36,7 +38,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from refusal_core import RefusalEdit, defaults, factorize
+from refusal_core import PromptPair, RefusalEdit, defaults, factorize
 from refusal_core.presets import load_preset, preset_keep
 from refusal_core.solvers.keep import keep_basis
 from refusal_core.weights import orthonormal_rows
@@ -83,6 +85,7 @@ class Part:
     vocab: int = 0
     strength: float = 1.0
     rank: int = 1
+    context: int = 0
     map: bool = False
 
 
@@ -96,10 +99,12 @@ def parse(spec: str) -> tuple[Part, ...]:
             key, _, value = option.partition("=")
             if key == "map" and not value:
                 kwargs["map"] = True
-            elif key in ("vocab", "rank", "strength") and value:
+            elif key in ("vocab", "rank", "context", "strength") and value:
                 kwargs[key] = float(value) if key == "strength" else int(value)
             else:
-                raise SystemExit(f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, strength=S or map")
+                raise SystemExit(
+                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S or map"
+                )
         if kwargs.get("map") and kwargs.get("rank", 1) > 1:
             raise SystemExit(f"'{text}': the map has the rank its rows give; rank=M is for the projections")
         parts.append(Part(site, **kwargs))
@@ -107,16 +112,22 @@ def parse(spec: str) -> tuple[Part, ...]:
 
 
 class Edits:
-    """The statistics each part needs, extracted once per (seed, concept, site, with the vocabulary)."""
+    """The statistics each part needs, extracted once per (seed, concept, site, vocabulary's role, contexts)."""
 
     def __init__(self, extraction_seed: int, vocabulary: tuple[str, ...] = GENERIC):
         self.seed, self.vocabulary, self.cache = extraction_seed, vocabulary, {}
 
-    def stats(self, bed: Bed, concept: str, site: str, vocab: str):
-        key = (bed.train_seed, concept, site, vocab)
+    def stats(self, bed: Bed, concept: str, site: str, vocab: str, context: int = 0):
+        key = (bed.train_seed, concept, site, vocab, context)
         if key not in self.cache:
             preset, name = PRESETS[concept]
             pairs, neutral = load_preset(preset, name)
+            contexts = self.vocabulary[-context * len(pairs) :] if context else ()
+            pairs = pairs + [
+                PromptPair(f"{p.unsafe}, {c}", f"{p.safe}, {c}")
+                for i, p in enumerate(pairs)
+                for c in contexts[i * context : (i + 1) * context]
+            ]
             keep = tuple(preset_keep(preset))
             if vocab == "keep":
                 keep += self.vocabulary
@@ -129,17 +140,16 @@ class Edits:
         made = []
         for part in parts:
             if part.map:
-                stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "")
+                stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "", part.context)
                 made.append((factorize(stats, method="closed_form"), part.strength))
             elif part.rank > 1:
-                stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "")
+                stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
                 made.append((kept_subspace(stats, part.rank, part.vocab), part.strength))
             elif part.vocab:
-                made.append(
-                    (factorize(self.stats(bed, concept, part.site, "keep"), keep_rank=part.vocab), part.strength)
-                )
+                stats = self.stats(bed, concept, part.site, "keep", part.context)
+                made.append((factorize(stats, keep_rank=part.vocab), part.strength))
             else:
-                made.append((factorize(self.stats(bed, concept, part.site, "")), part.strength))
+                made.append((factorize(self.stats(bed, concept, part.site, "", part.context)), part.strength))
         return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
 
 

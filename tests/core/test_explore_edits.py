@@ -29,9 +29,11 @@ def test_the_generic_vocabulary_is_ordinary_text():
 
 
 def test_an_edit_spec_reads_as_its_parts_and_a_wrong_option_is_refused():
-    assert parse("text_kv,vocab=4,strength=1.3,rank=2+cross_out,map") == (
-        Part("text_kv", vocab=4, strength=1.3, rank=2),
+    assert parse("text_kv,vocab=4,strength=1.3,rank=2,context=3+cross_out,map") == (
+        Part("text_kv", vocab=4, strength=1.3, rank=2, context=3),
         Part("cross_out", map=True),
     )
     with pytest.raises(SystemExit, match="unknown option 'alpha=2'"):
         parse("text_kv,alpha=2")
+    with pytest.raises(SystemExit, match="rank=M is for the projections"):
+        parse("text_kv,map,rank=2")
