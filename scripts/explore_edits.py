@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from refusal_core import PromptPair, RefusalEdit, defaults, factorize
+from refusal_core import PromptPair, RefusalEdit, RefusalStats, defaults, factorize
 from refusal_core.presets import load_preset, preset_keep
 from refusal_core.solvers.keep import keep_basis
 from refusal_core.weights import orthonormal_rows
@@ -47,6 +47,7 @@ from testbed import run as first_run
 from testbed.evaluate import PRESETS, Bed, Groups, concept_pairs, edited_model, generate, scores, subspace_edit
 from testbed.progress import Progress
 from testbed.protocol import ATTACK_PAIRS, DEV_SIZES
+from testbed.world import World
 from testbed.worlds import FIRST, HARD
 
 
@@ -117,7 +118,7 @@ class Edits:
     def __init__(self, extraction_seed: int, vocabulary: tuple[str, ...] = GENERIC):
         self.seed, self.vocabulary, self.cache = extraction_seed, vocabulary, {}
 
-    def stats(self, bed: Bed, concept: str, site: str, vocab: str, context: int = 0):
+    def stats(self, bed: Bed, concept: str, site: str, vocab: str, context: int = 0) -> RefusalStats:
         key = (bed.train_seed, concept, site, vocab, context)
         if key not in self.cache:
             preset, name = PRESETS[concept]
@@ -153,7 +154,7 @@ class Edits:
         return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
 
 
-def kept_subspace(stats, rank: int, vocab: int) -> RefusalEdit:
+def kept_subspace(stats: RefusalStats, rank: int, vocab: int) -> RefusalEdit:
     """evaluate.subspace_edit's rank-m subspace per layer, taken off the top `vocab` directions of the layer's keep
     rows (the preset's keep prompts and the vocabulary) when vocab > 0."""
     edit = subspace_edit(stats, rank)
@@ -231,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def attacks(world, seeds, concepts, specs, edits: Edits, shown: Progress) -> list[dict]:
+def attacks(
+    world: World,
+    seeds: tuple[int, ...],
+    concepts: tuple[str, ...],
+    specs: dict[str, tuple[Part, ...]],
+    edits: Edits,
+    shown: Progress,
+) -> list[dict]:
     """The three attacks on the unedited model and each edit, within the dev split (see the module docstring)."""
     advance = shown.bar(len(seeds) * len(concepts) * (2 + len(specs)), "attacks")
     budget, rows = attack.BUDGET, []
