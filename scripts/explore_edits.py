@@ -69,10 +69,14 @@ def generic_vocabulary(n: int = 300, seed: int = 31) -> list[str]:
         "in a restaurant, in the snow, in the rain, at night, at sunset, in a desert, on a bridge, in a library, "
         "at an airport, in a stadium"
     ).split(", ")
-    rng, out = random.Random(seed), []
+    most = len(subjects) * len(actions) * len(places)
+    if not 0 < n <= most:
+        raise SystemExit(f"a generic vocabulary holds 1 to {most} phrases, not {n}")
+    rng, out, seen = random.Random(seed), [], set()
     while len(out) < n:
         phrase = f"{rng.choice(subjects)} {rng.choice(actions)} {rng.choice(places)}"
-        if phrase not in out:
+        if phrase not in seen:
+            seen.add(phrase)
             out.append(phrase)
     return out
 

@@ -37,3 +37,11 @@ def test_an_edit_spec_reads_as_its_parts_and_a_wrong_option_is_refused():
         parse("text_kv,alpha=2")
     with pytest.raises(SystemExit, match="rank=M is for the projections"):
         parse("text_kv,map,rank=2")
+
+
+def test_a_vocabulary_larger_than_its_word_lists_allow_is_refused_not_drawn_forever():
+    from scripts.explore_edits import generic_vocabulary
+
+    assert generic_vocabulary(300, 31) == list(GENERIC)
+    with pytest.raises(SystemExit, match="holds 1 to 20000 phrases"):
+        generic_vocabulary(20001)
