@@ -120,5 +120,6 @@ class AddImagesToPromptPairs(io.ComfyNode):
                 pairs,
                 tuple(with_image(p, neutral) for p in prompt_pairs.neutral),
                 tuple(with_image(p, neutral) for p in prompt_pairs.keep),
+                tuple(with_image(p, neutral) for p in prompt_pairs.ordinary),
             )
         )

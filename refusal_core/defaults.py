@@ -26,6 +26,9 @@ MOMENT = "auto"
 # Keep prompts (solvers/keep.py): how many leading directions of their rows each d is taken orthogonal to
 # (3, 8 and 16 tried on the testbed's dev split; docs/results.md, named characters)
 KEEP_RANK = 8
+# The ordinary text (ordinary.py): how many leading directions of its rows each d is taken orthogonal to, on top of
+# the keep prompts' (chosen on the hard testbed's dev split; docs/method.md)
+ORDINARY_RANK = 4
 # The closed-form map (solvers/closed_form.py): weight of a preserved row against a pair row, and the ridge
 PRESERVE = 3.0
 RIDGE = 0.1

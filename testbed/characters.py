@@ -8,8 +8,9 @@ characters', the look-alikes' (a cartoon mouse, duck, rabbit: they paint the par
 the word-senses' (a computer mouse); drift and output change on prompts without a mark. The methods: the pack's
 rank-1 cPCA direction per layer, a rank-m subspace per layer (evaluate.subspace_edit), the closed-form map
 (refusal_core/solvers/closed_form.py), the rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse"
-in place of "a cartoon character"), the rank-1 direction kept off the rows of the preset's keep prompts (the preset's
-default, keep rank 8; on dev also ranks 3 and 16), the same at lower strengths and on the value projection alone (a
+in place of "a cartoon character"), the rank-1 direction kept off the rows of the preset's keep prompts and of the ordinary text
+(the pack's default: keep rank 8, ordinary rank 4, at the default strength; on dev also keep ranks 3 and 16), the same
+without the ordinary text at strength 1 (the default before it), the same at lower strengths and on the value projection alone (a
 lead: no site of the nodes edits the value without the key); and, as a reference, a random subspace of the same rank
 at the same layers, which shows what removing that many directions costs this model whatever they are. Every
 character's pairs are the copyrighted_character preset's with its name, read at site text_kv, and the eight edits are
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from refusal_core import LayerEdit, PromptPair, RefusalEdit, RefusalStats, defaults, factorize
+from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import load_preset, preset_keep
 
 from . import guided, provenance, scoring
@@ -60,6 +62,8 @@ RANDOM = "random subspace (reference)"
 WEAKER = (0.9, 0.8)
 # Other keep ranks than the default's (defaults.KEEP_RANK), measured on dev only: the data behind the default's rank
 KEEP_RANKS = (3, 16)
+# The look-alikes-kept edit without the ordinary text, at strength 1: the pack's default before the ordinary text
+NO_ORDINARY = "rank-1, look-alikes kept, no ordinary text"
 
 
 def weaker(strength: float) -> str:
@@ -70,7 +74,7 @@ def keep_rank_label(rank: int) -> str:
     return f"{KEPT}, keep rank {rank}"
 
 
-STRENGTH_OF = {weaker(s): s for s in WEAKER}
+STRENGTH_OF = {weaker(s): s for s in WEAKER} | {NO_ORDINARY: 1.0}
 KEEP_RANK_OF = {keep_rank_label(r): r for r in KEEP_RANKS}
 # The look-alikes-kept edit on the value projection alone (a lead the nodes do not offer: no site edits v without k)
 VALUES = "rank-1, look-alikes kept, values only"
@@ -130,8 +134,10 @@ def values_only(edit: RefusalEdit) -> RefusalEdit:
 
 
 def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
-    """The method's edit of one character from its statistics (extracted with the KEEP prompts, which only the
-    "look-alikes kept" edits use: keep prompts add rows, they change nothing else of the statistics)."""
+    """The method's edit of one character from its statistics (extracted with the KEEP prompts and the ordinary text,
+    which only the "look-alikes kept" edits use: they add rows, they change nothing else of the statistics)."""
+    if method == NO_ORDINARY:
+        return factorize(stats, ordinary_rank=0)
     if method == KEPT or method in STRENGTH_OF:
         return factorize(stats)
     if method in KEEP_RANK_OF:
@@ -139,7 +145,7 @@ def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
     if method == VALUES:
         return values_only(factorize(stats))
     if method in ("rank-1", TWIN):
-        return factorize(stats, keep_rank=0)
+        return factorize(stats, keep_rank=0, ordinary_rank=0)
     if method == "rank-m":
         return subspace_edit(stats, m)
     return factorize(stats, method="closed_form")
@@ -160,7 +166,7 @@ def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
     )
 
 
-METHODS = ("rank-1", "rank-m", "closed_form", TWIN, KEPT, *STRENGTH_OF, VALUES, RANDOM)
+METHODS = ("rank-1", "rank-m", "closed_form", TWIN, NO_ORDINARY, KEPT, *(weaker(s) for s in WEAKER), VALUES, RANDOM)
 DEV_ONLY = tuple(KEEP_RANK_OF)
 
 
@@ -221,7 +227,9 @@ def run(
         stats = {}
         for twin in (False, True):
             for mark in EIGHT:  # the site reads text only: the probe latent (noise seed 0) does not enter
-                stats[mark, twin] = bed.extract_pairs(*pairs_of(mark, twin), SITE, defaults.SIGMAS, 0, KEEP)
+                stats[mark, twin] = bed.extract_pairs(
+                    *pairs_of(mark, twin), SITE, defaults.SIGMAS, 0, KEEP, ordinary=tuple(ordinary_text())
+                )
                 advance()
         edits = {}  # (method, targets) -> (edit, strength), the same for every noise seed
         for method in (x for x in chosen if x != RANDOM):  # the reference is drawn per run, from KEPT's rank
@@ -298,6 +306,8 @@ def run(
         "wordsenses": [m for m in scored_marks() if HARD.marks[m].group == "wordsense"],
         "keep_prompts": list(KEEP),
         "keep_rank": defaults.KEEP_RANK,
+        "ordinary_rank": defaults.ORDINARY_RANK,
+        "ordinary_phrases": len(ordinary_text()),
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),
     }
