@@ -19,8 +19,8 @@ from refusal_core.presets import PRESET_DIR
 from refusal_core.solvers.keep import joint_basis, keep_basis
 from refusal_core.stats import Moments
 from refusal_core.types import PromptPair, PromptPairs
-from tests.core.toy_wan import NEUTRAL, PAIRS, Counter, encode, random_wan
 from testbed.worlds import WORLDS
+from tests.core.toy_wan import NEUTRAL, PAIRS, Counter, encode, random_wan
 
 WAN = FAMILIES["wan"].sites
 KEEP = ["a man walks"]
