@@ -15,6 +15,7 @@ from .solvers.keep import joint_basis, keep_basis, kept_off
 from .solvers.rank_one import METHODS, factorize_layer, pair_residual
 from .stats import n_rows
 from .types import LayerEdit, RefusalError, RefusalStats
+from .weights import check_strength
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,17 @@ def factorize(
     ridge: float = defaults.RIDGE,
     keep_rank: int = defaults.KEEP_RANK,
     ordinary_rank: int = defaults.ORDINARY_RANK,
+    ordinary_strength: float = defaults.ORDINARY_STRENGTH,
 ) -> RefusalEdit:
     """The edit of one concept: per layer the unit direction d [1, d_in] at strength 1, or with method
     "closed_form" the map of solvers/closed_form.py (preserve and ridge are its settings; k, alpha, moment unused).
     Layers with keep rows (keep prompts) get d orthogonal to their leading keep_rank directions, and layers with
     ordinary rows (the ordinary text) to their leading ordinary_rank directions too (solvers/keep.py; 0 leaves
-    d as solved); the closed form ignores both."""
+    d as solved), and such a layer's edit carries ordinary_strength (else 1: the paper's); the closed form ignores
+    both."""
     if method == CLOSED_FORM:
         return closed_form(stats, preserve, ridge)
-    return refusal_direction(stats, method, k, alpha, moment, keep_rank, ordinary_rank)
+    return refusal_direction(stats, method, k, alpha, moment, keep_rank, ordinary_rank, ordinary_strength)
 
 
 def refusal_direction(
@@ -51,9 +54,13 @@ def refusal_direction(
     moment: str,
     keep_rank: int,
     ordinary_rank: int = 0,
+    ordinary_strength: float = 1.0,
 ) -> RefusalEdit:
     """The paper's edit: one unit direction d [1, d_in] per layer (solvers/rank_one.py), kept off the keep
-    prompts' and the ordinary text's directions where there are any, with the report the node shows."""
+    prompts' and the ordinary text's directions where there are any, with the report the node shows. A layer
+    kept off the ordinary text carries ordinary_strength: its d holds less of the concept."""
+    if check_strength(ordinary_strength, "the ordinary text's strength") == 0:
+        raise RefusalError("the ordinary text's strength must be above 0: an edit at strength 0 erases nothing")
     layers: list[LayerEdit] = []
     report = []
     inside = []
@@ -74,8 +81,9 @@ def refusal_direction(
             kept = f", kept off {' and '.join(named)} directions ({left:.2f} of d left)"
             if left < 1e-6:
                 inside.append(layer.point)
+        strength = ordinary_strength if U_ordinary.shape[1] else 1.0
         layers.append(
-            LayerEdit(layer.point, layer.edit_keys, direction[None], (1.0,), f.spectrum, f.k_used, f.retained)
+            LayerEdit(layer.point, layer.edit_keys, direction[None], (strength,), f.spectrum, f.k_used, f.retained)
         )
         residuals.append(pair_residual(layer.diffs, direction))
         if f.fallback and method != "mean_diff":
@@ -107,7 +115,7 @@ def refusal_direction(
     kept_note = "".join(
         [
             f", kept off the keep prompts' top {keep_rank} directions" if has_keep and keep_rank > 0 else "",
-            f", kept off the ordinary text's top {ordinary_rank} directions"
+            f", kept off the ordinary text's top {ordinary_rank} directions (strength {ordinary_strength:g})"
             if has_ordinary and ordinary_rank > 0
             else "",
         ]
@@ -130,7 +138,9 @@ def refusal_direction(
         "alpha": str(alpha if method == "cpca" else 0.0),
         "moment": moment,
         **({"keep_rank": str(keep_rank)} if has_keep else {}),
-        **({"ordinary_rank": str(ordinary_rank)} if has_ordinary else {}),
+        **(
+            {"ordinary_rank": str(ordinary_rank), "ordinary_strength": f"{ordinary_strength:g}"} if has_ordinary else {}
+        ),
         "factorization": "; ".join(report),
         "version": __version__,
     }

@@ -210,8 +210,8 @@ def protocol_section(p: dict) -> list[str]:
         d = p["pack_defaults"]
         same = "dev choice" not in edits
         out += [
-            f"**The dev choice** ({len({r['edit'] for r in p['dev']['rows']})} configurations of site, layers and method, rule "
-            f"in `testbed/protocol.py`): {choice['edit']}"
+            f"**The dev choice** ({len({r['edit'] for r in p['dev']['rows']})} configurations of site, layers, method, the "
+            f"ordinary text's rank and strength, rule in `testbed/protocol.py`): {choice['edit']}"
             + (
                 " — the pack's defaults."
                 if same
@@ -240,6 +240,7 @@ def protocol_section(p: dict) -> list[str]:
         )
     out += ["", "What each row is: " + "; ".join(f"**{k}**: {cell(v['label'])}" for k, v in edits.items()) + ".", ""]
     out += verdict(p)
+    out += ablation_section(p)
     att = p["attacks"]
     b = att["budget"]
     counts = attack_counts(p)
@@ -331,8 +332,40 @@ def protocol_section(p: dict) -> list[str]:
     return out + [""]
 
 
+def ablation_section(p: dict) -> list[str]:
+    """What each part of the defaults adds, on test: the paper's edit, the defaults' parts alone, the defaults."""
+    if not p.get("ablation"):
+        return []
+    rows = rows_by(p)
+    names = ["paper", *p["ablation"], "defaults"]
+    out = [
+        "### What each part of the defaults adds",
+        "",
+        "The same test runs as above, the defaults taken apart: the paper's edit (its site, the FFN input of the last two "
+        "blocks), the defaults' site, layers and method without the ordinary text at the paper's strength (the pack's "
+        "default before the ordinary text), the ordinary text alone, the strength alone, and both (the defaults).",
+        "",
+        "| concept | edit | render after | look-alikes after | word-senses after | drift | change |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in p["concepts"]:
+        for name in names:
+            r = rows[(name, c)]
+            out.append(
+                f"| {c} | {name} | {ci(r['render_after'])} | {ci(r['lookalike_after'])} | {ci(r['wordsense_after'])} | "
+                f"{ci(r['drift'], rate=False)} | {ci(r['change'], rate=False)} |"
+            )
+    return out + [""]
+
+
 def config_label(d: dict) -> str:
-    return f"{d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}"
+    ordinary = d.get("ordinary", 0)
+    lam = d.get("strength", 1.0) * (d.get("ordinary_strength", 1.0) if ordinary else 1.0)
+    return (
+        f"{d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}"
+        + (f", ordinary text rank {ordinary}" if ordinary else ", no ordinary text")
+        + f", strength {lam:g}"
+    )
 
 
 def verdict(p: dict) -> list[str]:

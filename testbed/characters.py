@@ -9,8 +9,8 @@ the word-senses' (a computer mouse); drift and output change on prompts without 
 rank-1 cPCA direction per layer, a rank-m subspace per layer (evaluate.subspace_edit), the closed-form map
 (refusal_core/solvers/closed_form.py), the rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse"
 in place of "a cartoon character"), the rank-1 direction kept off the rows of the preset's keep prompts and of the ordinary text
-(the pack's default: keep rank 8, ordinary rank 4, at the default strength; on dev also keep ranks 3 and 16), the same
-without the ordinary text at strength 1 (the default before it), the same at lower strengths and on the value projection alone (a
+(the pack's default: keep rank 8, the ordinary text's rank and strength of defaults.py; on dev also keep ranks 3 and 16),
+the same without the ordinary text at strength 1 (the default before it), the same at lower Apply strengths and on the value projection alone (a
 lead: no site of the nodes edits the value without the key); and, as a reference, a random subspace of the same rank
 at the same layers, which shows what removing that many directions costs this model whatever they are. Every
 character's pairs are the copyrighted_character preset's with its name, read at site text_kv, and the eight edits are
@@ -152,8 +152,8 @@ def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
 
 
 def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
-    """A random orthonormal subspace of the edit's rank at each of its layers (seeded by draw), at strength 1: the
-    reference for what removing that many directions costs this model whatever they are."""
+    """A random orthonormal subspace of the edit's rank at each of its layers (seeded by draw), at the edit's strength:
+    the reference for what removing that many directions costs this model whatever they are."""
     g = torch.Generator().manual_seed(9_000 + draw)
     rank = max(layer.basis.shape[0] for layer in edit.layers)
     Q = (
@@ -162,7 +162,8 @@ def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
         .contiguous()
     )
     return RefusalEdit(
-        tuple(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * rank) for layer in edit.layers), dict(edit.meta)
+        tuple(LayerEdit(layer.point, layer.edit_keys, Q, (max(layer.strengths),) * rank) for layer in edit.layers),
+        dict(edit.meta),
     )
 
 
@@ -307,6 +308,7 @@ def run(
         "keep_prompts": list(KEEP),
         "keep_rank": defaults.KEEP_RANK,
         "ordinary_rank": defaults.ORDINARY_RANK,
+        "ordinary_strength": defaults.ORDINARY_STRENGTH,
         "ordinary_phrases": len(ordinary_text()),
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),

@@ -66,15 +66,17 @@ from .train import config
 from .worlds import HARD
 
 TRAIN_SEEDS = (0, 1, 2, 3, 4)
-STRENGTHS = (1.0, 1.15, 1.3)  # lambda on dev, the ordinary text kept (the grid's other rows: the default strength)
-ORDINARY_RANKS = (2, 8)  # the ordinary text's rank on dev, beside the default's
+STRENGTHS = (1.0, 1.15, 1.3)  # the ordinary text's strength on dev (the grid's other rows: the default's)
+ORDINARY_RANKS = (2, 4, 16)  # the ordinary text's rank on dev, beside the default's
 NOISE_SEEDS = (0, 1)
 # What each part of the defaults adds, at their site, layers and method: the pack's edit before the ordinary text
 # (strength 1, the paper's lambda), the ordinary text alone, the strength alone, then both (the defaults)
 ABLATION = {
-    "no ordinary text, strength 1": replace(DEFAULTS, ordinary=0, strength=1.0),
-    "ordinary text, strength 1": replace(DEFAULTS, strength=1.0),
-    f"no ordinary text, strength {DEFAULTS.strength:g}": replace(DEFAULTS, ordinary=0),
+    "no ordinary text, strength 1": replace(DEFAULTS, ordinary=0),
+    "ordinary text, strength 1": replace(DEFAULTS, ordinary_strength=1.0),
+    f"no ordinary text, strength {DEFAULTS.ordinary_strength:g}": replace(
+        DEFAULTS, ordinary=0, strength=DEFAULTS.ordinary_strength
+    ),
 }
 # Every site, layer set and method with the defaults' ordinary text and strength; then, at the defaults' site, layers
 # and method, the defaults' parts, other strengths and other ranks of the ordinary text
@@ -88,7 +90,7 @@ GRID = tuple(
                 for method, alpha in (("mean_diff", 0.0), ("cpca", 0.5), ("cpca", 2.0))
             ),
             *ABLATION.values(),
-            *(replace(DEFAULTS, strength=s) for s in STRENGTHS),
+            *(replace(DEFAULTS, ordinary_strength=s) for s in STRENGTHS),
             *(replace(DEFAULTS, ordinary=rank) for rank in ORDINARY_RANKS),
         ]
     )
