@@ -18,7 +18,8 @@ from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import PRESET_DIR
 from refusal_core.solvers.keep import joint_basis, keep_basis
 from refusal_core.stats import Moments
-from refusal_core.types import PromptPair, PromptPairs
+from refusal_core.types import PromptPair, PromptPairs, RefusalError
+from refusal_core.weights import edited_state_dict
 from testbed.worlds import WORLDS
 from tests.core.toy_wan import NEUTRAL, PAIRS, Counter, encode, random_wan
 
@@ -107,3 +108,21 @@ def test_ordinary_rows_are_saved_and_loaded_with_the_statistics(tmp_path):
     edit, back = load_refusal_file(path)
     assert all(torch.equal(a.ordinary, b.ordinary) for a, b in zip(stats.layers, back.layers))
     assert all(torch.equal(a.basis, b.basis) for a, b in zip(factorize(back).layers, edit.layers))
+
+
+def test_an_edit_kept_off_the_ordinary_text_carries_its_strength_and_applies_it():
+    model = random_wan(0)
+    stats = extract(model, ordinary=ORDINARY)
+    edit = factorize(stats, ordinary_rank=2)
+    assert all(layer.strengths == (defaults.ORDINARY_STRENGTH,) for layer in edit.layers)
+    assert edit.meta["ordinary_strength"] == f"{defaults.ORDINARY_STRENGTH:g}"
+    assert all(layer.strengths == (1.0,) for layer in factorize(stats, ordinary_rank=0).layers)  # the paper's
+    sd = model.state_dict()
+    layer = edit.layers[0]
+    key = layer.edit_keys[0]
+    d = layer.basis[0].double()
+    W = sd[f"{key}.weight"].double()
+    expected = W - defaults.ORDINARY_STRENGTH * torch.outer(W @ d, d)  # W (I - lambda d d^T), Apply at 1
+    assert torch.allclose(edited_state_dict(sd, edit, 1.0)[f"{key}.weight"].double(), expected, atol=1e-5)
+    with pytest.raises(RefusalError, match="strength must be above 0"):
+        factorize(stats, ordinary_strength=0.0)
