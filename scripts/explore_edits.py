@@ -4,10 +4,11 @@
                                     [--vocabulary 300,31] [--attacks] [--json FILE] --edit SPEC [--edit SPEC ...]
 
 An edit SPEC joins parts with "+"; a part is a site, then options separated by commas:
-    text_kv                      the pack's rank-1 cPCA edit there (the defaults at text_kv)
+    text_kv                      the pack's rank-1 cPCA edit there without the ordinary text (the defaults up to 0.4)
     text_kv,vocab=4              its direction taken off the top 4 directions of the rows there of the preset's keep
                                  prompts and a generic vocabulary together (GENERIC: ordinary phrases that name no
-                                 concept, given as keep prompts)
+                                 concept, given as keep prompts; the lead that became the pack's ordinary text, which
+                                 keeps its own rank beside the keep prompts' and carries its own strength)
     text_kv,strength=1.3         applied at this strength (W (I - strength d d^T))
     text_kv,rank=4               d and the next 3 eigenvectors of C (testbed.evaluate.subspace_edit); with vocab=N,
                                  the subspace taken off the vocabulary's top N directions
