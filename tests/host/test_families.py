@@ -80,9 +80,10 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
     loaded_w = edited.model.diffusion_model.state_dict()
     directions = edit.directions()
     assert directions and scores_img.shape[-1] == 3
-    for name, d in directions.items():
-        Wp, W = loaded_w[f"{name}.weight"].float(), weights[f"{name}.weight"].float()
-        assert float((Wp @ d).norm()) <= 1e-4 * float(W.norm()), name
+    for name, (Q, s) in edit.bases().items():
+        assert comfy_host.reads_as_edited(loaded_w[f"{name}.weight"], weights[f"{name}.weight"], Q[0], float(s[0])), (
+            name
+        )
     untouched(model, weights)
     report = os.environ.get("REFUSAL_REPORT_DIR")
     if report:
