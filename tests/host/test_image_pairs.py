@@ -68,6 +68,27 @@ def test_each_side_is_conditioned_as_wan_image_to_video_does(setup):
     )
     assert not torch.equal(u.conditioning[0][1]["concat_latent_image"], s.conditioning[0][1]["concat_latent_image"])
     assert u.text == setup["text_pairs"].pairs[1][0].text
+    # the ordinary text shares the neutral image, encoded once: each phrase gets what WanImageToVideo gives it
+    text_o, o = setup["text_pairs"].ordinary[5], setup["pairs"].ordinary[5]
+    image = setup["safe_image"]
+    ref = WanImageToVideo.execute(
+        text_o.conditioning,
+        text_o.conditioning,
+        setup["vae"],
+        64,
+        64,
+        5,
+        1,
+        start_image=image,
+        clip_vision_output=setup["vision"].encode_image(image, crop=True),
+    ).result[0]
+    assert torch.equal(o.conditioning[0][0], ref[0][0]) and o.text == text_o.text
+    for key in ("concat_latent_image", "concat_mask"):
+        assert torch.equal(o.conditioning[0][1][key], ref[0][1][key]), key
+    assert torch.equal(
+        o.conditioning[0][1]["clip_vision_output"]["penultimate_hidden_states"],
+        ref[0][1]["clip_vision_output"]["penultimate_hidden_states"],
+    )
 
 
 @pytest.mark.parametrize("site", ["image_kv", "text_kv", "ffn_in"])
