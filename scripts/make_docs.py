@@ -950,8 +950,9 @@ def cost_section(fs: dict, gpu: dict | None = None) -> list[str]:
     out += [
         "",
         "The loader's peak holds the fp16 file and its float32 copy at once. "
-        f"Files written: {files}. After the edit, each of the {small['edited_weights']} edited weights reads at most "
-        f"{small['residual_max']:.1e} of its direction (‖W′d‖ / ‖Wd‖, on the weights ComfyUI computes with). A sampling step on the "
+        f"Files written: {files}. After the edit, each of the {small['edited_weights']} edited weights departs from "
+        f"W (I − s d dᵀ) by at most {small['residual_max']:.1e} of its direction's part (‖W′d − (1 − s) Wd‖ / ‖Wd‖, s the "
+        "edit's strength, on the weights ComfyUI computes with). A sampling step on the "
         f"edited model over one on the original, through ComfyUI's ModelPatcher (the edit folded into the weights), goal "
         f"≤ {small['sampling']['goal']:g}, the original, the edited and the original again in rotating order: on the CPU "
         f"{sampling_text(small['sampling'])}; on the GPU {sampling_text(gpu_small['sampling'] if gpu else None)}.",
