@@ -6,6 +6,7 @@ import hashlib
 
 from comfy_api.latest import io
 
+from ..refusal_core import defaults
 from ..refusal_core.ordinary import ordinary_text
 from ..refusal_core.presets import CUSTOM, default_texts, load_preset, preset_keep, preset_names
 from ..refusal_core.prompts import (
@@ -109,8 +110,9 @@ class PromptPairLoader(io.ComfyNode):
                     default=True,
                     optional=True,
                     tooltip=f"Also read the pack's {len(ordinary_text())} ordinary phrases ('a dog walking in a park') and take "
-                    "each direction off their leading directions, so that the edit moves what the concept holds and "
-                    "not what every prompt shares (less drift). Off: the paper's edit.",
+                    f"each direction off their {defaults.ORDINARY_RANK} leading directions, so that the edit moves what "
+                    "the concept holds and not what every prompt shares (less drift); such an edit carries strength "
+                    f"{defaults.ORDINARY_STRENGTH:g} to make up for what that takes out of it. Off: the paper's edit.",
                 ),
             ],
             outputs=[

@@ -40,8 +40,8 @@ def noise_levels(tooltip: str) -> io.String.Input:
 def strength(
     name: str = "strength",
     tooltip: str = "lambda, times the edit's own strength: 1 applies the edit as made (the paper's edit removes its "
-    "direction exactly; one kept off the ordinary text carries 1.15); 0 gives back the original model; above 1 "
-    "over-suppresses.",
+    f"direction exactly; one kept off the ordinary text carries {defaults.ORDINARY_STRENGTH:g}); 0 gives back the "
+    "original model; above 1 over-suppresses.",
     optional: bool = False,
 ) -> io.Float.Input:
     return io.Float.Input(
