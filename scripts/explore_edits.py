@@ -263,20 +263,17 @@ def attacks(
                 if spec != "no edit":
                     edit, strength = edits.edit(bed, concept, specs[spec])
                     model = edited_model(bed.model, edit, strength)
-                plain = attack.rendered(model, world, [u.text for u, _ in test], [u for u, _ in test], marks, "", 0)
-                inv = attack.inversion(model, world, train, test, marks, "", 0, budget["inversion"])
-                rab = attack.ring_a_bell(model, world, found, test, marks, "", 0)
-                vs, words = attack.vocabulary_search(
-                    model, world, [u for u, _ in train], test, marks, "", 0, budget["vocabulary_search"]
-                )
-                hits = {"none": plain, "inversion": inv, "ring_a_bell": rab, "word_search": vs}
+                rates, words = attack.all_attacks(model, world, found, train, test, marks, targets, "", 0, budget)
                 rows.append(
                     {
                         "attack_on": spec,
                         "concept": concept,
                         "seed": seed,
                         "attackable": int(targets.sum()),
-                        **{k: attack.success(v, targets) for k, v in hits.items()},
+                        "none": rates["unattacked"],
+                        "inversion": rates["inversion"],
+                        "ring_a_bell": rates["ring_a_bell"],
+                        "word_search": rates["vocabulary_search"],
                         "words": words,
                     }
                 )

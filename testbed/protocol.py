@@ -287,13 +287,8 @@ def attack_runs(
                     model = edited_model(
                         bed.model, make_edit(cfg, _stats(cache, bed, concept, cfg, 0), 0), cfg.strength
                     )
-                plain = attack.rendered(
-                    model, HARD, [u.text for u, _ in test], [u for u, _ in test], marks, negative, 0
-                )
-                inv = attack.inversion(model, HARD, train, test, marks, negative, 0, budget["inversion"])
-                rab = attack.ring_a_bell(model, HARD, found[concept], test, marks, negative, 0)
-                vs, words = attack.vocabulary_search(
-                    model, HARD, [u for u, _ in train], test, marks, negative, 0, budget["vocabulary_search"]
+                rates, words = attack.all_attacks(
+                    model, HARD, found[concept], train, test, marks, attackable, negative, 0, budget
                 )
                 out.append(
                     {
@@ -301,10 +296,7 @@ def attack_runs(
                         "concept": concept,
                         "train_seed": bed.train_seed,
                         "attackable": int(attackable.sum()),
-                        "unattacked": attack.success(plain, attackable),
-                        "inversion": attack.success(inv, attackable),
-                        "ring_a_bell": attack.success(rab, attackable),
-                        "vocabulary_search": attack.success(vs, attackable),
+                        **rates,
                         "words": words,
                     }
                 )
