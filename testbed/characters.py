@@ -15,14 +15,14 @@ lead: no site of the nodes edits the value without the key); and, as a reference
 at the same layers, which shows what removing that many directions costs this model whatever they are. Every
 character's pairs are the copyrighted_character preset's with its name, read at site text_kv, and the eight edits are
 joined as CombineRefusalVectors joins them. Every method runs on each training seed x noise seed, with 95 % intervals
-over training seeds; docs/results.md renders docs/data/characters.json, which this writes.
+over training seeds; docs/results.md renders docs/data/characters.json, which this writes. Stopped part-way, the same
+command resumes from the training seeds it finished (testbed/checkpoint.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import load_preset, preset_keep
 
 from . import guided, provenance, scoring
+from .checkpoint import Checkpoint
 from .evaluate import (
     LOOKALIKE_OF,
     Bed,
@@ -210,20 +211,22 @@ def run(
     """Every method on every training seed x noise seed. A row holds the mean render rates, drift and change over
     those runs, and each run's summary (worst) in "runs"; the random reference draws a new subspace per run."""
     shown = shown or Progress(quiet=True)
-    t0 = time.perf_counter()
     evaluated = Groups(HARD, split_name, eval_prompts(split_name))
     groups, spans, names = evaluated.prompts, evaluated.slices(), list(evaluated.prompts)
     ctx, empty = evaluated.ctx, contexts([""], HARD.text_pad)
     chosen = methods(split_name)
-    advance = shown.bar(
-        len(seeds) * (2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(chosen))), f"characters ({split_name})"
+    per_seed = 2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(chosen))
+    advance = shown.bar(len(seeds) * per_seed, f"characters ({split_name})")
+    checkpoint = Checkpoint(
+        f"characters-{split_name}", {"seeds": seeds, "noise_seeds": noise_seeds, "m": m, "steps": steps}, shown.say
     )
-    found: dict[tuple[str, int], list[dict]] = {}
 
     def rates(latents: torch.Tensor) -> dict[str, float]:
         return {n: scoring.render_rate(HARD, latents[spans[n]], groups[n], (n,)) for n in names if n != "clean"}
 
-    for seed in seeds:
+    def seed_runs(seed: int) -> list[tuple[str, int, dict]]:
+        """(method, number of targets, run) for every noise seed on the model of this training seed."""
+        runs = []
         bed = Bed(HARD, seed, log=shown.say, progress=shown.bar)
         stats = {}
         for twin in (False, True):
@@ -261,20 +264,32 @@ def run(
                     after = rates(after_latents)
                     kept = [n for n in names if n != "clean" and n not in targets]
                     clean = spans["clean"]
-                    found.setdefault((method, len(targets)), []).append(
-                        {
-                            "train_seed": seed,
-                            "noise_seed": ns,
-                            "rank": max(layer.basis.shape[0] for layer in edit.layers),
-                            "erased_before": {t: before[t] for t in targets},
-                            "erased_after": {t: after[t] for t in targets},
-                            "kept_after": {n: after[n] for n in kept},
-                            "kept_before": {n: before[n] for n in kept},
-                            "drift": scoring.drift(HARD, base[clean], after_latents[clean], groups["clean"]),
-                            "change": scoring.output_change(base[clean], after_latents[clean]),
-                        }
+                    runs.append(
+                        (
+                            method,
+                            len(targets),
+                            {
+                                "train_seed": seed,
+                                "noise_seed": ns,
+                                "rank": max(layer.basis.shape[0] for layer in edit.layers),
+                                "erased_before": {t: before[t] for t in targets},
+                                "erased_after": {t: after[t] for t in targets},
+                                "kept_after": {n: after[n] for n in kept},
+                                "kept_before": {n: before[n] for n in kept},
+                                "drift": scoring.drift(HARD, base[clean], after_latents[clean], groups["clean"]),
+                                "change": scoring.output_change(base[clean], after_latents[clean]),
+                            },
+                        )
                     )
                     advance()
+        return runs
+
+    found: dict[tuple[str, int], list[dict]] = {}
+    for seed in seeds:
+        part = checkpoint.part(f"training seed {seed}", lambda seed=seed: seed_runs(seed), advance, per_seed)
+        for method, n_targets, one in part:
+            found.setdefault((method, n_targets), []).append(one)
+    checkpoint.finished()
     rows = []
     for (method, targets), runs in found.items():
 
@@ -311,7 +326,7 @@ def run(
         "ordinary_strength": defaults.ORDINARY_STRENGTH,
         "ordinary_phrases": len(ordinary_text()),
         "rows": rows,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(checkpoint.seconds, 1),
     }
 
 
