@@ -16,6 +16,10 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
                                  a phrase of the vocabulary (the same phrase on both sides)
     text_kv,map                  the closed-form map (solvers/closed_form.py); with vocab=N (any N), the vocabulary
                                  joins its preserved rows
+    text_kv,out                  the edit on the output side: per edited weight W, W' = (I - strength u u^T) W with u
+                                 the cPCA direction of the rows mapped through W (the concept among the layer's outputs,
+                                 so that no input, an attacker's included, gives it back); with vocab=N, u taken off the
+                                 top N directions of the keep rows mapped through W. A part of its own (no "+")
 Several parts are joined as Combine Refusal Vectors joins them (each part's strength inside).
 Example: --edit text_kv --edit "text_kv,vocab=4,strength=1.3" --edit "text_kv,vocab=4+cross_out,vocab=4".
 
@@ -39,9 +43,13 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from refusal_core import PromptPair, RefusalEdit, RefusalStats, defaults, factorize
 from refusal_core.presets import load_preset, preset_keep
-from refusal_core.solvers.keep import keep_basis
+from refusal_core.solvers.keep import keep_basis, kept_off
+from refusal_core.solvers.rank_one import factorize_layer
+from refusal_core.stats import Moments, Rows
 from refusal_core.weights import orthonormal_rows
 from testbed import attack
 from testbed import run as first_run
@@ -93,6 +101,7 @@ class Part:
     rank: int = 1
     context: int = 0
     map: bool = False
+    out: bool = False
 
 
 def parse(spec: str) -> tuple[Part, ...]:
@@ -103,16 +112,18 @@ def parse(spec: str) -> tuple[Part, ...]:
         kwargs: dict = {}
         for option in options:
             key, _, value = option.partition("=")
-            if key == "map" and not value:
-                kwargs["map"] = True
+            if key in ("map", "out") and not value:
+                kwargs[key] = True
             elif key in ("vocab", "rank", "context", "strength") and value:
                 kwargs[key] = float(value) if key == "strength" else int(value)
             else:
                 raise SystemExit(
-                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S or map"
+                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S, map or out"
                 )
         if kwargs.get("map") and kwargs.get("rank", 1) > 1:
             raise SystemExit(f"'{text}': the map has the rank its rows give; rank=M is for the projections")
+        if kwargs.get("out") and (kwargs.get("map") or kwargs.get("rank", 1) > 1 or "+" in spec):
+            raise SystemExit(f"'{spec}': the output-side edit is rank 1 and a part of its own")
         parts.append(Part(site, **kwargs))
     return tuple(parts)
 
@@ -142,9 +153,12 @@ class Edits:
             self.cache[key] = bed.extract_pairs(pairs, neutral, site, defaults.SIGMAS, self.seed, keep)
         return self.cache[key]
 
-    def edit(self, bed: Bed, concept: str, parts: tuple[Part, ...]) -> tuple[RefusalEdit, float]:
+    def edit(self, bed: Bed, concept: str, parts: tuple[Part, ...]) -> tuple[RefusalEdit | OutputEdit, float]:
         made = []
         for part in parts:
+            if part.out:
+                stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
+                return output_edit(stats, bed.model.state_dict(), part.vocab), part.strength
             if part.map:
                 stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "", part.context)
                 made.append((factorize(stats, method="closed_form"), part.strength))
@@ -157,6 +171,52 @@ class Edits:
             else:
                 made.append((factorize(self.stats(bed, concept, part.site, "", part.context)), part.strength))
         return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
+
+
+def mapped(rows: Rows, W: torch.Tensor) -> Rows:
+    """Rows [n, d_in] (or their Moments) mapped through W [d_out, d_in]: the layer's outputs for them, [n, d_out]."""
+    if isinstance(rows, Moments):
+        return Moments(rows.count, W @ rows.total, W @ rows.gram @ W.T)
+    return rows.double() @ W.T
+
+
+@dataclass(frozen=True)
+class OutputEdit:
+    """An edit on the output side, which the pack does not make: W' = (I - lam u u^T) W per weight, u [d_out] unit.
+    Where the pack's W (I - lam d d^T) leaves every output but one input direction's reachable (and at lam != 1 every
+    output), this removes u from what the layer can output, whatever its input."""
+
+    directions: dict[str, torch.Tensor]  # weight name -> u [d_out], float64
+
+    def edited_state_dict(self, state: dict[str, torch.Tensor], lam: float = 1.0) -> dict[str, torch.Tensor]:
+        out = dict(state)
+        for name, u in self.directions.items():
+            W = state[f"{name}.weight"]
+            Wd = W.double()
+            out[f"{name}.weight"] = (Wd - lam * torch.outer(u, u @ Wd)).to(W.dtype)
+        return out
+
+
+def output_edit(stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int) -> OutputEdit:
+    """Per edited weight W: u = the pack's cPCA direction (its defaults) of D, E and r mapped through W, taken off
+    the top `vocab` directions of the keep rows mapped through W when vocab > 0."""
+    directions = {}
+    for layer in stats.layers:
+        for name in layer.edit_keys:
+            W = state[f"{name}.weight"].double()
+            f = factorize_layer(
+                mapped(layer.diffs, W),
+                mapped(layer.neutral, W),
+                W @ layer.r.double(),
+                defaults.METHOD,
+                defaults.K,
+                defaults.ALPHA,
+            )
+            u = f.direction.double()
+            if vocab:
+                u, _ = kept_off(u, keep_basis(mapped(layer.keep, W), vocab))
+            directions[name] = u.double() / u.double().norm()
+    return OutputEdit(directions)
 
 
 def kept_subspace(stats: RefusalStats, rank: int, vocab: int) -> RefusalEdit:

@@ -1,10 +1,14 @@
-"""scripts/explore_edits.py: its generic vocabulary names no concept, and an edit it cannot read is refused."""
+"""scripts/explore_edits.py: its generic vocabulary names no concept, an edit it cannot read is refused, and its
+output-side edit removes its direction from what a layer can output."""
 
 import pytest
+import torch
 
 from refusal_core.ordinary import ordinary_text
-from scripts.explore_edits import GENERIC, Part, generic_vocabulary, parse
-from tests.core.test_ordinary_text import assert_names_nothing
+from refusal_core.solvers.keep import keep_basis
+from scripts.explore_edits import GENERIC, Part, generic_vocabulary, mapped, output_edit, parse
+from tests.core.test_ordinary_text import KEEP, ORDINARY, assert_names_nothing, extract
+from tests.core.toy_wan import random_wan
 
 
 def test_the_generic_vocabulary_is_ordinary_text():
@@ -24,6 +28,28 @@ def test_an_edit_spec_reads_as_its_parts_and_a_wrong_option_is_refused():
         parse("text_kv,alpha=2")
     with pytest.raises(SystemExit, match="rank=M is for the projections"):
         parse("text_kv,map,rank=2")
+    assert parse("text_kv,out,vocab=2") == (Part("text_kv", vocab=2, out=True),)
+    with pytest.raises(SystemExit, match="a part of its own"):
+        parse("text_kv,out+cross_out")
+
+
+def test_the_output_side_edit_leaves_no_input_that_gives_its_direction_back():
+    """W' = (I - u u^T) W: u^T W' x = 0 for every x (an attacker's input too), u kept off the keep rows' outputs, and
+    at strength lam the layer keeps 1 - lam of it."""
+    model = random_wan(0)
+    stats = extract(model, KEEP + ORDINARY)
+    state = model.state_dict()
+    edit = output_edit(stats, state, vocab=2)
+    for layer in stats.layers:
+        for name in layer.edit_keys:
+            u, W = edit.directions[name], state[f"{name}.weight"].double()
+            assert abs(float(u.norm()) - 1) < 1e-9 and u.shape == (W.shape[0],)
+            assert float((keep_basis(mapped(layer.keep, W), 2).T @ u).abs().max()) < 1e-6
+            for lam in (1.0, 0.5):
+                Wp = edit.edited_state_dict(state, lam)[f"{name}.weight"].double()
+                assert torch.allclose(u @ Wp, (1 - lam) * (u @ W), atol=1e-4 * float(W.abs().max()))
+            x = torch.randn(W.shape[1], dtype=torch.float64)
+            assert torch.allclose(Wp @ x, W @ x - 0.5 * u * (u @ W @ x), atol=1e-4)  # the rest of the output stays
 
 
 def test_a_vocabulary_larger_than_its_word_lists_allow_is_refused_not_drawn_forever():
