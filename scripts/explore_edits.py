@@ -19,7 +19,9 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
     text_kv,out                  the edit on the output side: per edited weight W, W' = (I - strength u u^T) W with u
                                  the cPCA direction of the rows mapped through W (the concept among the layer's outputs,
                                  so that no input, an attacker's included, gives it back); with vocab=N, u taken off the
-                                 top N directions of the keep rows mapped through W. A part of its own (no "+")
+                                 top N directions of the keep rows mapped through W. A part of its own (no "+"). On
+                                 the hard world's dev split it erased less than the input side and, without vocab=N,
+                                 drifted far more; the attacks still won: kept to reproduce that
 Several parts are joined as Combine Refusal Vectors joins them (each part's strength inside).
 Example: --edit text_kv --edit "text_kv,vocab=4,strength=1.3" --edit "text_kv,vocab=4+cross_out,vocab=4".
 
