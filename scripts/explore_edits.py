@@ -16,6 +16,10 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
                                  a phrase of the vocabulary (the same phrase on both sides)
     text_kv,map                  the closed-form map (solvers/closed_form.py); with vocab=N (any N), the vocabulary
                                  joins its preserved rows
+    text_kv,gain=B               d replaced by M^B d, normalized (M: the sum of W^T W over the layer's edited weights;
+                                 B = 1 when omitted), with vocab=N taken off those N directions again: at B = 1 the
+                                 direction whose removal leaves the concept's output farthest from anything an input
+                                 (an attacker's) can still give
     text_kv,out                  the edit on the output side: per edited weight W, W' = (I - strength u u^T) W with u
                                  the cPCA direction of the rows mapped through W (the concept among the layer's outputs,
                                  so that no input, an attacker's included, gives it back); with vocab=N, u taken off the
@@ -104,6 +108,7 @@ class Part:
     context: int = 0
     map: bool = False
     out: bool = False
+    gain: float = 0.0
 
 
 def parse(spec: str) -> tuple[Part, ...]:
@@ -114,7 +119,9 @@ def parse(spec: str) -> tuple[Part, ...]:
         kwargs: dict = {}
         for option in options:
             key, _, value = option.partition("=")
-            if key in ("map", "out") and not value:
+            if key == "gain":
+                kwargs["gain"] = float(value) if value else 1.0
+            elif key in ("map", "out") and not value:
                 kwargs[key] = True
             elif key in ("vocab", "rank", "context", "strength") and value:
                 kwargs[key] = float(value) if key == "strength" else int(value)
@@ -169,9 +176,19 @@ class Edits:
                 made.append((kept_subspace(stats, part.rank, part.vocab), part.strength))
             elif part.vocab:
                 stats = self.stats(bed, concept, part.site, "keep", part.context)
-                made.append((factorize(stats, keep_rank=part.vocab), part.strength))
+                edit = factorize(stats, keep_rank=part.vocab)
+                made.append(
+                    (
+                        gained(edit, stats, bed.model.state_dict(), part.vocab, part.gain) if part.gain else edit,
+                        part.strength,
+                    )
+                )
             else:
-                made.append((factorize(self.stats(bed, concept, part.site, "", part.context)), part.strength))
+                stats = self.stats(bed, concept, part.site, "", part.context)
+                edit = factorize(stats)
+                made.append(
+                    (gained(edit, stats, bed.model.state_dict(), 0, part.gain) if part.gain else edit, part.strength)
+                )
         return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
 
 
@@ -219,6 +236,25 @@ def output_edit(stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int)
                 u, _ = kept_off(u, keep_basis(mapped(layer.keep, W), vocab))
             directions[name] = u.double() / u.double().norm()
     return OutputEdit(directions)
+
+
+def gained(
+    edit: RefusalEdit, stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int, beta: float = 1.0
+) -> RefusalEdit:
+    """Each layer's d replaced by M^beta d, normalized, M = sum of W^T W over the layer's edited weights (then taken off the
+    top `vocab` keep directions again): of all directions, the one whose removal (at strength 1) leaves the layer's
+    output for d farthest from anything an input can still give: an attacker's nearest reachable output is
+    |d'.d| / |W^-T d'| away, largest at d' ~ M d."""
+    layers = []
+    for layer_edit, layer in zip(edit.layers, stats.layers):
+        M = sum(W.T @ W for W in (state[f"{key}.weight"].double() for key in layer_edit.edit_keys))
+        w, V = torch.linalg.eigh(M)
+        d = V @ (w.clamp_min(0) ** beta * (V.T @ layer_edit.basis[0].double()))
+        d = d / d.norm()
+        if vocab:
+            d, _ = kept_off(d, keep_basis(layer.keep, vocab))
+        layers.append(replace(layer_edit, basis=(d / d.norm()).float()[None]))
+    return replace(edit, layers=tuple(layers))
 
 
 def kept_subspace(stats: RefusalStats, rank: int, vocab: int) -> RefusalEdit:

@@ -4,9 +4,10 @@ output-side edit removes its direction from what a layer can output."""
 import pytest
 import torch
 
+from refusal_core.factorize import factorize
 from refusal_core.ordinary import ordinary_text
 from refusal_core.solvers.keep import keep_basis
-from scripts.explore_edits import GENERIC, Part, generic_vocabulary, mapped, output_edit, parse
+from scripts.explore_edits import GENERIC, Part, gained, generic_vocabulary, mapped, output_edit, parse
 from tests.core.test_ordinary_text import KEEP, ORDINARY, assert_names_nothing, extract
 from tests.core.toy_wan import random_wan
 
@@ -29,6 +30,7 @@ def test_an_edit_spec_reads_as_its_parts_and_a_wrong_option_is_refused():
     with pytest.raises(SystemExit, match="rank=M is for the projections"):
         parse("text_kv,map,rank=2")
     assert parse("text_kv,out,vocab=2") == (Part("text_kv", vocab=2, out=True),)
+    assert parse("text_kv,gain+cross_out,gain=0.5") == (Part("text_kv", gain=1.0), Part("cross_out", gain=0.5))
     with pytest.raises(SystemExit, match="a part of its own"):
         parse("text_kv,out+cross_out")
 
@@ -57,3 +59,29 @@ def test_a_vocabulary_larger_than_its_word_lists_allow_is_refused_not_drawn_fore
     assert generic_vocabulary(300, 31) == list(GENERIC)
     with pytest.raises(SystemExit, match="holds 1 to 20000 phrases"):
         generic_vocabulary(20001)
+
+
+def test_the_gained_direction_leaves_the_concepts_output_farthest_from_reach():
+    """Removed at strength 1, d' ~ M d (M = A^T A, A the layer's edited weights stacked) leaves A d farther from every
+    output A y an input y can still give than any other direction does, the pack's d included."""
+    model = random_wan(0)
+    stats = extract(model)
+    state = model.state_dict()
+    edit = factorize(stats, ordinary_rank=0)
+    g = torch.Generator().manual_seed(0)
+
+    def gap(x: torch.Tensor, d: torch.Tensor, A: torch.Tensor) -> float:
+        """|A d - A y| for the best y the edit W (I - x x^T) still lets through."""
+        AP = A - torch.outer(A @ x, x)
+        y = torch.linalg.lstsq(AP, A @ d).solution
+        return float((AP @ y - A @ d).norm())
+
+    for layer, out in zip(edit.layers, gained(edit, stats, state, 0).layers):
+        A = torch.cat([state[f"{key}.weight"].double() for key in layer.edit_keys])
+        d, best = layer.basis[0].double(), out.basis[0].double()
+        best = best / best.norm()
+        reach = gap(best, d, A)
+        assert reach > gap(d, d, A)
+        for _ in range(20):
+            x = torch.randn(d.shape[0], generator=g, dtype=torch.float64)
+            assert reach >= gap(x / x.norm(), d, A) * (1 - 1e-5)
