@@ -241,10 +241,10 @@ def output_edit(stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int)
 def gained(
     edit: RefusalEdit, stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int, beta: float = 1.0
 ) -> RefusalEdit:
-    """Each layer's d replaced by M^beta d, normalized, M = sum of W^T W over the layer's edited weights (then taken off the
-    top `vocab` keep directions again): of all directions, the one whose removal (at strength 1) leaves the layer's
-    output for d farthest from anything an input can still give: an attacker's nearest reachable output is
-    |d'.d| / |W^-T d'| away, largest at d' ~ M d."""
+    """Each layer's d replaced by M^beta d, normalized, M = A^T A for A the layer's edited weights stacked (then taken
+    off the top `vocab` keep directions again). At beta = 1 (no vocab) it is, of all directions, the one whose removal
+    at strength 1 leaves A d farthest from anything an input can still give: an attacker's nearest reachable output
+    is |d'.d| / sqrt(d'^T M^-1 d') away, largest at d' ~ M d (Cauchy-Schwarz in M^-1's inner product)."""
     layers = []
     for layer_edit, layer in zip(edit.layers, stats.layers):
         M = sum(W.T @ W for W in (state[f"{key}.weight"].double() for key in layer_edit.edit_keys))
