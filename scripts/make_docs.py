@@ -530,13 +530,16 @@ def host_section(leakage: dict | None, families: dict | None, fam_leak: dict | N
     if fam_leak:
         out += [
             "Each family's default site, layers `auto` against `last2` and a random edit "
-            f"([data/families_leakage.json](data/families_leakage.json), {made_by(fam_leak)}):",
+            f"([data/families_leakage.json](data/families_leakage.json), {made_by(fam_leak)}). HunyuanVideo and "
+            "Mochi also hand every block one pooled vector of the prompt, a route no text site's edit reaches; "
+            "they are measured as loaded (*kept*) and with that route's last linear zeroed (*cut*):",
             "",
-            "| model | site | layers | blocks | leakage | collateral |",
-            "|---|---|---|---|---|---|",
+            "| model | site | pooled caption | layers | blocks | leakage | collateral |",
+            "|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {r['variant']} | {r['site']} | {r['layers']} | {r['blocks']} | {r['leakage']:.3f} | {r['collateral']:.3f} |"
+            f"| {r['variant']} | {r['site']} | {r.get('pooled_caption') or 'none'} | {r['layers']} | {r['blocks']} "
+            f"| {r['leakage']:.3f} | {r['collateral']:.3f} |"
             for r in fam_leak["rows"]
         ]
         out.append("")
@@ -544,14 +547,15 @@ def host_section(leakage: dict | None, families: dict | None, fam_leak: dict | N
 
 
 def quantized_section(q: dict) -> list[str]:
-    """The residual ||W' d|| / ||W d|| on the weights as the forward computes with them (tests/host/test_quantized.py)."""
+    """The residual ||W' d - (1 - s) W d|| / ||W d|| on the weights as the forward computes with them
+    (tests/host/test_quantized.py)."""
     stamp, q = made_by(q), q["rows"]
     out = [
         "## Quantized checkpoints and LoRAs",
         "",
         f"`tests/host/test_quantized.py` (data: [data/quantized.json](data/quantized.json), {stamp}): a tiny Wan with weights of a real "
-        "model's scale, loaded by ComfyUI's own loaders; the residual ||W′d|| / ||Wd|| on the weights as the forward computes "
-        "with them (0 = the layer no longer reads d).",
+        "model's scale, loaded by ComfyUI's own loaders; the residual ||W′d − (1 − s) Wd|| / ||Wd|| on the weights as the "
+        "forward computes with them, s the layer's strength (0 = the layer reads d exactly as W (I − s d dᵀ) does).",
         "",
         "| checkpoint | what | residual |",
         "|---|---|---|",
