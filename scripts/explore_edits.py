@@ -9,6 +9,9 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
                                  prompts and a generic vocabulary together (GENERIC: ordinary phrases that name no
                                  concept, given as keep prompts; the lead that became the pack's ordinary text, which
                                  keeps its own rank beside the keep prompts' and carries its own strength)
+    text_kv,ordinary             the pack's default edit: the preset's keep prompts and the pack's ordinary text read
+                                 as the nodes read them, d taken off each set's top 8 directions, strength 1.15 (times
+                                 strength=S); with gain=B the gained direction taken off both sets again
     text_kv,strength=1.3         applied at this strength (W (I - strength d d^T))
     text_kv,rank=4               d and the next 3 eigenvectors of C (testbed.evaluate.subspace_edit); with vocab=N,
                                  the subspace taken off the vocabulary's top N directions
@@ -52,8 +55,9 @@ from pathlib import Path
 import torch
 
 from refusal_core import PromptPair, RefusalEdit, RefusalStats, defaults, factorize
+from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import load_preset, preset_keep
-from refusal_core.solvers.keep import keep_basis, kept_off
+from refusal_core.solvers.keep import joint_basis, keep_basis, kept_off
 from refusal_core.solvers.rank_one import factorize_layer
 from refusal_core.stats import Moments, Rows
 from refusal_core.weights import orthonormal_rows
@@ -109,6 +113,7 @@ class Part:
     map: bool = False
     out: bool = False
     gain: float = 0.0
+    ordinary: bool = False
 
 
 def parse(spec: str) -> tuple[Part, ...]:
@@ -121,16 +126,21 @@ def parse(spec: str) -> tuple[Part, ...]:
             key, _, value = option.partition("=")
             if key == "gain":
                 kwargs["gain"] = float(value) if value else 1.0
-            elif key in ("map", "out") and not value:
+            elif key in ("map", "out", "ordinary") and not value:
                 kwargs[key] = True
             elif key in ("vocab", "rank", "context", "strength") and value:
                 kwargs[key] = float(value) if key == "strength" else int(value)
             else:
                 raise SystemExit(
-                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S, map or out"
+                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S, gain=B, ordinary, "
+                    "map or out"
                 )
         if kwargs.get("map") and kwargs.get("rank", 1) > 1:
             raise SystemExit(f"'{text}': the map has the rank its rows give; rank=M is for the projections")
+        if kwargs.get("ordinary") and (
+            kwargs.get("vocab") or kwargs.get("map") or kwargs.get("out") or kwargs.get("rank", 1) > 1
+        ):
+            raise SystemExit(f"'{text}': ordinary is the pack's rank-1 edit with its own keep and ordinary bases")
         if kwargs.get("out") and (kwargs.get("map") or kwargs.get("rank", 1) > 1 or "+" in spec):
             raise SystemExit(f"'{spec}': the output-side edit is rank 1 and a part of its own")
         parts.append(Part(site, **kwargs))
@@ -154,12 +164,16 @@ class Edits:
                 for i, p in enumerate(pairs)
                 for c in contexts[i * context : (i + 1) * context]
             ]
-            keep = tuple(preset_keep(preset))
+            keep, ordinary = tuple(preset_keep(preset)), ()
             if vocab == "keep":
                 keep += self.vocabulary
             elif vocab == "neutral":
                 neutral = neutral + list(self.vocabulary)
-            self.cache[key] = bed.extract_pairs(pairs, neutral, site, defaults.SIGMAS, self.seed, keep)
+            elif vocab == "ordinary":
+                ordinary = tuple(ordinary_text())
+            self.cache[key] = bed.extract_pairs(
+                pairs, neutral, site, defaults.SIGMAS, self.seed, keep, ordinary=ordinary
+            )
         return self.cache[key]
 
     def edit(self, bed: Bed, concept: str, parts: tuple[Part, ...]) -> tuple[RefusalEdit | OutputEdit, float]:
@@ -171,6 +185,12 @@ class Edits:
             if part.map:
                 stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "", part.context)
                 made.append((factorize(stats, method="closed_form"), part.strength))
+            elif part.ordinary:
+                stats = self.stats(bed, concept, part.site, "ordinary", part.context)
+                edit = factorize(stats)
+                if part.gain:
+                    edit = gained(edit, stats, bed.model.state_dict(), 0, part.gain, both_bases=True)
+                made.append((edit, part.strength))
             elif part.rank > 1:
                 stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
                 made.append((kept_subspace(stats, part.rank, part.vocab), part.strength))
@@ -239,12 +259,18 @@ def output_edit(stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int)
 
 
 def gained(
-    edit: RefusalEdit, stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int, beta: float = 1.0
+    edit: RefusalEdit,
+    stats: RefusalStats,
+    state: dict[str, torch.Tensor],
+    vocab: int,
+    beta: float = 1.0,
+    both_bases: bool = False,
 ) -> RefusalEdit:
     """Each layer's d replaced by M^beta d, normalized, M = A^T A for A the layer's edited weights stacked (then taken
     off the top `vocab` keep directions again). At beta = 1 (no vocab) it is, of all directions, the one whose removal
     at strength 1 leaves A d farthest from anything an input can still give: an attacker's nearest reachable output
-    is |d'.d| / sqrt(d'^T M^-1 d') away, largest at d' ~ M d (Cauchy-Schwarz in M^-1's inner product)."""
+    is |d'.d| / sqrt(d'^T M^-1 d') away, largest at d' ~ M d (Cauchy-Schwarz in M^-1's inner product).
+    both_bases: taken off the pack's keep and ordinary bases (each its default rank) instead; strengths kept."""
     layers = []
     for layer_edit, layer in zip(edit.layers, stats.layers):
         M = sum(W.T @ W for W in (state[f"{key}.weight"].double() for key in layer_edit.edit_keys))
@@ -253,6 +279,14 @@ def gained(
         d = d / d.norm()
         if vocab:
             d, _ = kept_off(d, keep_basis(layer.keep, vocab))
+        elif both_bases:
+            bases = [
+                keep_basis(rows, rank)
+                for rows, rank in ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK))
+                if rows is not None
+            ]
+            if bases:
+                d, _ = kept_off(d, joint_basis(*bases))
         layers.append(replace(layer_edit, basis=(d / d.norm()).float()[None]))
     return replace(edit, layers=tuple(layers))
 

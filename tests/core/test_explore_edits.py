@@ -33,6 +33,24 @@ def test_an_edit_spec_reads_as_its_parts_and_a_wrong_option_is_refused():
     assert parse("text_kv,gain+cross_out,gain=0.5") == (Part("text_kv", gain=1.0), Part("cross_out", gain=0.5))
     with pytest.raises(SystemExit, match="a part of its own"):
         parse("text_kv,out+cross_out")
+    assert parse("text_kv,ordinary,gain=0.25") == (Part("text_kv", ordinary=True, gain=0.25),)
+    with pytest.raises(SystemExit, match="its own keep and ordinary bases"):
+        parse("text_kv,ordinary,vocab=4")
+
+
+def test_a_gained_direction_on_the_pack_s_bases_stays_off_both_and_keeps_its_strength():
+    """ordinary,gain=B: M^B d is taken off the keep prompts' and the ordinary text's bases again (each at its own
+    rank), and the edit keeps the strength the ordinary text gives it."""
+    model = random_wan(0)
+    stats = extract(model, KEEP, ORDINARY)
+    edit = factorize(stats, keep_rank=8, ordinary_rank=8)
+    out = gained(edit, stats, model.state_dict(), 0, 0.25, both_bases=True)
+    for layer, before, after in zip(stats.layers, edit.layers, out.layers):
+        d = after.basis[0].double()
+        assert abs(float(d.norm()) - 1) < 1e-6 and after.strengths == before.strengths != (1.0,)
+        for rows in (layer.keep, layer.ordinary):
+            assert float((keep_basis(rows, 8).T @ d).abs().max()) < 1e-5
+        assert float((d @ before.basis[0].double()).abs()) < 1 - 1e-6  # the gain moved it
 
 
 def test_the_output_side_edit_leaves_no_input_that_gives_its_direction_back():
