@@ -280,9 +280,8 @@ def test_extraction_reports_progress(nodes, base, pairs):
         extract(nodes, base, pairs)
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
-    n = 2 * len(pairs.pairs) + len(
-        pairs.neutral
-    )  # text_kv: every prompt once (several per forward where memory allows)
+    # text_kv: every prompt once (several per forward where memory allows), the ordinary text included
+    n = 2 * len(pairs.pairs) + len(pairs.neutral) + len(pairs.keep) + len(pairs.ordinary)
     done = [v for v, _ in seen]
     assert seen[-1] == (n, n) and done == sorted(done) and 1 <= len(seen) <= n
 
