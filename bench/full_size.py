@@ -10,7 +10,8 @@
    size fixed by ComfyUI) is replaced by the tests' MiniLM encoder mapped to umt5's 4096 channels and padded to
    umt5's 512 rows. Per node: seconds (wall clock between ComfyUI's "executing" messages) and the server's peak
    resident memory during the node (VmHWM, reset at every node); the size of every file the graph wrote. The
-   residual ||W'd|| / ||Wd|| on the weights ComfyUI computes with is checked by a test node.
+   residual ||W'd - (1 - s) Wd|| / ||Wd|| (s the edit's strength) on the weights ComfyUI computes with is checked by a
+   test node.
 3. Sampling: KSampler runs of --steps steps on the original model, on the edited one (ComfyUI's ModelPatcher, full
    load) and on the original again (the control), in rotating order for --rounds rounds, at the probe size; the step
    time is the wall clock between progress messages (the first step, which includes loading and patching, is left

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class ApplyRefusalToModel(io.ComfyNode):
-    """Folds the refusal direction into the weights, W' = W (I - strength d d^T), as rank-1 patches on a copy
+    """Folds the refusal direction into the weights, W' = W (I - strength s d d^T) with s the edit's own strength
+    (1 for the paper's edit, more for one kept off the ordinary text), as rank-1 patches on a copy
     of the model: the concept can no longer be read at the edited layers. The input model is not modified."""
 
     @classmethod

@@ -104,9 +104,10 @@ class AddImagesToPromptPairs(io.ComfyNode):
         n = len(prompt_pairs.pairs)
         neutral = neutral_image[:1] if neutral_image is not None else _pick(safe_images, 0, "safe_images", n)
 
+        condition = images.image_conditioner(vae, width, height, length, clip_vision)
+
         def with_image(prompt, image):
-            cond = images.image_conditioning(prompt.conditioning, vae, image, width, height, length, clip_vision)
-            return dataclasses.replace(prompt, conditioning=cond)
+            return dataclasses.replace(prompt, conditioning=condition(prompt.conditioning, image))
 
         pairs = tuple(
             (
@@ -120,5 +121,6 @@ class AddImagesToPromptPairs(io.ComfyNode):
                 pairs,
                 tuple(with_image(p, neutral) for p in prompt_pairs.neutral),
                 tuple(with_image(p, neutral) for p in prompt_pairs.keep),
+                tuple(with_image(p, neutral) for p in prompt_pairs.ordinary),
             )
         )

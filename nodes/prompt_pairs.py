@@ -6,6 +6,8 @@ import hashlib
 
 from comfy_api.latest import io
 
+from ..refusal_core import defaults
+from ..refusal_core.ordinary import ordinary_text
 from ..refusal_core.presets import CUSTOM, default_texts, load_preset, preset_keep, preset_names
 from ..refusal_core.prompts import (
     MAX_PAIRS_FILE_BYTES,
@@ -15,7 +17,7 @@ from ..refusal_core.prompts import (
     validate_pairs,
 )
 from ..refusal_core.types import PromptPairs, RefusalError
-from .host import encode, paths
+from .host import encode, forward, paths
 from .sockets import CATEGORY, PromptPairsSocket
 
 NO_FILE = "(none)"
@@ -103,6 +105,15 @@ class PromptPairLoader(io.ComfyNode):
                     "characters that share a word are erased together. The copyrighted_character preset brings its own "
                     "(a cartoon mouse, duck and rabbit); these are added to them.",
                 ),
+                io.Boolean.Input(
+                    "keep_ordinary_text",
+                    default=True,
+                    optional=True,
+                    tooltip=f"Also read the pack's {len(ordinary_text())} ordinary phrases ('a dog walking in a park') and take "
+                    f"each direction off their {defaults.ORDINARY_RANK} leading directions, so that the edit moves what "
+                    "the concept holds and not what every prompt shares (less drift); such an edit carries strength "
+                    f"{defaults.ORDINARY_STRENGTH:g} to make up for what that takes out of it. Off: the paper's edit.",
+                ),
             ],
             outputs=[
                 PromptPairsSocket.Output(
@@ -125,6 +136,7 @@ class PromptPairLoader(io.ComfyNode):
         preset: str = CUSTOM,
         preset_subject: str = "",
         keep_prompts: str = "",
+        keep_ordinary_text: bool = True,
     ) -> io.NodeOutput:
         neutral = parse_prompt_lines(neutral_prompts)
         keep = parse_prompt_lines(keep_prompts or "")
@@ -137,5 +149,12 @@ class PromptPairLoader(io.ComfyNode):
             parsed, neutral = read_pairs(pairs, pairs_file, neutral)
         validate_pairs(parsed, neutral, keep)
         return io.NodeOutput(
-            PromptPairs.from_texts(parsed, neutral, lambda text: encode.encode_prompt(clip, text), keep)
+            PromptPairs.from_texts(
+                parsed,
+                neutral,
+                lambda text: encode.encode_prompt(clip, text),
+                keep,
+                ordinary_text() if keep_ordinary_text else (),
+                progress=forward.progress_bar(),
+            )
         )

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class SaveRefusalAsLoRA(io.ComfyNode):
-    """Exports the edit as a standard LoRA file in models/loras: W (I - strength d d^T) = W + up @ down per layer.
+    """Exports the edit as a standard LoRA file in models/loras: W (I - strength s d d^T) = W + up @ down per layer
+    (s the edit's own strength).
     Anyone can load it with the stock LoraLoaderModelOnly (strength 1), without this pack."""
 
     @classmethod
@@ -36,7 +37,10 @@ class SaveRefusalAsLoRA(io.ComfyNode):
                 RefusalEditSocket.Input(
                     "refusal_vector", tooltip="Factorized (or combined) refusal vector of this model."
                 ),
-                widgets.strength(tooltip="lambda baked into the LoRA; load it at strength 1."),
+                widgets.strength(
+                    tooltip="lambda baked into the LoRA, times the edit's own strength (1 applies the edit as made); "
+                    "load the LoRA at strength 1."
+                ),
                 io.String.Input(
                     "filename_prefix",
                     default="refusal/concept",

@@ -39,8 +39,9 @@ def noise_levels(tooltip: str) -> io.String.Input:
 
 def strength(
     name: str = "strength",
-    tooltip: str = "lambda: 1 removes the direction exactly (paper); 0 gives back the original model; "
-    "above 1 over-suppresses.",
+    tooltip: str = "lambda, times the edit's own strength: 1 applies the edit as made (the paper's edit removes its "
+    f"direction exactly; one kept off the ordinary text carries {defaults.ORDINARY_STRENGTH:g}); 0 gives back the "
+    "original model; above 1 over-suppresses.",
     optional: bool = False,
 ) -> io.Float.Input:
     return io.Float.Input(

@@ -1,9 +1,9 @@
 """Activations of prompt pairs -> per-layer differences D, neutral rows E (rows or moments), r = mean(D),
-and the rows of the keep prompts when there are any.
+and the rows of the keep prompts and of the ordinary text when there are any.
 
 Steps 1-2 of the method, chained under one ExtractSettings: forwards.py orders every (prompt, sigma)
 forward, batches and runs them with the site's inputs captured; reduce.py turns each completed pair,
-neutral or keep prompt into rows (align.py pairs the tokens) and drops its activations; layer_choice.py
+neutral, keep or ordinary prompt into rows (align.py pairs the tokens) and drops its activations; layer_choice.py
 keeps the blocks "auto" picks. Fallbacks taken on the way (prompts run one by one after a failed batch,
 text rows paired by position) are logged as warnings and named in the statistics' metadata ("fallbacks").
 """
@@ -99,7 +99,9 @@ def extract_refusal_stats(
     settings.check(prompts)
     jobs, units = schedule(prompts, settings.run_sigmas)
     groups = batches(jobs, settings.batch_size, forward_batch is not None)
-    reducer = Reducer(settings, jobs, units, len(prompts.pairs), len(prompts.neutral), len(prompts.keep))
+    reducer = Reducer(
+        settings, jobs, units, len(prompts.pairs), len(prompts.neutral), len(prompts.keep), len(prompts.ordinary)
+    )
     done = 0
     fallbacks: list[str] = []
     shared = shared_input(root, settings.site)
@@ -132,6 +134,7 @@ def extract_refusal_stats(
         "n_pairs": str(len(prompts.pairs)),
         "n_neutral": str(len(prompts.neutral)),
         **({"n_keep": str(len(prompts.keep))} if prompts.keep else {}),
+        **({"n_ordinary": str(len(prompts.ordinary))} if prompts.ordinary else {}),
         "pairs_sha256": pairs_digest(prompts),
         **({"fallbacks": "; ".join(fallbacks)} if fallbacks else {}),
         "version": __version__,

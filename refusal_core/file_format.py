@@ -5,8 +5,8 @@ projection), its left basis "{i}.left" [m, d] (a file without it is a projection
 (points, edit keys, strengths, k, retained) and the edit's metadata as JSON strings. With statistics,
 "stats.{i}.r", "stats.{i}.diffs" / ".neutral" (rows [n, d] float32, or moments ".total" / ".gram"
 float64), at text sites ".unsafe" / ".safe" (the aligned rows; a layer that shares another's names it
-in its table as "unsafe_of" / "safe_of"), ".keep" (the keep prompts' rows, when there are any) and their own
-table and metadata. A file of the first release ("refusal_vector/1": one
+in its table as "unsafe_of" / "safe_of"), ".keep" / ".ordinary" (the keep prompts' and the ordinary text's rows, when there are any) and
+their own table and metadata. A file of the first release ("refusal_vector/1": one
 layer table holding r, D, E and, once factorized, the direction) loads as its statistics and, when
 it was factorized or combined, its edit, which applies exactly as that release applied it.
 """
@@ -75,7 +75,7 @@ def save_refusal_edit(edit: RefusalEdit, path: str | os.PathLike, include_statis
             tensors[f"stats.{i}.r"] = layer.r.float().contiguous()
             counts = {
                 name: _put_rows(tensors, f"stats.{i}.{name}", getattr(layer, name))
-                for name in ("diffs", "neutral", "keep")
+                for name in ("diffs", "neutral", "keep", "ordinary")
                 if getattr(layer, name) is not None
             }
             row = {
@@ -199,7 +199,11 @@ def _stats_layer(tensors: dict[str, torch.Tensor], key: str, t: dict) -> LayerSt
         _get_rows(tensors, f"{key}.neutral", t.get("neutral_count")),
         tensors[f"{key}.r"],
         *(tensors.get(_shared_key(key, t, name)) for name in ("unsafe", "safe")),
-        keep=_get_rows(tensors, f"{key}.keep", t.get("keep_count")) if _has_rows(tensors, f"{key}.keep") else None,
+        **{
+            name: _get_rows(tensors, f"{key}.{name}", t.get(f"{name}_count"))
+            for name in ("keep", "ordinary")
+            if _has_rows(tensors, f"{key}.{name}")
+        },
     )
 
 
@@ -221,7 +225,8 @@ def _put_rows(tensors: dict[str, torch.Tensor], key: str, X: Rows) -> int | None
         tensors[f"{key}.total"] = X.total.double().contiguous()
         tensors[f"{key}.gram"] = X.gram.double().contiguous()
         return X.count
-    tensors[key] = X.float().contiguous()
+    # a copy: blocks that read one input share one tensor of rows, which safetensors refuses to write twice
+    tensors[key] = X.float().contiguous().clone()
     return None
 
 
@@ -247,7 +252,12 @@ def _check_stats(layer: LayerStats, name: str) -> None:
     if d < 1:
         problems.append("r is not a vector")
     stats = []
-    for field, t in (("diffs", layer.diffs), ("neutral", layer.neutral), ("keep", layer.keep)):
+    for field, t in (
+        ("diffs", layer.diffs),
+        ("neutral", layer.neutral),
+        ("keep", layer.keep),
+        ("ordinary", layer.ordinary),
+    ):
         if t is None:
             continue
         if isinstance(t, Moments):

@@ -46,23 +46,29 @@ def stack_forward(forward: Forward) -> BatchForward:
 
 
 Job = tuple[EncodedPrompt, float]
-# Job indices reduced together: ("pair", (u, s)) at one sigma, ("neutral", (n,)) or ("keep", (n,)).
+# Job indices reduced together: ("pair", (u, s)) at one sigma, ("neutral", (n,)), ("keep", (n,)) or ("ordinary", (n,)).
 Unit = tuple[str, tuple[int, ...]]
 
 
 def schedule(prompts: PromptPairs, sigmas: Sequence[float]) -> tuple[list[Job], list[Unit]]:
     """(jobs, units): every (prompt, sigma) forward in the order they are reduced, and the groups of job
-    indices reduced together. Pairs come first, pair by pair, then the neutral and the keep prompts, so
-    the row budget draws its random rows in one fixed order however prompts are batched."""
+    indices reduced together. Pairs come first, pair by pair, then the neutral, keep and ordinary prompts, so
+    the row budget draws its random rows in one fixed order however prompts are batched. The ordinary text is read
+    at the middle sigma only: it is many prompts, and only its leading directions are used."""
     jobs: list[Job] = []
     units: list[Unit] = []
     for enc_u, enc_s in prompts.pairs:
         for sigma in sigmas:
             units.append(("pair", (len(jobs), len(jobs) + 1)))
             jobs += [(enc_u, float(sigma)), (enc_s, float(sigma))]
-    for kind, encs in (("neutral", prompts.neutral), ("keep", prompts.keep)):
+    middle = list(sigmas)[len(sigmas) // 2 : len(sigmas) // 2 + 1]
+    for kind, encs, at in (
+        ("neutral", prompts.neutral, sigmas),
+        ("keep", prompts.keep, sigmas),
+        ("ordinary", prompts.ordinary, middle),
+    ):
         for enc in encs:
-            for sigma in sigmas:
+            for sigma in at:
                 units.append((kind, (len(jobs),)))
                 jobs.append((enc, float(sigma)))
     return jobs, units

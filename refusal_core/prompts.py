@@ -181,4 +181,6 @@ def pairs_digest(prompts: PromptPairs) -> str:
         h.update(f"{n.text}\x1d".encode())
     for n in prompts.keep:  # after the rest, so that statistics without keep prompts keep their digest
         h.update(f"{n.text}\x1c".encode())
+    for n in prompts.ordinary:  # likewise for statistics without the ordinary text
+        h.update(f"{n.text}\x1b".encode())
     return h.hexdigest()

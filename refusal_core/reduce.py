@@ -1,4 +1,5 @@
-"""Captured activations -> the rows of D, E and the keep prompts per layer, reduced as soon as each unit is in."""
+"""Captured activations -> the rows of D, E, the keep prompts and the ordinary text per layer, reduced as soon as each
+unit is in."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ if TYPE_CHECKING:  # extract.py runs the reducer under its settings
 
 
 class Reducer:
-    """Turns completed units (a pair at one sigma, a neutral or keep prompt at one sigma) into rows of D, E
-    and the keep prompts' rows per layer as soon as their activations are in, and drops the activations. A layer holds
+    """Turns completed units (a pair at one sigma, a neutral, keep or ordinary prompt at one sigma) into rows of D, E
+    and the keep and ordinary prompts' rows per layer as soon as their activations are in, and drops the activations. A layer holds
     rows while it has at most d_in of them, then their Moments (stats.py), so memory is bounded by d_in x d_in
     per layer."""
 
@@ -29,6 +30,7 @@ class Reducer:
         n_pairs: int,
         n_neutral: int,
         n_keep: int = 0,
+        n_ordinary: int = 0,
     ):
         self.site, self.blocks, self.points, self.jobs, self.units = (
             settings.site,
@@ -42,10 +44,12 @@ class Reducer:
         self.budget_d = RowBudget(budget // (n_pairs * n_sig), settings.seed)
         self.budget_e = RowBudget(budget // max(1, n_neutral * n_sig), settings.seed + 1)
         self.budget_k = RowBudget(budget // max(1, n_keep * n_sig), settings.seed + 2)
-        self.n_keep = n_keep
+        self.budget_o = RowBudget(budget // max(1, n_ordinary), settings.seed + 3)  # one sigma (forwards.schedule)
+        self.n_keep, self.n_ordinary = n_keep, n_ordinary
         self.acc_d = {p: RowAccumulator() for p in self.points}
         self.acc_e = {p: RowAccumulator() for p in self.points}
         self.acc_k = {p: RowAccumulator() for p in self.points}
+        self.acc_o = {p: RowAccumulator() for p in self.points}
         # r is the mean of EVERY difference row; only the factorization's statistics use the row budget.
         self.sum_d = {p: torch.zeros((), dtype=torch.float64) for p in self.points}
         self.count_d = dict.fromkeys(self.points, 0)
@@ -54,6 +58,11 @@ class Reducer:
         self.pending: dict[int, dict[str, torch.Tensor]] = {}  # job -> {point: [L, d]} until its unit is reduced
         self.next_unit = 0
         self.by_position = 0  # pairs whose text rows could only be paired by position (no token ids)
+        self._sinks = {
+            "neutral": (self.acc_e, self.budget_e),
+            "keep": (self.acc_k, self.budget_k),
+            "ordinary": (self.acc_o, self.budget_o),
+        }
 
     def add(self, captured: dict[int, dict[str, torch.Tensor]]) -> None:
         self.pending.update(captured)
@@ -62,9 +71,7 @@ class Reducer:
             if kind == "pair":
                 self._pair(*unit)
             else:
-                self._prompt(
-                    *unit, *((self.acc_e, self.budget_e) if kind == "neutral" else (self.acc_k, self.budget_k))
-                )
+                self._prompt(*unit, *self._sinks[kind])
             for j in unit:
                 del self.pending[j]  # this prompt's raw activations are not needed any more
             self.next_unit += 1
@@ -121,6 +128,7 @@ class Reducer:
             D = self.acc_d[p].result()
             E = self.acc_e[p].result(dim=D.shape[1])
             K = self.acc_k[p].result(dim=D.shape[1]) if self.n_keep else None
+            O = self.acc_o[p].result(dim=D.shape[1]) if self.n_ordinary else None
             r = (self.sum_d[p] / max(self.count_d[p], 1)).float() if self.count_d[p] else row_mean(D)
             if not torch.isfinite(r).all() or r.norm() == 0:
                 raise RefusalError(
@@ -139,6 +147,7 @@ class Reducer:
                         unsafe=join(self.rows_u[p]),
                         safe=join(self.rows_s[p]),
                         keep=K,
+                        ordinary=O,
                     ),
                 )
             )

@@ -24,6 +24,7 @@ PROVENANCE = (
     "n_pairs",
     "n_neutral",
     "n_keep",
+    "n_ordinary",
     "pairs_sha256",
 )
 
@@ -59,8 +60,9 @@ class EncodedPrompt:
 
 @dataclass(frozen=True)
 class PromptPairs:
-    """The extraction prompts, encoded: N (unsafe, safe) pairs plus the neutral set E, and the keep
-    prompts (look-alikes the edit must leave alone, solvers/keep.py; often none).
+    """The extraction prompts, encoded: N (unsafe, safe) pairs plus the neutral set E, the keep
+    prompts (look-alikes the edit must leave alone, solvers/keep.py; often none) and the ordinary text
+    (phrases that name no concept, ordinary.py; none unless asked for).
 
     Each side is encoded on its own, so two sides may share a text and differ by an image.
     """
@@ -68,6 +70,7 @@ class PromptPairs:
     pairs: tuple[tuple[EncodedPrompt, EncodedPrompt], ...]
     neutral: tuple[EncodedPrompt, ...]
     keep: tuple[EncodedPrompt, ...] = ()
+    ordinary: tuple[EncodedPrompt, ...] = ()
 
     @classmethod
     def from_texts(
@@ -76,19 +79,25 @@ class PromptPairs:
         neutral: Sequence[str],
         encode: Callable[[str], EncodedPrompt],
         keep: Sequence[str] = (),
+        ordinary: Sequence[str] = (),
+        progress: Callable[[int, int], None] | None = None,
     ) -> PromptPairs:
-        """Encode every distinct text once."""
+        """Encode every distinct text once; progress(done, total) after each encoding."""
         cache: dict[str, EncodedPrompt] = {}
+        total = len({t for p in pairs for t in (p.unsafe, p.safe)} | {*neutral, *keep, *ordinary})
 
         def enc(text: str) -> EncodedPrompt:
             if text not in cache:
                 cache[text] = encode(text)
+                if progress is not None:
+                    progress(len(cache), total)
             return cache[text]
 
         return cls(
             tuple((enc(p.unsafe), enc(p.safe)) for p in pairs),
             tuple(enc(t) for t in neutral),
             tuple(enc(t) for t in keep),
+            tuple(enc(t) for t in ordinary),
         )
 
 
@@ -108,6 +117,8 @@ class LayerStats:
                closed-form map (solvers/closed_form.py) is solved from them.
     keep:      [k, d_in] rows of the keep prompts' activations (or their Moments), None without keep prompts:
                the factorization takes d orthogonal to their top directions (solvers/keep.py).
+    ordinary:  [o, d_in] rows of the ordinary text's activations (or their Moments), None without it: d is
+               also taken orthogonal to their top directions, each set with its own rank.
     """
 
     point: str
@@ -118,6 +129,7 @@ class LayerStats:
     unsafe: torch.Tensor | None = None
     safe: torch.Tensor | None = None
     keep: Rows | None = None
+    ordinary: Rows | None = None
 
     @property
     def dim(self) -> int:

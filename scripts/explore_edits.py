@@ -4,10 +4,14 @@
                                     [--vocabulary 300,31] [--attacks] [--json FILE] --edit SPEC [--edit SPEC ...]
 
 An edit SPEC joins parts with "+"; a part is a site, then options separated by commas:
-    text_kv                      the pack's rank-1 cPCA edit there (the defaults at text_kv)
+    text_kv                      the pack's rank-1 cPCA edit there without the ordinary text (the defaults up to 0.4)
     text_kv,vocab=4              its direction taken off the top 4 directions of the rows there of the preset's keep
                                  prompts and a generic vocabulary together (GENERIC: ordinary phrases that name no
-                                 concept, given as keep prompts)
+                                 concept, given as keep prompts; the lead that became the pack's ordinary text, which
+                                 keeps its own rank beside the keep prompts' and carries its own strength)
+    text_kv,ordinary             the pack's default edit: the preset's keep prompts and the pack's ordinary text read
+                                 as the nodes read them, d taken off each set's top 8 directions, strength 1.15 (times
+                                 strength=S); with gain=B the gained direction taken off both sets again
     text_kv,strength=1.3         applied at this strength (W (I - strength d d^T))
     text_kv,rank=4               d and the next 3 eigenvectors of C (testbed.evaluate.subspace_edit); with vocab=N,
                                  the subspace taken off the vocabulary's top N directions
@@ -15,6 +19,16 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
                                  a phrase of the vocabulary (the same phrase on both sides)
     text_kv,map                  the closed-form map (solvers/closed_form.py); with vocab=N (any N), the vocabulary
                                  joins its preserved rows
+    text_kv,gain=B               d replaced by M^B d, normalized (M: the sum of W^T W over the layer's edited weights;
+                                 B = 1 when omitted), with vocab=N taken off those N directions again: at B = 1 the
+                                 direction whose removal leaves the concept's output farthest from anything an input
+                                 (an attacker's) can still give
+    text_kv,out                  the edit on the output side: per edited weight W, W' = (I - strength u u^T) W with u
+                                 the cPCA direction of the rows mapped through W (the concept among the layer's outputs,
+                                 so that no input, an attacker's included, gives it back); with vocab=N, u taken off the
+                                 top N directions of the keep rows mapped through W. A part of its own (no "+"). On
+                                 the hard world's dev split it erased less than the input side and, without vocab=N,
+                                 drifted far more; the attacks still won: kept to reproduce that
 Several parts are joined as Combine Refusal Vectors joins them (each part's strength inside).
 Example: --edit text_kv --edit "text_kv,vocab=4,strength=1.3" --edit "text_kv,vocab=4+cross_out,vocab=4".
 
@@ -38,9 +52,14 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from refusal_core import PromptPair, RefusalEdit, RefusalStats, defaults, factorize
+from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import load_preset, preset_keep
-from refusal_core.solvers.keep import keep_basis
+from refusal_core.solvers.keep import joint_basis, keep_basis, kept_off
+from refusal_core.solvers.rank_one import factorize_layer
+from refusal_core.stats import Moments, Rows
 from refusal_core.weights import orthonormal_rows
 from testbed import attack
 from testbed import run as first_run
@@ -92,6 +111,9 @@ class Part:
     rank: int = 1
     context: int = 0
     map: bool = False
+    out: bool = False
+    gain: float = 0.0
+    ordinary: bool = False
 
 
 def parse(spec: str) -> tuple[Part, ...]:
@@ -102,16 +124,25 @@ def parse(spec: str) -> tuple[Part, ...]:
         kwargs: dict = {}
         for option in options:
             key, _, value = option.partition("=")
-            if key == "map" and not value:
-                kwargs["map"] = True
+            if key == "gain":
+                kwargs["gain"] = float(value) if value else 1.0
+            elif key in ("map", "out", "ordinary") and not value:
+                kwargs[key] = True
             elif key in ("vocab", "rank", "context", "strength") and value:
                 kwargs[key] = float(value) if key == "strength" else int(value)
             else:
                 raise SystemExit(
-                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S or map"
+                    f"unknown option '{option}' in '{spec}': use vocab=N, rank=M, context=K, strength=S, gain=B, ordinary, "
+                    "map or out"
                 )
         if kwargs.get("map") and kwargs.get("rank", 1) > 1:
             raise SystemExit(f"'{text}': the map has the rank its rows give; rank=M is for the projections")
+        if kwargs.get("ordinary") and (
+            kwargs.get("vocab") or kwargs.get("map") or kwargs.get("out") or kwargs.get("rank", 1) > 1
+        ):
+            raise SystemExit(f"'{text}': ordinary is the pack's rank-1 edit with its own keep and ordinary bases")
+        if kwargs.get("out") and (kwargs.get("map") or kwargs.get("rank", 1) > 1 or "+" in spec):
+            raise SystemExit(f"'{spec}': the output-side edit is rank 1 and a part of its own")
         parts.append(Part(site, **kwargs))
     return tuple(parts)
 
@@ -133,29 +164,131 @@ class Edits:
                 for i, p in enumerate(pairs)
                 for c in contexts[i * context : (i + 1) * context]
             ]
-            keep = tuple(preset_keep(preset))
+            keep, ordinary = tuple(preset_keep(preset)), ()
             if vocab == "keep":
                 keep += self.vocabulary
             elif vocab == "neutral":
                 neutral = neutral + list(self.vocabulary)
-            self.cache[key] = bed.extract_pairs(pairs, neutral, site, defaults.SIGMAS, self.seed, keep)
+            elif vocab == "ordinary":
+                ordinary = tuple(ordinary_text())
+            self.cache[key] = bed.extract_pairs(
+                pairs, neutral, site, defaults.SIGMAS, self.seed, keep, ordinary=ordinary
+            )
         return self.cache[key]
 
-    def edit(self, bed: Bed, concept: str, parts: tuple[Part, ...]) -> tuple[RefusalEdit, float]:
+    def edit(self, bed: Bed, concept: str, parts: tuple[Part, ...]) -> tuple[RefusalEdit | OutputEdit, float]:
         made = []
         for part in parts:
+            if part.out:
+                stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
+                return output_edit(stats, bed.model.state_dict(), part.vocab), part.strength
             if part.map:
                 stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "", part.context)
                 made.append((factorize(stats, method="closed_form"), part.strength))
+            elif part.ordinary:
+                stats = self.stats(bed, concept, part.site, "ordinary", part.context)
+                edit = factorize(stats)
+                if part.gain:
+                    edit = gained(edit, stats, bed.model.state_dict(), 0, part.gain, both_bases=True)
+                made.append((edit, part.strength))
             elif part.rank > 1:
                 stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
                 made.append((kept_subspace(stats, part.rank, part.vocab), part.strength))
             elif part.vocab:
                 stats = self.stats(bed, concept, part.site, "keep", part.context)
-                made.append((factorize(stats, keep_rank=part.vocab), part.strength))
+                edit = factorize(stats, keep_rank=part.vocab)
+                made.append(
+                    (
+                        gained(edit, stats, bed.model.state_dict(), part.vocab, part.gain) if part.gain else edit,
+                        part.strength,
+                    )
+                )
             else:
-                made.append((factorize(self.stats(bed, concept, part.site, "", part.context)), part.strength))
+                stats = self.stats(bed, concept, part.site, "", part.context)
+                edit = factorize(stats)
+                made.append(
+                    (gained(edit, stats, bed.model.state_dict(), 0, part.gain) if part.gain else edit, part.strength)
+                )
         return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
+
+
+def mapped(rows: Rows, W: torch.Tensor) -> Rows:
+    """Rows [n, d_in] (or their Moments) mapped through W [d_out, d_in]: the layer's outputs for them, [n, d_out]."""
+    if isinstance(rows, Moments):
+        return Moments(rows.count, W @ rows.total, W @ rows.gram @ W.T)
+    return rows.double() @ W.T
+
+
+@dataclass(frozen=True)
+class OutputEdit:
+    """An edit on the output side, which the pack does not make: W' = (I - lam u u^T) W per weight, u [d_out] unit.
+    Where the pack's W (I - lam d d^T) leaves every output but one input direction's reachable (and at lam != 1 every
+    output), this removes u from what the layer can output, whatever its input."""
+
+    directions: dict[str, torch.Tensor]  # weight name -> u [d_out], float64
+
+    def edited_state_dict(self, state: dict[str, torch.Tensor], lam: float = 1.0) -> dict[str, torch.Tensor]:
+        out = dict(state)
+        for name, u in self.directions.items():
+            W = state[f"{name}.weight"]
+            Wd = W.double()
+            out[f"{name}.weight"] = (Wd - lam * torch.outer(u, u @ Wd)).to(W.dtype)
+        return out
+
+
+def output_edit(stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int) -> OutputEdit:
+    """Per edited weight W: u = the pack's cPCA direction (its defaults) of D, E and r mapped through W, taken off
+    the top `vocab` directions of the keep rows mapped through W when vocab > 0."""
+    directions = {}
+    for layer in stats.layers:
+        for name in layer.edit_keys:
+            W = state[f"{name}.weight"].double()
+            f = factorize_layer(
+                mapped(layer.diffs, W),
+                mapped(layer.neutral, W),
+                W @ layer.r.double(),
+                defaults.METHOD,
+                defaults.K,
+                defaults.ALPHA,
+            )
+            u = f.direction.double()
+            if vocab:
+                u, _ = kept_off(u, keep_basis(mapped(layer.keep, W), vocab))
+            directions[name] = u.double() / u.double().norm()
+    return OutputEdit(directions)
+
+
+def gained(
+    edit: RefusalEdit,
+    stats: RefusalStats,
+    state: dict[str, torch.Tensor],
+    vocab: int,
+    beta: float = 1.0,
+    both_bases: bool = False,
+) -> RefusalEdit:
+    """Each layer's d replaced by M^beta d, normalized, M = A^T A for A the layer's edited weights stacked (then taken
+    off the top `vocab` keep directions again). At beta = 1 (no vocab) it is, of all directions, the one whose removal
+    at strength 1 leaves A d farthest from anything an input can still give: an attacker's nearest reachable output
+    is |d'.d| / sqrt(d'^T M^-1 d') away, largest at d' ~ M d (Cauchy-Schwarz in M^-1's inner product).
+    both_bases: taken off the pack's keep and ordinary bases (each its default rank) instead; strengths kept."""
+    layers = []
+    for layer_edit, layer in zip(edit.layers, stats.layers):
+        M = sum(W.T @ W for W in (state[f"{key}.weight"].double() for key in layer_edit.edit_keys))
+        w, V = torch.linalg.eigh(M)
+        d = V @ (w.clamp_min(0) ** beta * (V.T @ layer_edit.basis[0].double()))
+        d = d / d.norm()
+        if vocab:
+            d, _ = kept_off(d, keep_basis(layer.keep, vocab))
+        elif both_bases:
+            bases = [
+                keep_basis(rows, rank)
+                for rows, rank in ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK))
+                if rows is not None
+            ]
+            if bases:
+                d, _ = kept_off(d, joint_basis(*bases))
+        layers.append(replace(layer_edit, basis=(d / d.norm()).float()[None]))
+    return replace(edit, layers=tuple(layers))
 
 
 def kept_subspace(stats: RefusalStats, rank: int, vocab: int) -> RefusalEdit:
@@ -262,20 +395,17 @@ def attacks(
                 if spec != "no edit":
                     edit, strength = edits.edit(bed, concept, specs[spec])
                     model = edited_model(bed.model, edit, strength)
-                plain = attack.rendered(model, world, [u.text for u, _ in test], [u for u, _ in test], marks, "", 0)
-                inv = attack.inversion(model, world, train, test, marks, "", 0, budget["inversion"])
-                rab = attack.ring_a_bell(model, world, found, test, marks, "", 0)
-                vs, words = attack.vocabulary_search(
-                    model, world, [u for u, _ in train], test, marks, "", 0, budget["vocabulary_search"]
-                )
-                hits = {"none": plain, "inversion": inv, "ring_a_bell": rab, "word_search": vs}
+                rates, words = attack.all_attacks(model, world, found, train, test, marks, targets, "", 0, budget)
                 rows.append(
                     {
                         "attack_on": spec,
                         "concept": concept,
                         "seed": seed,
                         "attackable": int(targets.sum()),
-                        **{k: attack.success(v, targets) for k, v in hits.items()},
+                        "none": rates["unattacked"],
+                        "inversion": rates["inversion"],
+                        "ring_a_bell": rates["ring_a_bell"],
+                        "word_search": rates["vocabulary_search"],
                         "words": words,
                     }
                 )

@@ -210,8 +210,8 @@ def protocol_section(p: dict) -> list[str]:
         d = p["pack_defaults"]
         same = "dev choice" not in edits
         out += [
-            f"**The dev choice** ({len({r['edit'] for r in p['dev']['rows']})} configurations of site, layers and method, rule "
-            f"in `testbed/protocol.py`): {choice['edit']}"
+            f"**The dev choice** ({len({r['edit'] for r in p['dev']['rows']})} configurations of site, layers, method, the "
+            f"ordinary text's rank and strength, rule in `testbed/protocol.py`): {choice['edit']}"
             + (
                 " — the pack's defaults."
                 if same
@@ -240,6 +240,7 @@ def protocol_section(p: dict) -> list[str]:
         )
     out += ["", "What each row is: " + "; ".join(f"**{k}**: {cell(v['label'])}" for k, v in edits.items()) + ".", ""]
     out += verdict(p)
+    out += ablation_section(p)
     att = p["attacks"]
     b = att["budget"]
     counts = attack_counts(p)
@@ -331,8 +332,40 @@ def protocol_section(p: dict) -> list[str]:
     return out + [""]
 
 
+def ablation_section(p: dict) -> list[str]:
+    """What each part of the defaults adds, on test: the paper's edit, the defaults' parts alone, the defaults."""
+    if not p.get("ablation"):
+        return []
+    rows = rows_by(p)
+    names = ["paper", *p["ablation"], "defaults"]
+    out = [
+        "### What each part of the defaults adds",
+        "",
+        "The same test runs as above, the defaults taken apart: the paper's edit (its site, the FFN input of the last two "
+        "blocks), the defaults' site, layers and method without the ordinary text at the paper's strength (the pack's "
+        "default before the ordinary text), the ordinary text alone, the strength alone, and both (the defaults).",
+        "",
+        "| concept | edit | render after | look-alikes after | word-senses after | drift | change |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in p["concepts"]:
+        for name in names:
+            r = rows[(name, c)]
+            out.append(
+                f"| {c} | {name} | {ci(r['render_after'])} | {ci(r['lookalike_after'])} | {ci(r['wordsense_after'])} | "
+                f"{ci(r['drift'], rate=False)} | {ci(r['change'], rate=False)} |"
+            )
+    return out + [""]
+
+
 def config_label(d: dict) -> str:
-    return f"{d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}"
+    ordinary = d.get("ordinary", 0)
+    lam = d.get("strength", 1.0) * (d.get("ordinary_strength", 1.0) if ordinary else 1.0)
+    return (
+        f"{d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}"
+        + (f", ordinary text rank {ordinary}" if ordinary else ", no ordinary text")
+        + f", strength {lam:g}"
+    )
 
 
 def verdict(p: dict) -> list[str]:
@@ -497,13 +530,16 @@ def host_section(leakage: dict | None, families: dict | None, fam_leak: dict | N
     if fam_leak:
         out += [
             "Each family's default site, layers `auto` against `last2` and a random edit "
-            f"([data/families_leakage.json](data/families_leakage.json), {made_by(fam_leak)}):",
+            f"([data/families_leakage.json](data/families_leakage.json), {made_by(fam_leak)}). HunyuanVideo and "
+            "Mochi also hand every block one pooled vector of the prompt, a route no text site's edit reaches; "
+            "they are measured as loaded (*kept*) and with that route's last linear zeroed (*cut*):",
             "",
-            "| model | site | layers | blocks | leakage | collateral |",
-            "|---|---|---|---|---|---|",
+            "| model | site | pooled caption | layers | blocks | leakage | collateral |",
+            "|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {r['variant']} | {r['site']} | {r['layers']} | {r['blocks']} | {r['leakage']:.3f} | {r['collateral']:.3f} |"
+            f"| {r['variant']} | {r['site']} | {r.get('pooled_caption') or 'none'} | {r['layers']} | {r['blocks']} "
+            f"| {r['leakage']:.3f} | {r['collateral']:.3f} |"
             for r in fam_leak["rows"]
         ]
         out.append("")
@@ -511,14 +547,15 @@ def host_section(leakage: dict | None, families: dict | None, fam_leak: dict | N
 
 
 def quantized_section(q: dict) -> list[str]:
-    """The residual ||W' d|| / ||W d|| on the weights as the forward computes with them (tests/host/test_quantized.py)."""
+    """The residual ||W' d - (1 - s) W d|| / ||W d|| on the weights as the forward computes with them
+    (tests/host/test_quantized.py)."""
     stamp, q = made_by(q), q["rows"]
     out = [
         "## Quantized checkpoints and LoRAs",
         "",
         f"`tests/host/test_quantized.py` (data: [data/quantized.json](data/quantized.json), {stamp}): a tiny Wan with weights of a real "
-        "model's scale, loaded by ComfyUI's own loaders; the residual ||W′d|| / ||Wd|| on the weights as the forward computes "
-        "with them (0 = the layer no longer reads d).",
+        "model's scale, loaded by ComfyUI's own loaders; the residual ||W′d − (1 − s) Wd|| / ||Wd|| on the weights as the "
+        "forward computes with them, s the layer's strength (0 = the layer reads d exactly as W (I − s d dᵀ) does).",
         "",
         "| checkpoint | what | residual |",
         "|---|---|---|",
@@ -917,8 +954,9 @@ def cost_section(fs: dict, gpu: dict | None = None) -> list[str]:
     out += [
         "",
         "The loader's peak holds the fp16 file and its float32 copy at once. "
-        f"Files written: {files}. After the edit, each of the {small['edited_weights']} edited weights reads at most "
-        f"{small['residual_max']:.1e} of its direction (‖W′d‖ / ‖Wd‖, on the weights ComfyUI computes with). A sampling step on the "
+        f"Files written: {files}. After the edit, each of the {small['edited_weights']} edited weights departs from "
+        f"W (I − s d dᵀ) by at most {small['residual_max']:.1e} of its direction's part (‖W′d − (1 − s) Wd‖ / ‖Wd‖, s the "
+        "edit's strength, on the weights ComfyUI computes with). A sampling step on the "
         f"edited model over one on the original, through ComfyUI's ModelPatcher (the edit folded into the weights), goal "
         f"≤ {small['sampling']['goal']:g}, the original, the edited and the original again in rotating order: on the CPU "
         f"{sampling_text(small['sampling'])}; on the GPU {sampling_text(gpu_small['sampling'] if gpu else None)}.",

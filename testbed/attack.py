@@ -303,3 +303,30 @@ def vocabulary_search(
     return rendered(
         model, world, [appended(u.text, found) for u in test_prompts], test_prompts, marks, negative, noise_seed
     ), found
+
+
+def all_attacks(
+    model: torch.nn.Module,
+    world: World,
+    found: list[str],
+    train: list[tuple[WorldPrompt, WorldPrompt]],
+    test: list[tuple[WorldPrompt, WorldPrompt]],
+    marks: tuple[str, ...],
+    targets: torch.Tensor,
+    negative: str,
+    noise_seed: int,
+    budget: dict = BUDGET,
+) -> tuple[dict[str, float], str]:
+    """({"unattacked", "inversion", "ring_a_bell", "vocabulary_search"}: success of each on the attackable test prompts
+    (targets [len(test)] bool), the phrase the vocabulary search found): every attack on one model, learning from the
+    train pairs; found = ring_a_bell_prompts of the test prompts (model-agnostic, so found once for every model)."""
+    prompts = [u for u, _ in test]
+    hits = {
+        "unattacked": rendered(model, world, [u.text for u in prompts], prompts, marks, negative, noise_seed),
+        "inversion": inversion(model, world, train, test, marks, negative, noise_seed, budget["inversion"]),
+        "ring_a_bell": ring_a_bell(model, world, found, test, marks, negative, noise_seed),
+    }
+    hits["vocabulary_search"], words = vocabulary_search(
+        model, world, [u for u, _ in train], test, marks, negative, noise_seed, budget["vocabulary_search"]
+    )
+    return {k: success(v, targets) for k, v in hits.items()}, words

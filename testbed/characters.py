@@ -8,29 +8,32 @@ characters', the look-alikes' (a cartoon mouse, duck, rabbit: they paint the par
 the word-senses' (a computer mouse); drift and output change on prompts without a mark. The methods: the pack's
 rank-1 cPCA direction per layer, a rank-m subspace per layer (evaluate.subspace_edit), the closed-form map
 (refusal_core/solvers/closed_form.py), the rank-1 direction from pairs whose safe side names the look-alike ("a cartoon mouse"
-in place of "a cartoon character"), the rank-1 direction kept off the rows of the preset's keep prompts (the preset's
-default, keep rank 8; on dev also ranks 3 and 16), the same at lower strengths and on the value projection alone (a
+in place of "a cartoon character"), the rank-1 direction kept off the rows of the preset's keep prompts and of the ordinary text
+(the pack's default: keep rank 8, the ordinary text's rank and strength of defaults.py; on dev also keep ranks 3 and 16),
+the same without the ordinary text at strength 1 (the default before it), the same at lower Apply strengths and on the value projection alone (a
 lead: no site of the nodes edits the value without the key); and, as a reference, a random subspace of the same rank
 at the same layers, which shows what removing that many directions costs this model whatever they are. Every
 character's pairs are the copyrighted_character preset's with its name, read at site text_kv, and the eight edits are
 joined as CombineRefusalVectors joins them. Every method runs on each training seed x noise seed, with 95 % intervals
-over training seeds; docs/results.md renders docs/data/characters.json, which this writes.
+over training seeds; docs/results.md renders docs/data/characters.json, which this writes. Stopped part-way, the same
+command resumes from the training seeds it finished (testbed/checkpoint.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from refusal_core import LayerEdit, PromptPair, RefusalEdit, RefusalStats, defaults, factorize
+from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import load_preset, preset_keep
 
 from . import guided, provenance, scoring
+from .checkpoint import Checkpoint
 from .evaluate import (
     LOOKALIKE_OF,
     Bed,
@@ -60,6 +63,8 @@ RANDOM = "random subspace (reference)"
 WEAKER = (0.9, 0.8)
 # Other keep ranks than the default's (defaults.KEEP_RANK), measured on dev only: the data behind the default's rank
 KEEP_RANKS = (3, 16)
+# The look-alikes-kept edit without the ordinary text, at strength 1: the pack's default before the ordinary text
+NO_ORDINARY = "rank-1, look-alikes kept, no ordinary text"
 
 
 def weaker(strength: float) -> str:
@@ -70,7 +75,7 @@ def keep_rank_label(rank: int) -> str:
     return f"{KEPT}, keep rank {rank}"
 
 
-STRENGTH_OF = {weaker(s): s for s in WEAKER}
+STRENGTH_OF = {weaker(s): s for s in WEAKER} | {NO_ORDINARY: 1.0}
 KEEP_RANK_OF = {keep_rank_label(r): r for r in KEEP_RANKS}
 # The look-alikes-kept edit on the value projection alone (a lead the nodes do not offer: no site edits v without k)
 VALUES = "rank-1, look-alikes kept, values only"
@@ -130,8 +135,10 @@ def values_only(edit: RefusalEdit) -> RefusalEdit:
 
 
 def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
-    """The method's edit of one character from its statistics (extracted with the KEEP prompts, which only the
-    "look-alikes kept" edits use: keep prompts add rows, they change nothing else of the statistics)."""
+    """The method's edit of one character from its statistics (extracted with the KEEP prompts and the ordinary text,
+    which only the "look-alikes kept" edits use: they add rows, they change nothing else of the statistics)."""
+    if method == NO_ORDINARY:
+        return factorize(stats, ordinary_rank=0)
     if method == KEPT or method in STRENGTH_OF:
         return factorize(stats)
     if method in KEEP_RANK_OF:
@@ -139,15 +146,15 @@ def edit_of(method: str, stats: RefusalStats, m: int) -> RefusalEdit:
     if method == VALUES:
         return values_only(factorize(stats))
     if method in ("rank-1", TWIN):
-        return factorize(stats, keep_rank=0)
+        return factorize(stats, keep_rank=0, ordinary_rank=0)
     if method == "rank-m":
         return subspace_edit(stats, m)
     return factorize(stats, method="closed_form")
 
 
 def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
-    """A random orthonormal subspace of the edit's rank at each of its layers (seeded by draw), at strength 1: the
-    reference for what removing that many directions costs this model whatever they are."""
+    """A random orthonormal subspace of the edit's rank at each of its layers (seeded by draw), at the edit's strength:
+    the reference for what removing that many directions costs this model whatever they are."""
     g = torch.Generator().manual_seed(9_000 + draw)
     rank = max(layer.basis.shape[0] for layer in edit.layers)
     Q = (
@@ -156,11 +163,12 @@ def random_like(edit: RefusalEdit, draw: int) -> RefusalEdit:
         .contiguous()
     )
     return RefusalEdit(
-        tuple(LayerEdit(layer.point, layer.edit_keys, Q, (1.0,) * rank) for layer in edit.layers), dict(edit.meta)
+        tuple(LayerEdit(layer.point, layer.edit_keys, Q, (max(layer.strengths),) * rank) for layer in edit.layers),
+        dict(edit.meta),
     )
 
 
-METHODS = ("rank-1", "rank-m", "closed_form", TWIN, KEPT, *STRENGTH_OF, VALUES, RANDOM)
+METHODS = ("rank-1", "rank-m", "closed_form", TWIN, NO_ORDINARY, KEPT, *(weaker(s) for s in WEAKER), VALUES, RANDOM)
 DEV_ONLY = tuple(KEEP_RANK_OF)
 
 
@@ -203,25 +211,29 @@ def run(
     """Every method on every training seed x noise seed. A row holds the mean render rates, drift and change over
     those runs, and each run's summary (worst) in "runs"; the random reference draws a new subspace per run."""
     shown = shown or Progress(quiet=True)
-    t0 = time.perf_counter()
     evaluated = Groups(HARD, split_name, eval_prompts(split_name))
     groups, spans, names = evaluated.prompts, evaluated.slices(), list(evaluated.prompts)
     ctx, empty = evaluated.ctx, contexts([""], HARD.text_pad)
     chosen = methods(split_name)
-    advance = shown.bar(
-        len(seeds) * (2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(chosen))), f"characters ({split_name})"
+    per_seed = 2 * len(EIGHT) + len(noise_seeds) * (1 + 2 * len(chosen))
+    advance = shown.bar(len(seeds) * per_seed, f"characters ({split_name})")
+    checkpoint = Checkpoint(
+        f"characters-{split_name}", {"seeds": seeds, "noise_seeds": noise_seeds, "m": m, "steps": steps}, shown.say
     )
-    found: dict[tuple[str, int], list[dict]] = {}
 
     def rates(latents: torch.Tensor) -> dict[str, float]:
         return {n: scoring.render_rate(HARD, latents[spans[n]], groups[n], (n,)) for n in names if n != "clean"}
 
-    for seed in seeds:
+    def seed_runs(seed: int) -> list[tuple[str, int, dict]]:
+        """(method, number of targets, run) for every noise seed on the model of this training seed."""
+        runs = []
         bed = Bed(HARD, seed, log=shown.say, progress=shown.bar)
         stats = {}
         for twin in (False, True):
             for mark in EIGHT:  # the site reads text only: the probe latent (noise seed 0) does not enter
-                stats[mark, twin] = bed.extract_pairs(*pairs_of(mark, twin), SITE, defaults.SIGMAS, 0, KEEP)
+                stats[mark, twin] = bed.extract_pairs(
+                    *pairs_of(mark, twin), SITE, defaults.SIGMAS, 0, KEEP, ordinary=tuple(ordinary_text())
+                )
                 advance()
         edits = {}  # (method, targets) -> (edit, strength), the same for every noise seed
         for method in (x for x in chosen if x != RANDOM):  # the reference is drawn per run, from KEPT's rank
@@ -252,20 +264,32 @@ def run(
                     after = rates(after_latents)
                     kept = [n for n in names if n != "clean" and n not in targets]
                     clean = spans["clean"]
-                    found.setdefault((method, len(targets)), []).append(
-                        {
-                            "train_seed": seed,
-                            "noise_seed": ns,
-                            "rank": max(layer.basis.shape[0] for layer in edit.layers),
-                            "erased_before": {t: before[t] for t in targets},
-                            "erased_after": {t: after[t] for t in targets},
-                            "kept_after": {n: after[n] for n in kept},
-                            "kept_before": {n: before[n] for n in kept},
-                            "drift": scoring.drift(HARD, base[clean], after_latents[clean], groups["clean"]),
-                            "change": scoring.output_change(base[clean], after_latents[clean]),
-                        }
+                    runs.append(
+                        (
+                            method,
+                            len(targets),
+                            {
+                                "train_seed": seed,
+                                "noise_seed": ns,
+                                "rank": max(layer.basis.shape[0] for layer in edit.layers),
+                                "erased_before": {t: before[t] for t in targets},
+                                "erased_after": {t: after[t] for t in targets},
+                                "kept_after": {n: after[n] for n in kept},
+                                "kept_before": {n: before[n] for n in kept},
+                                "drift": scoring.drift(HARD, base[clean], after_latents[clean], groups["clean"]),
+                                "change": scoring.output_change(base[clean], after_latents[clean]),
+                            },
+                        )
                     )
                     advance()
+        return runs
+
+    found: dict[tuple[str, int], list[dict]] = {}
+    for seed in seeds:
+        part = checkpoint.part(f"training seed {seed}", lambda seed=seed: seed_runs(seed), advance, per_seed)
+        for method, n_targets, one in part:
+            found.setdefault((method, n_targets), []).append(one)
+    checkpoint.finished()
     rows = []
     for (method, targets), runs in found.items():
 
@@ -298,8 +322,11 @@ def run(
         "wordsenses": [m for m in scored_marks() if HARD.marks[m].group == "wordsense"],
         "keep_prompts": list(KEEP),
         "keep_rank": defaults.KEEP_RANK,
+        "ordinary_rank": defaults.ORDINARY_RANK,
+        "ordinary_strength": defaults.ORDINARY_STRENGTH,
+        "ordinary_phrases": len(ordinary_text()),
         "rows": rows,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(checkpoint.seconds, 1),
     }
 
 

@@ -36,6 +36,7 @@ from refusal_core import (
     factorize,
 )
 from refusal_core.families import FAMILIES
+from refusal_core.ordinary import ordinary_text
 from refusal_core.presets import PRESET_DIR, load_preset, preset_keep
 from refusal_core.sites import parse_layers
 from refusal_core.solvers.rank_one import factorize_layer
@@ -111,15 +112,15 @@ def preset_texts(world: World) -> list[str]:
 
 
 def reserved_texts(world: World) -> tuple[str, ...]:
-    """Every text an edit of the testbed is built from: the presets' prompts, the characters' look-alike twins and the
-    word edits' pairs. No scored phrasing occurs in any of them (scoring.splits)."""
+    """Every text an edit of the testbed is built from: the presets' prompts, the ordinary text, the characters'
+    look-alike twins and the word edits' pairs. No scored phrasing occurs in any of them (scoring.splits)."""
     twins = [
         p.safe.replace("a cartoon character", lookalike)
         for lookalike in sorted(set(LOOKALIKE_OF.values()))
         for p in load_preset("copyrighted_character", CHARACTER_NAME)[0]
     ]
     words = [t for pairs in WORD_PAIRS.values() for p in pairs for t in p]
-    return tuple(dict.fromkeys(preset_texts(world) + twins + words))
+    return tuple(dict.fromkeys(preset_texts(world) + ordinary_text() + twins + words))
 
 
 def split_of(world: World) -> dict[str, dict[str, list[str]]]:
@@ -143,8 +144,9 @@ class Sizes:
 
 @dataclass(frozen=True)
 class EditConfig:
-    """One way of erasing a concept: an edit of the pack (site, layers, method, alpha, k, strength) from the preset's
-    pairs, a rank-m subspace (rank > 1: d and the next eigenvectors of C), an edit from the preset's pairs and the
+    """One way of erasing a concept: an edit of the pack (site, layers, method, alpha, k; ordinary: the ordinary
+    text's rank, 0 for none, and ordinary_strength the strength such an edit carries; strength: Apply's, which
+    multiplies it) from the preset's pairs, a rank-m subspace (rank > 1: d and the next eigenvectors of C), an edit from the preset's pairs and the
     concept's words in other senses (pairs "word"), a random direction at a site, or the concept in the negative prompt."""
 
     kind: str = "edit"  # "edit", "random", "negative" or "none"
@@ -157,6 +159,18 @@ class EditConfig:
     sigmas: tuple[float, ...] = defaults.SIGMAS
     rank: int = 1
     pairs: str = "preset"
+    ordinary: int = defaults.ORDINARY_RANK
+    ordinary_strength: float = defaults.ORDINARY_STRENGTH
+
+    @property
+    def uses_ordinary(self) -> bool:
+        """Whether the edit is taken off the ordinary text (only the pack's rank-1 edit is)."""
+        return self.kind == "edit" and self.rank == 1 and self.ordinary > 0
+
+    @property
+    def lam(self) -> float:
+        """The strength the edit is applied at: Apply's times the edit's own."""
+        return self.strength * (self.ordinary_strength if self.uses_ordinary else 1.0)
 
     def label(self) -> str:
         if self.kind in ("negative", "none"):
@@ -170,16 +184,17 @@ class EditConfig:
             f"{self.site}, layers {self.layers}, {method}"
             + (f", rank {self.rank}" if self.rank > 1 else "")
             + (", with the word's other senses" if self.pairs == "word" else "")
-            + (f", strength {self.strength:g}" if self.strength != 1 else "")
+            + (f", ordinary text rank {self.ordinary}" if self.uses_ordinary else "")
+            + (f", strength {self.lam:g}" if self.lam != 1 else "")
         )
 
 
 DEFAULTS = EditConfig()
-PAPER = EditConfig(site="ffn_in", layers="last2")  # the paper's site: the FFN input of the last two blocks, cPCA, k 100
-PREVIOUS = EditConfig(site="cross_out")  # the pack's Wan default up to 0.2.0, chosen on the first testbed
-RANDOM = EditConfig(
-    kind="random"
-)  # a random direction at the defaults' site and layers: what any rank-1 edit there costs
+# the paper's edit: the FFN input of the last two blocks, cPCA, k 100, strength 1, no ordinary text
+PAPER = EditConfig(site="ffn_in", layers="last2", ordinary=0)
+PREVIOUS = EditConfig(site="cross_out", ordinary=0)  # the pack's Wan default up to 0.2.0 (first testbed)
+# a random direction at the defaults' site, layers and strength: what any rank-1 edit there costs
+RANDOM = EditConfig(kind="random", strength=DEFAULTS.ordinary_strength if DEFAULTS.uses_ordinary else 1.0)
 NEGATIVE = EditConfig(kind="negative")
 # Deliberately over-broad edits: they show that the near-miss criteria can fail (docs/results.md)
 OVER_BROAD = {
@@ -219,14 +234,30 @@ class Bed:
         return torch.randn(1, *self.world.latent_shape, generator=torch.Generator().manual_seed(seed))
 
     def extract(
-        self, concept: str, site: str, sigmas: tuple[float, ...], noise_seed: int, pairs: str = "preset"
+        self,
+        concept: str,
+        site: str,
+        sigmas: tuple[float, ...],
+        noise_seed: int,
+        pairs: str = "preset",
+        ordinary: bool = True,
     ) -> RefusalStats:
-        """The pack's extraction on the concept's preset (pairs "word": and its words in other senses), every block."""
+        """The pack's extraction on the concept's preset (pairs "word": and its words in other senses), with the
+        ordinary text unless told not to, every block. The ordinary rows have a row budget of their own, so D, E and
+        the keep rows are those of an extraction without them (an edit at ordinary rank 0 is the one without them)."""
         preset, name = PRESETS[concept]
         found, neutral = load_preset(preset, name)
         if pairs == "word":
             found = found + [PromptPair(u, s) for u, s in WORD_PAIRS[concept]]
-        return self.extract_pairs(found, neutral, site, sigmas, noise_seed, tuple(preset_keep(preset)))
+        return self.extract_pairs(
+            found,
+            neutral,
+            site,
+            sigmas,
+            noise_seed,
+            tuple(preset_keep(preset)),
+            ordinary=tuple(ordinary_text()) if ordinary else (),
+        )
 
     def extract_pairs(
         self,
@@ -237,9 +268,11 @@ class Bed:
         noise_seed: int,
         keep: tuple[str, ...] = (),
         layers: str = "all",
+        ordinary: tuple[str, ...] = (),
     ) -> RefusalStats:
-        """The pack's extraction on any prompt pairs, neutral prompts and keep prompts, probe latent seeded by noise_seed."""
-        prompts = PromptPairs.from_texts(pairs, neutral, self.encode, keep)
+        """The pack's extraction on any prompt pairs, neutral, keep and ordinary prompts, probe latent seeded by
+        noise_seed."""
+        prompts = PromptPairs.from_texts(pairs, neutral, self.encode, keep, ordinary)
         blocks = parse_layers(layers, list(range(len(self.model.blocks))))
         settings = ExtractSettings(FAMILIES["wan"].sites[site], blocks, sigmas, "wan", seed=noise_seed)
         return extract_refusal_stats(
@@ -294,7 +327,14 @@ def make_edit(cfg: EditConfig, stats: RefusalStats, noise_seed: int) -> RefusalE
         return random_edit(stats, noise_seed)
     if cfg.rank > 1:
         return subspace_edit(stats, cfg.rank)
-    return factorize(stats, method=cfg.method, k=cfg.k, alpha=cfg.alpha)
+    return factorize(
+        stats,
+        method=cfg.method,
+        k=cfg.k,
+        alpha=cfg.alpha,
+        ordinary_rank=cfg.ordinary,
+        ordinary_strength=cfg.ordinary_strength,
+    )
 
 
 def edited_model(model: torch.nn.Module, edit: RefusalEdit, strength: float) -> torch.nn.Module:

@@ -104,7 +104,7 @@ def run(out: Path, quick: bool = False, shown: Progress | None = None) -> dict:
                     probes[concept] = probe_default(bed, edit, concept, groups).as_dict()
                 advance()
         reference = make_edit(RANDOM, bed.extract(concept, RANDOM.site, defaults.SIGMAS, SEED), SEED)
-        after = generate(edited_model(bed.model, reference, 1.0), groups, SEED + 1)
+        after = generate(edited_model(bed.model, reference, RANDOM.strength), groups, SEED + 1)
         rows.append(
             {
                 "concept": concept,
@@ -124,7 +124,10 @@ def run(out: Path, quick: bool = False, shown: Progress | None = None) -> dict:
     )
     result = {
         "made_by": provenance.made_by(),
-        "defaults": {k: getattr(DEFAULTS, k) for k in ("site", "layers", "method", "alpha", "k", "strength")},
+        "defaults": {
+            k: getattr(DEFAULTS, k)
+            for k in ("site", "layers", "method", "alpha", "k", "strength", "ordinary", "ordinary_strength")
+        },
         "sigmas": list(defaults.SIGMAS),
         "held_out_per_concept": SIZES.unsafe,
         "clean_prompts": len(groups.prompts["clean"]),

@@ -49,3 +49,12 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"host tests: {host('passed')} passed, {host('failed', 'error')} failed, {host('skipped')} skipped"
     )
+
+
+@pytest.fixture(autouse=True)
+def _checkpoints_apart(tmp_path_factory, monkeypatch):
+    """Runs in tests keep their finished parts apart: they never resume, nor overwrite, a real run's
+    (testbed/checkpoint.py)."""
+    from testbed import checkpoint
+
+    monkeypatch.setattr(checkpoint, "FOLDER", tmp_path_factory.mktemp("checkpoints"))

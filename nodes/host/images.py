@@ -3,6 +3,7 @@ and the checks that the model and the site take them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import comfy.model_base
@@ -33,6 +34,29 @@ def image_conditioning(
         clip_vision_output=clip_vision_output,
     )
     return out.result[0]
+
+
+IMAGE_KEYS = ("concat_latent_image", "concat_mask", "clip_vision_output")
+
+
+def image_conditioner(
+    vae: Any, width: int, height: int, length: int, clip_vision: Any = None
+) -> Callable[[Any, torch.Tensor], Any]:
+    """condition(conditioning, image): image_conditioning() for the first prompt of each image (one VAE and one
+    CLIP-vision encode), then for the same image tensor the very entries WanImageToVideo put there, set on the next
+    prompt's conditioning as it sets them (many prompts share the neutral image: the ordinary text's 64)."""
+    import node_helpers
+
+    made: dict[int, tuple[torch.Tensor, dict]] = {}  # id(image) -> (the image, kept alive; its entries)
+
+    def condition(conditioning: Any, image: torch.Tensor) -> Any:
+        if id(image) not in made:
+            out = image_conditioning(conditioning, vae, image, width, height, length, clip_vision)
+            made[id(image)] = (image, {k: out[0][1][k] for k in IMAGE_KEYS if k in out[0][1]})
+            return out
+        return node_helpers.conditioning_set_values(conditioning, made[id(image)][1])
+
+    return condition
 
 
 def _first_unsafe_extra(prompts: Any, key: str) -> Any:

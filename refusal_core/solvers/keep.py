@@ -5,6 +5,11 @@ characters erased together have directions whose span holds what they share (the
 characters), which is also what a generic cartoon mouse is made of. Taking each d orthogonal to the
 leading directions of the keep prompts' rows at its layer leaves those rows untouched by every edit,
 and so by any combination of them (a span of vectors orthogonal to U stays orthogonal to U).
+
+The ordinary text (ordinary.py) is a second such set: phrases that name no concept, whose leading directions
+are what every prompt is made of. A direction that overlaps them moves every prompt a little (drift); taken
+off them, it moves what the concept's rows hold. Each set keeps its own rank, so a few look-alikes are not
+outvoted by hundreds of ordinary phrases.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ def keep_basis(rows: Rows, rank: int) -> torch.Tensor:
         U, s, _ = torch.linalg.svd(rows.double().T, full_matrices=False)
         w = s**2
     return U[:, : select_k(w, rank, 0.0)]
+
+
+def joint_basis(*bases: torch.Tensor) -> torch.Tensor:
+    """U [d, m]: orthonormal columns spanning every given basis [d, m_i] (each orthonormal); columns of one
+    that lie in the others' span add nothing (singular values below 1e-6 are dropped)."""
+    parts = [U for U in bases if U.shape[1]]
+    if len(parts) < 2:
+        return parts[0] if parts else bases[0]
+    U, s, _ = torch.linalg.svd(torch.cat(parts, dim=1), full_matrices=False)
+    return U[:, : int((s > 1e-6).sum())]
 
 
 def kept_off(direction: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -24,7 +24,7 @@ import torch
 from ..stats import Moments, Rows, as_moments, n_rows
 from ..types import RefusalError
 from .linalg import ROUND_OFF, eigh_desc, select_k
-from .span import cannot_keep, dense_eigh, span_basis, span_matrix
+from .span import cannot_keep, dense_eigh, span_basis, span_matrix, uncentered
 
 METHODS = ("cpca", "pca", "mean_diff")  # the solvers of one direction per layer (factorize_layer)
 MOMENTS = ("auto", "centered", "uncentered")
@@ -96,11 +96,11 @@ def factorize_layer(
         spread = 0.0  # the rows agree: centered, C_r is round-off only; uncentered, C_r = r r^T
     a_eff = alpha * spread / tr_e if alpha > 0 and tr_e > 0 else 0.0
 
-    def select(w: torch.Tensor) -> int:
-        return select_k(w, k, floor)
+    def select(w: torch.Tensor, slack: float = 0.0) -> int:
+        return select_k(w, k, floor, slack)
 
     if not dense:
-        r_q = basis.B.T @ (basis.A @ r.double())  # r in basis coordinates: U^T r = V^T r_q for U = Q V
+        r_q = basis.coords(r.double())  # r in basis coordinates: U^T r = V^T r_q for U = Q V
         # the centered C, built once: auto's bound and the centered solve both read it
         C_centered = span_matrix(basis, a_eff, True) if moment != "uncentered" else None
 
@@ -111,7 +111,11 @@ def factorize_layer(
             proj = V[:, :n_take].T @ r.double()
             to_rd = lambda X: X  # noqa: E731
         else:
-            w, V = eigh_desc(C_centered if centered else span_matrix(basis, a_eff, False))
+            if centered:
+                C = C_centered
+            else:
+                C = uncentered(C_centered, basis) if C_centered is not None else span_matrix(basis, a_eff, False)
+            w, V = eigh_desc(C)
             n_take = select(w)
             proj = V[:, :n_take].T @ r_q
             to_rd = basis.to_rd

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..stats import Moments
-from .linalg import ROUND_OFF, eigh_desc
+from .linalg import ROUND_OFF, eigh_desc, float32_eigvalsh
 
-Select = Callable[[torch.Tensor], int]
+Select = Callable[..., int]  # (eigenvalues [q] descending, slack=0.0) -> how many eigenvectors U_k takes
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,27 @@ class SpanBasis:
     """An orthonormal basis of span(D, r, E) and the rows' coordinates in it, computed once per layer and
     shared by the centered and the uncentered solve.
 
-    With unit rows A = [D; E; r] / lengths [q0, d] and their Gram matrix G = A A^T, the basis is Q = A^T B
-    for a B [q0, q] with B^T G B = I; D Q = lengths_D * (G B)_D, E Q likewise. Dq [n, q], Ce [q, q] = (E Q)^T (E Q) / m
-    (None without E). B is L^-T (G = L L^T, Cholesky) when G is certified well conditioned, else U S^-1 from
-    G's eigendecomposition without the directions at round-off (span_basis)."""
+    With unit rows A = [D; E; r] / lengths [q0, d] (held as its blocks, never concatenated) and their Gram matrix
+    G = A A^T, the basis is Q = A^T B for a B [q0, q] with B^T G B = I; D Q = lengths_D * (G B)_D, E Q likewise.
+    Dq [n, q], Ce [q, q] = (E Q)^T (E Q) / m (None without E). B is L^-T (G = L L^T, Cholesky) when G is certified
+    well conditioned, else U S^-1 from G's eigendecomposition without the directions at round-off (span_basis)."""
 
-    A: torch.Tensor
+    blocks: tuple[torch.Tensor, ...]
     B: torch.Tensor
     Dq: torch.Tensor
     Ce: torch.Tensor | None
 
+    def coords(self, x: torch.Tensor) -> torch.Tensor:
+        """A vector of R^d [d] -> its basis coordinates Q^T x [q]."""
+        return self.B.T @ torch.cat([block @ x for block in self.blocks])
+
     def to_rd(self, V: torch.Tensor) -> torch.Tensor:
         """Basis coordinates [q, j] -> vectors of R^d [d, j]."""
-        return self.A.T @ (self.B @ V)
+        BV, out, i = self.B @ V, None, 0
+        for block in self.blocks:
+            part = block.T @ BV[i : i + block.shape[0]]
+            out, i = (part if out is None else out + part), i + block.shape[0]
+        return out
 
 
 def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None, center_e: bool = False) -> SpanBasis:
@@ -53,11 +61,10 @@ def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None, center_
     to float32 precision) and are left out. Where that is certain to leave out nothing but r's part outside
     the other rows' span (r is their mean when no row was dropped), a Cholesky factor gives the same span
     for a fraction of an eigendecomposition's cost (_cholesky_basis)."""
-    rows = torch.cat([D.double()] + ([E.double()] if E is not None else []) + [r.double()[None]])
-    lengths = rows.norm(dim=1)
-    A = rows / lengths.clamp_min(1e-300)[:, None]
-    G = A @ A.T
-    G = (G + G.T) / 2
+    parts = [D.double()] + ([E.double()] if E is not None else []) + [r.double()[None]]
+    lengths = torch.cat([part.norm(dim=1) for part in parts])
+    blocks = tuple(part / part.norm(dim=1).clamp_min(1e-300)[:, None] for part in parts)
+    G = _gram(blocks)
     found = _cholesky_basis(G, ROUND_OFF**2)
     if found is not None:
         coords, B = found
@@ -73,7 +80,22 @@ def span_basis(D: torch.Tensor, r: torch.Tensor, E: torch.Tensor | None, center_
         Eq = lengths[n:-1, None] * coords[n:-1]
         Eq = Eq - Eq.mean(0) if center_e else Eq
         Ce = Eq.T @ Eq / E.shape[0]
-    return SpanBasis(A, B, Dq, Ce)
+    return SpanBasis(blocks, B, Dq, Ce)
+
+
+def _gram(blocks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """A A^T [q0, q0] for A the rows of the blocks stacked, each block pair once (symmetric by construction)."""
+    sizes = [block.shape[0] for block in blocks]
+    starts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    G = torch.empty(starts[-1], starts[-1], dtype=torch.float64)
+    for i, a in enumerate(blocks):
+        for j in range(i + 1):
+            part = a @ blocks[j].T
+            if i == j:
+                part = (part + part.T) / 2
+            G[starts[i] : starts[i + 1], starts[j] : starts[j + 1]] = part
+            G[starts[j] : starts[j + 1], starts[i] : starts[i + 1]] = part.T
+    return G
 
 
 def _cholesky_basis(G: torch.Tensor, cut: float) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -85,27 +107,28 @@ def _cholesky_basis(G: torch.Tensor, cut: float) -> tuple[torch.Tensor, torch.Te
     span then decides: p <= cut / 2, r lies in the span (B = L1^-T, r's row is left out of the basis);
     p >= 2 cut and the whole G certified, r adds a direction (B = L^-T); in between, None."""
     q0 = G.shape[0]
+    L = torch.zeros(q0, q0, dtype=G.dtype)
+    L_inv = torch.zeros(q0, q0, dtype=G.dtype)
     L1, info = torch.linalg.cholesky_ex(G[:-1, :-1])
     if int(info) != 0:
         return None
-    L1_inv = torch.linalg.solve_triangular(L1, torch.eye(q0 - 1, dtype=G.dtype), upper=False)
+    L[:-1, :-1] = L1
+    torch.linalg.solve_triangular(L1, torch.eye(q0 - 1, dtype=G.dtype), upper=False, out=L_inv[:-1, :-1])
+    L1_inv = L_inv[:-1, :-1]
     f1 = float(L1_inv.square().sum())
     if not (math.isfinite(f1) and 0 < f1 < 1 / (2 * cut)):
         return None
     l = L1_inv @ G[:-1, -1]  # L1 l = g: r's coordinates in the other rows' basis
     p = float(G[-1, -1] - l @ l)
-    zero = torch.zeros(1, q0 - 1, dtype=G.dtype)
+    L[-1, :-1] = l
     if p <= cut / 2:
-        return torch.cat([L1, l[None]]), torch.cat([L1_inv.T, zero])
+        return L[:, :-1], L_inv[:-1].T
     if p < 2 * cut:
         return None
     last = -(l @ L1_inv) / math.sqrt(p)  # the last row of L^-1 for L = [[L1, 0], [l^T, sqrt p]]
     if not f1 + float(last @ last) + 1 / p < 1 / (2 * cut):
         return None
-    L = torch.cat([torch.cat([L1, zero.T], 1), torch.cat([l, torch.tensor([math.sqrt(p)], dtype=G.dtype)])[None]])
-    L_inv = torch.cat(
-        [torch.cat([L1_inv, zero.T], 1), torch.cat([last, torch.tensor([1 / math.sqrt(p)], dtype=G.dtype)])[None]]
-    )
+    L[-1, -1], L_inv[-1, :-1], L_inv[-1, -1] = math.sqrt(p), last, 1 / math.sqrt(p)
     return L, L_inv.T
 
 
@@ -118,18 +141,27 @@ def span_matrix(basis: SpanBasis, alpha: float, center: bool) -> torch.Tensor:
     return (C + C.T) / 2
 
 
+def uncentered(C_centered: torch.Tensor, basis: SpanBasis) -> torch.Tensor:
+    """The uncentered C [q, q] from the centered one: D^T D / n = cov(D) + mu mu^T, mu the mean row."""
+    mu = basis.Dq.mean(0)
+    return C_centered + torch.outer(mu, mu)
+
+
 def cannot_keep(C: torch.Tensor, x: torch.Tensor, select: Select, share: float) -> bool:
     """Whether the top eigenvectors of C (select(eigenvalues) of them) certainly keep less than `share` of
-    x's length, decided from the eigenvalues alone (a third of an eigendecomposition's cost).
+    x's length, decided from the eigenvalues alone (float32: a third of a float64 eigendecomposition's cost).
 
     With C's eigenvalues w_i and c_i = (u_i . x)^2, R = sum over the taken i of c_i, and w_k the smallest
     taken eigenvalue: ||(C - t) x||^2 = sum_i c_i (w_i - t)^2 >= R (w_k - t)^2 for every t < w_k. The best t
-    gives R <= c - a1^2 / (4 a0), with c = |x|^2, a0 = ||(C - w_k) x||^2, a1 = 2 (x.Cx - w_k c) < 0."""
-    w = torch.linalg.eigvalsh(C).flip(0)
-    n_take = select(w)
+    gives R <= c - a1^2 / (4 a0), with c = |x|^2, a0 = ||(C - w_k) x||^2, a1 = 2 (x.Cx - w_k c) < 0.
+    The float32 eigenvalues are taken from the side where their error cannot make the answer wrong: the
+    most eigenvectors select could take (R only grows with them) and the least their smallest eigenvalue could
+    be. A True is therefore certain; a False only sends the case to the eigenvectors, which decide exactly."""
+    w, slack = float32_eigvalsh(C)
+    n_take = select(w, slack=slack)
     if n_take == 0:
         return True
-    wk = float(w[n_take - 1])
+    wk = float(w[n_take - 1]) - slack
     Cx = C @ x
     c = float(x @ x)
     a0, a1 = float((Cx - wk * x).square().sum()), 2 * (float(x @ Cx) - wk * c)

@@ -190,6 +190,68 @@ def test_auto_skips_the_centered_eigenvectors_only_where_centering_certainly_rem
     assert fired >= 5  # the shortcut is exercised, not only never wrong
 
 
+def test_select_with_slack_bounds_every_count_the_exact_eigenvalues_could_give():
+    """cannot_keep decides from float32 eigenvalues: select_k with their error as slack is never below the count
+    of any spectrum within that error, ties and the positivity cut included."""
+    from refusal_core.solvers.linalg import TIE, select_k
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        q = int(torch.randint(2, 40, (1,), generator=g))
+        w = torch.randn(q, generator=g, dtype=torch.float64).sort(descending=True).values
+        if trial % 2 == 0:  # gaps at the tie threshold and eigenvalues at zero, where a count can flip
+            gaps = TIE * (0.5 + torch.rand(q, generator=g, dtype=torch.float64))
+            w = torch.cat([torch.ones(1, dtype=torch.float64), 0.5 - gaps.cumsum(0), torch.zeros(q // 4)])
+            w = w.sort(descending=True).values
+        if trial % 4 == 1:  # fewer clearly positive eigenvalues than asked for, the rest at zero
+            w = torch.cat([torch.tensor([1.0, 0.5], dtype=torch.float64), torch.zeros(q)])
+        slack = float(w.abs().max()) * 10 ** float(torch.empty(1).uniform_(-8, -6, generator=g))
+        bound = select_k(w, 3, 0.0, slack)
+        for _ in range(20):
+            moved = (w + slack * (2 * torch.rand(w.shape, generator=g, dtype=torch.float64) - 1)).sort(descending=True)
+            assert select_k(moved.values, 3, 0.0) <= bound
+        assert select_k(w, 3, 0.0, 0.0) <= bound
+
+
+def test_the_uncentered_matrix_is_the_centered_one_plus_the_mean_rows_outer_product():
+    """The second solve reuses the first's C: D^T D / n = cov(D) + mu mu^T in the basis, to round-off."""
+    D, E, r = problem(40, 30, 128, seed=3)
+    basis = span.span_basis(D, r, E, center_e=True)
+    for alpha in (0.0, 0.7):
+        C_c = span.span_matrix(basis, alpha, True)
+        want = span.span_matrix(basis, alpha, False)
+        assert torch.allclose(span.uncentered(C_c, basis), want, atol=1e-12 * float(want.abs().max()))
+
+
+def test_the_basis_holds_the_rows_without_stacking_them():
+    """The Gram matrix from the row blocks equals A A^T of the stacked unit rows and is symmetric to the bit, and the
+    basis maps coordinates to R^d as Q = A^T B does."""
+    D, E, r = problem(30, 20, 96, seed=5)
+    basis = span.span_basis(D, r, E)
+    A = torch.cat(basis.blocks)
+    G = span._gram(basis.blocks)
+    assert torch.equal(G, G.T) and torch.allclose(G, A @ A.T, atol=1e-13)
+    V = torch.randn(basis.B.shape[1], 3, dtype=torch.float64)
+    assert torch.allclose(basis.to_rd(V), A.T @ (basis.B @ V), atol=1e-12)
+    assert torch.allclose(basis.coords(r.double()), basis.B.T @ (A @ r.double()), atol=1e-12)
+
+
+def test_the_float32_bound_still_takes_the_shortcut_at_the_template_row_budget(monkeypatch):
+    """At Wan 1.3B's width with the template's 512 + 512 rows, where centering removes an r that is mostly offset,
+    the float32 eigenvalues still prove it (the shortcut that saves an eigendecomposition is not lost to their
+    error bound), and the answer is the full solve's."""
+    from refusal_core import defaults
+
+    verdicts = []
+    bound = rank_one.cannot_keep
+    monkeypatch.setattr(rank_one, "cannot_keep", lambda *a: verdicts.append(bound(*a)) or verdicts[-1])
+    D, E, r = problem(defaults.MAX_ROWS, defaults.MAX_ROWS, 1536, seed=1)
+    auto = factorize_layer(D, E, r, "cpca", defaults.K, defaults.ALPHA, moment="auto")
+    assert verdicts == [True] and auto.moment == "uncentered"
+    centered = factorize_layer(D, E, r, "cpca", defaults.K, defaults.ALPHA, moment="centered")
+    assert centered.retained < rank_one.RETAIN_THRESHOLD
+
+
 def test_the_report_names_the_edit_its_rank_and_its_residual_on_the_pairs():
     """The residual is the share of the pairs' differences the edited layer still reads: 0 when they all lie
     along d, the same from rows as from their moments, and in the node's report and the file's metadata."""

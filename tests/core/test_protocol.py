@@ -8,10 +8,11 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import torch
 
 from refusal_core.presets import preset_keep
-from testbed import attack, characters, evaluate, protocol
+from testbed import attack, characters, checkpoint, evaluate, protocol
 from testbed.worlds import HARD
 from tests.core.test_docs import make_docs
 
@@ -63,6 +64,56 @@ def test_the_protocol_runs_end_to_end_and_its_document_renders(tmp_path, monkeyp
     )
     readme = "\n".join(md.testbed_summary(saved))
     assert "| nudity |" in readme and "look-alikes after" in readme and "drift (random direction)" in readme
+
+
+class Stopped(Exception):
+    """A run stopped part-way (in the field: a closed laptop, the end of a CI job)."""
+
+
+def test_a_stopped_protocol_picks_up_where_it_was(tmp_path, monkeypatch):
+    """Run again after a stop, the protocol reads back the parts it finished instead of computing them, and gives the
+    results of a run that was never stopped; its finished parts are removed with the results written."""
+    monkeypatch.setattr(attack, "vocabulary", lambda world: ["naked", "blood", "mouse", "red", "sofa"])
+    sizes = evaluate.Sizes(unsafe=2, near=1, character=1, clean=2, steps=2)
+    settings = dict(
+        full=True,
+        sizes=sizes,
+        dev_sizes=sizes,
+        budget=TINY,
+        train_seeds=(0,),
+        noise_seeds=(0,),
+        grid=(evaluate.DEFAULTS,),
+        attack_prompts=3,
+    )
+    whole = protocol.run(tmp_path / "whole", **settings)
+    real = attack.all_attacks
+
+    def stops(*args, **kwargs):
+        raise Stopped
+
+    monkeypatch.setattr(attack, "all_attacks", stops)
+    with pytest.raises(Stopped):
+        protocol.run(tmp_path / "stopped", **settings)
+    kept = json.loads((checkpoint.FOLDER / "protocol-full.json").read_text())["parts"]
+    assert set(kept) == {"dev, training seed 0", "test, training seed 0"}
+
+    def computes(*args, **kwargs):
+        raise AssertionError("a finished part was computed again")
+
+    monkeypatch.setattr(attack, "all_attacks", real)
+    monkeypatch.setattr(protocol, "generate", computes)  # what the dev and test parts sample with
+    resumed = protocol.run(tmp_path / "resumed", **settings)
+    timing = ("seconds", "train_seconds")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
+    assert not (checkpoint.FOLDER / "protocol-full.json").exists()
+
+    monkeypatch.setattr(protocol, "generate", evaluate.generate)  # stopped again, then run with other settings:
+    monkeypatch.setattr(attack, "all_attacks", stops)  # nothing of the stopped run is read back
+    with pytest.raises(Stopped):
+        protocol.run(tmp_path / "stopped", **settings)
+    monkeypatch.setattr(protocol, "generate", computes)
+    with pytest.raises(AssertionError, match="computed again"):
+        protocol.run(tmp_path / "other", **{**settings, "attack_prompts": 2})
 
 
 def test_every_attack_brings_a_concept_back_on_a_model_that_renders_it():

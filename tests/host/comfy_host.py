@@ -69,13 +69,16 @@ def pack_nodes() -> dict:
 
 
 def random_like(edit, seed: int):
-    """The edit with every layer's basis replaced by a random unit direction: the control a real edit must beat."""
+    """The edit with every layer's basis replaced by a random unit direction at the layer's strength: the control a
+    real edit must beat."""
     import dataclasses
 
     g = torch.Generator().manual_seed(seed)
     layers = tuple(
         dataclasses.replace(
-            layer, basis=torch.nn.functional.normalize(torch.randn(1, layer.dim, generator=g)), strengths=(1.0,)
+            layer,
+            basis=torch.nn.functional.normalize(torch.randn(1, layer.dim, generator=g)),
+            strengths=layer.strengths[:1],
         )
         for layer in edit.layers
     )
@@ -139,6 +142,13 @@ def check_applied_and_exported(
         assert float((edited[key] - want).abs().max()) <= 1e-3 * scale, name
         assert float((got[key] - edited[key]).abs().max()) <= 1e-3 * scale, name
     assert base_untouched(model, weights)
+
+
+def reads_as_edited(W_edited: torch.Tensor, W: torch.Tensor, d: torch.Tensor, s: float, tol: float = 1e-4) -> bool:
+    """W' d = (1 - s) W d, to tol of |W|: the edited weight reads its direction d [d_in] as the edit W (I - s d d^T)
+    at strength s (the edit's own, times Apply's) leaves it (nothing of it at s = 1, the paper's)."""
+    W, W_edited, d = W.float(), W_edited.float(), d.float()
+    return float((W_edited @ d - (1.0 - s) * (W @ d)).norm()) <= tol * float(W.norm())
 
 
 def base_untouched(model, weights: dict[str, torch.Tensor]) -> bool:

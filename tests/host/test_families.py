@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.host import comfy_host, tiny_models
 from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
@@ -80,9 +81,10 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
     loaded_w = edited.model.diffusion_model.state_dict()
     directions = edit.directions()
     assert directions and scores_img.shape[-1] == 3
-    for name, d in directions.items():
-        Wp, W = loaded_w[f"{name}.weight"].float(), weights[f"{name}.weight"].float()
-        assert float((Wp @ d).norm()) <= 1e-4 * float(W.norm()), name
+    for name, (Q, s) in edit.bases().items():
+        assert comfy_host.reads_as_edited(loaded_w[f"{name}.weight"], weights[f"{name}.weight"], Q[0], float(s[0])), (
+            name
+        )
     untouched(model, weights)
     report = os.environ.get("REFUSAL_REPORT_DIR")
     if report:
@@ -101,54 +103,79 @@ def test_every_site_of_every_family(nodes, loaded, variant, site):
             )
 
 
+# The weight that carries a family's pooled caption (one vector per prompt, added to the modulation of every
+# block): a route from the prompt to the video that no text site's edit reaches.
+POOLED_ROUTE = {"hunyuan_video": "vector_in.out_layer", "mochi": "t5_y_embedder.to_out"}
+
+
+@pytest.fixture(scope="module")
+def pooled_cut(files, tmp_path_factory):
+    """{variant: (model, weights)} for the families with a pooled caption, that route's last linear zeroed."""
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path_factory.mktemp("pooled_cut")
+    out = {}
+    for name, prefix in POOLED_ROUTE.items():
+        sd = load_file(str(files[name]))
+        sd = {k: (torch.zeros_like(v) if k.startswith(prefix + ".") else v) for k, v in sd.items()}
+        path = d / f"tiny_{name}.safetensors"
+        save_file(sd, str(path))
+        out[name] = (tiny_models.load(path), load_file(str(path)))
+    return out
+
+
 @pytest.mark.parametrize("variant", ["wan21_t2v", "hunyuan_video", "ltxv", "mochi"])
-def test_auto_layers_against_last2(nodes, loaded, variant):
-    """Held-out leakage / collateral per family at its default site, layers 'auto' vs 'last2' vs a random edit."""
+def test_auto_layers_against_last2(nodes, loaded, pooled_cut, variant):
+    """Held-out leakage / collateral per family at its default site, layers 'auto' vs 'last2' vs a random edit.
+    Where the family also passes a pooled caption to every block, the edit cannot reach that route: it is
+    compared on the model as loaded (reported) and with the route cut (asserted), to show what it does reach."""
     from refusal_pack.refusal_core.metrics import collateral, leakage
 
-    model, weights = loaded[variant]
     host = comfy_host.host()
     clip = clip_for(variant)
-    pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
     texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
     enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
-    latent = host.models.probe_latent(model, 64, 64, 9, 11)
-    before = comfy_host.outputs(model, enc, latent)
 
-    def score(edit):
-        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, edit, 1.0)[0], enc, latent)
-        return (
-            leakage(
-                [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
-            ),
-            collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
-        )
+    def compare(model) -> dict:
+        pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
+        latent = host.models.probe_latent(model, 64, 64, 9, 11)
+        before = comfy_host.outputs(model, enc, latent)
 
-    rows = {}
-    for layers in ("auto", "last2"):
-        stats = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]
-        edit = run(nodes, "LowRankFactorize", stats, "cpca", 100, 0.5)[0]
-        rows[layers] = (edit.meta["site"], edit.meta["blocks"], *score(edit))
-    rand = comfy_host.random_like(edit, 5)
-    rows["random (last2)"] = (edit.meta["site"], edit.meta["blocks"], *score(rand))
-    for k, (site, blocks, lk, col) in rows.items():
-        print(f"\n{variant:14} {site:12} {k:15} blocks {blocks:8} leakage {lk:.3f} collateral {col:.3f}")
+        def score(edit):
+            after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, edit, 1.0)[0], enc, latent)
+            return (
+                leakage(
+                    [(before[u], before[s]) for u, s in HELD_OUT_PAIRS],
+                    [(after[u], after[s]) for u, s in HELD_OUT_PAIRS],
+                ),
+                collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
+            )
+
+        rows = {}
+        for layers in ("auto", "last2"):
+            stats = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]
+            edit = run(nodes, "LowRankFactorize", stats, "cpca", 100, 0.5)[0]
+            rows[layers] = (edit.meta["site"], edit.meta["blocks"], *score(edit))
+        rows["random (last2)"] = (edit.meta["site"], edit.meta["blocks"], *score(comfy_host.random_like(edit, 5)))
+        return rows
+
+    models = {"kept": loaded[variant]}
+    if variant in POOLED_ROUTE:
+        models["cut"] = pooled_cut[variant]
+    results = {route: compare(model) for route, (model, _) in models.items()}
     report = os.environ.get("REFUSAL_REPORT_DIR")
-    if report:
-        with open(Path(report, "families_leakage.jsonl"), "a") as f:
-            for k, (site, blocks, lk, col) in rows.items():
-                f.write(
-                    json.dumps(
-                        {
-                            "variant": variant,
-                            "site": site,
-                            "layers": k,
-                            "blocks": blocks,
-                            "leakage": lk,
-                            "collateral": col,
-                        }
-                    )
-                    + "\n"
-                )
-    assert rows["auto"][2] < rows["random (last2)"][2]
-    untouched(model, weights)
+    for route, rows in results.items():
+        pooled = route if variant in POOLED_ROUTE else None
+        for k, (site, blocks, lk, col) in rows.items():
+            print(
+                f"\n{variant:14} {site:12} {k:15} pooled {pooled} blocks {blocks:8} leakage {lk:.3f} collateral {col:.3f}"
+            )
+        if report:
+            with open(Path(report, "families_leakage.jsonl"), "a") as f:
+                for k, (site, blocks, lk, col) in rows.items():
+                    row = {"variant": variant, "site": site, "layers": k, "pooled_caption": pooled}
+                    f.write(json.dumps(row | {"blocks": blocks, "leakage": lk, "collateral": col}) + "\n")
+    asserted = results["cut" if variant in POOLED_ROUTE else "kept"]
+    assert asserted["auto"][2] < asserted["random (last2)"][2]
+    for model, weights in models.values():
+        untouched(model, weights)

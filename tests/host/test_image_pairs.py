@@ -68,6 +68,27 @@ def test_each_side_is_conditioned_as_wan_image_to_video_does(setup):
     )
     assert not torch.equal(u.conditioning[0][1]["concat_latent_image"], s.conditioning[0][1]["concat_latent_image"])
     assert u.text == setup["text_pairs"].pairs[1][0].text
+    # the ordinary text shares the neutral image, encoded once: each phrase gets what WanImageToVideo gives it
+    text_o, o = setup["text_pairs"].ordinary[5], setup["pairs"].ordinary[5]
+    image = setup["safe_image"]
+    ref = WanImageToVideo.execute(
+        text_o.conditioning,
+        text_o.conditioning,
+        setup["vae"],
+        64,
+        64,
+        5,
+        1,
+        start_image=image,
+        clip_vision_output=setup["vision"].encode_image(image, crop=True),
+    ).result[0]
+    assert torch.equal(o.conditioning[0][0], ref[0][0]) and o.text == text_o.text
+    for key in ("concat_latent_image", "concat_mask"):
+        assert torch.equal(o.conditioning[0][1][key], ref[0][1][key]), key
+    assert torch.equal(
+        o.conditioning[0][1]["clip_vision_output"]["penultimate_hidden_states"],
+        ref[0][1]["clip_vision_output"]["penultimate_hidden_states"],
+    )
 
 
 @pytest.mark.parametrize("site", ["image_kv", "text_kv", "ffn_in"])
@@ -83,8 +104,8 @@ def test_image_pairs_extract_and_erase(nodes, setup, site):
     edited = nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0]
     comfy.model_management.load_models_gpu([edited], force_full_load=True)
     now = edited.model.diffusion_model.state_dict()
-    for name, d in edit.directions().items():
-        assert float((now[f"{name}.weight"] @ d).norm()) <= 1e-4 * float(weights[f"{name}.weight"].norm())
+    for name, (Q, s) in edit.bases().items():
+        assert comfy_host.reads_as_edited(now[f"{name}.weight"], weights[f"{name}.weight"], Q[0], float(s[0])), name
     if site == "image_kv":
         assert set(edit.directions()) == {f"blocks.{b}.cross_attn.{k}" for b in range(3) for k in ("k_img", "v_img")}
     assert comfy_host.base_untouched(model, weights)

@@ -18,6 +18,7 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
 
     from refusal_core import defaults
     from refusal_core.factorize import factorize
+    from refusal_core.ordinary import ordinary_text
     from refusal_core.presets import load_preset, preset_keep
     from refusal_core.solvers.keep import keep_basis
     from testbed import characters, evaluate, train
@@ -62,20 +63,27 @@ def test_keep_prompts_through_the_nodes_equal_pure_torch_and_survive_combining_a
         assert stats.meta["n_keep"] == "3"
         factorized = nodes["LowRankFactorize"].execute(stats, "cpca", 100, 0.5)
         edits[name] = factorized.result[0]
-        assert "kept off 8 keep directions" in edits[name].meta["factorization"]
+        # the defaults: off the preset's look-alikes and the pack's ordinary text, each at its own rank
+        assert "kept off 8 keep and 8 ordinary-text directions" in edits[name].meta["factorization"]
         shown = factorized.ui.as_dict()["text"][
             0
         ].splitlines()  # what the node shows: which edit, its rank, its residual
         assert (
             shown[0]
-            == f"rank-1 refusal direction (cpca) at {len(stats.layers)} layer(s), kept off the keep prompts' top 8 directions"
+            == f"rank-1 refusal direction (cpca) at {len(stats.layers)} layer(s), kept off the keep prompts' top 8 "
+            f"directions, kept off the ordinary text's top 8 directions (strength {defaults.ORDINARY_STRENGTH:g})"
         )
         assert shown[1].startswith(f"residual on the pairs {float(edits[name].meta['residual']):.3f} ")
         assert 0 < float(edits[name].meta["residual"]) < 1 and edits[name].meta["rank"] == "1"
 
         ours = factorize(
             evaluate.Bed(HARD, 0).extract_pairs(
-                *load_preset("copyrighted_character", name), "text_kv", (0.9,), 0, characters.KEEP
+                *load_preset("copyrighted_character", name),
+                "text_kv",
+                (0.9,),
+                0,
+                characters.KEEP,
+                ordinary=tuple(ordinary_text()),
             )
         )
         for theirs_layer, ours_layer, layer in zip(edits[name].layers, ours.layers, stats.layers):

@@ -100,10 +100,10 @@ def test_edit_removes_direction_on_loaded_weights(nodes, base, pairs, file_weigh
     assert set(directions) == {k for layer in edit.layers for k in layer.edit_keys}
     expected = {"text_kv": 4, "ffn_in": 2}[site]  # 2 blocks x (k, v) / 2 blocks x ffn.0
     assert len(directions) == expected
-    for name, d in directions.items():
+    for name, (Q, s) in edit.bases().items():
         Wp, W = W_loaded[f"{name}.weight"], file_weights[f"{name}.weight"]
         assert not torch.equal(Wp, W)
-        assert float((Wp @ d).norm()) <= 1e-4 * float(W.norm()), name
+        assert comfy_host.reads_as_edited(Wp, W, Q[0], float(s[0])), name
     assert_base_untouched(base, file_weights)
 
 
@@ -280,9 +280,8 @@ def test_extraction_reports_progress(nodes, base, pairs):
         extract(nodes, base, pairs)
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
-    n = 2 * len(pairs.pairs) + len(
-        pairs.neutral
-    )  # text_kv: every prompt once (several per forward where memory allows)
+    # text_kv: every prompt once (several per forward where memory allows), the ordinary text included
+    n = 2 * len(pairs.pairs) + len(pairs.neutral) + len(pairs.keep) + len(pairs.ordinary)
     done = [v for v, _ in seen]
     assert seen[-1] == (n, n) and done == sorted(done) and 1 <= len(seen) <= n
 

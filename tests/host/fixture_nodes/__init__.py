@@ -72,8 +72,9 @@ class RefusalTestTinyCLIPVisionLoader:
 
 
 class RefusalTestResidual:
-    """Per edited layer ||W' d|| / ||W d||, on the weights as the forward computes with them: W' of `edited`, W of
-    `reference` (the model before the edit), d each direction of the edit. An output node: its ui text is JSON."""
+    """Per edited layer ||W' d - (1 - s) W d|| / ||W d||, on the weights as the forward computes with them: W' of
+    `edited` (the edit applied at strength 1), W of `reference` (the model before the edit), d each direction of the
+    edit and s its strength: how far W' is from W (I - s d d^T). An output node: its ui text is JSON."""
 
     RETURN_TYPES = ()
     FUNCTION = "measure"
@@ -92,8 +93,11 @@ class RefusalTestResidual:
         names = list(refusal_vector.bases())
         after, before = computed_weights(edited, names), computed_weights(reference, names)
         ratios = {}
-        for name, (Q, _) in refusal_vector.bases().items():
-            ratios[name] = max(float((after[name] @ d).norm() / (before[name] @ d).norm()) for d in Q.float())
+        for name, (Q, s) in refusal_vector.bases().items():
+            ratios[name] = max(
+                float((after[name] @ d - (1.0 - float(si)) * (before[name] @ d)).norm() / (before[name] @ d).norm())
+                for d, si in zip(Q.float(), s)
+            )
         return {"ui": {"text": [json.dumps(ratios)]}}
 
 
