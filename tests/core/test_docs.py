@@ -40,8 +40,12 @@ def test_every_link_and_file_reference_exists(doc):
         if not (doc.parent / path).exists():
             missing.append(target)
     for ref in CODE_PATH.findall(text):
-        if ref.startswith(("models/", "input/", "custom_nodes/", "ComfyUI/", "~", "/")) or "<" in ref or "*" in ref:
-            continue  # ComfyUI's folders and placeholders, not files of this repository
+        if (
+            ref.startswith(("models/", "input/", "custom_nodes/", "ComfyUI/", "testbed_out/", "~", "/"))
+            or "<" in ref
+            or "*" in ref
+        ):
+            continue  # ComfyUI's folders, the testbed's output folder and placeholders, not files of this repository
         if not ((ROOT / ref).exists() or (doc.parent / ref).exists()):
             missing.append(f"`{ref}`")
     assert not missing, f"{doc.relative_to(ROOT)} names what is not in the repository: {missing}"

@@ -6,11 +6,13 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from scripts import pack
+from tests.host.prompts_unseen import HELD_OUT_NEUTRAL, HELD_OUT_PAIRS
 
 REPO, PACK = pack.REPO, pack.PACK
 # Every node the pack registers (in process and over the server's /object_info)
@@ -164,3 +166,24 @@ def outputs(model, conditionings: dict, latent: torch.Tensor, sigmas=(0.9, 0.6, 
     """{text: the model's predictions at each sigma, flattened and concatenated} (loads `model` once)."""
     fwd = pack_module("nodes.host.forward").make_forward(model)
     return {t: torch.cat([fwd(c, latent, s).flatten() for s in sigmas]) for t, c in conditionings.items()}
+
+
+def held_out_scorer(nodes, model, clip, latent: torch.Tensor) -> Callable[[object], tuple[float, float]]:
+    """score(edit) -> (leakage, collateral) of `edit` applied to `model` by Apply Refusal To Model at strength 1, on
+    the held-out prompts of prompts_unseen.py encoded by `clip`; the unedited model's outputs are computed once."""
+    from refusal_pack.refusal_core.metrics import collateral, leakage
+
+    texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
+    enc = {t: host().encode.encode_prompt(clip, t).conditioning for t in texts}
+    before = outputs(model, enc, latent)
+
+    def score(edit) -> tuple[float, float]:
+        after = outputs(nodes["ApplyRefusalToModel"].execute(model, edit, 1.0).result[0], enc, latent)
+        return (
+            leakage(
+                [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
+            ),
+            collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
+        )
+
+    return score

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.host import comfy_host, tiny_models
-from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
+from tests.host.prompts_unseen import EXTRACTION_PAIRS, NEUTRAL
 
 pytestmark = pytest.mark.host
 
@@ -129,28 +129,12 @@ def test_auto_layers_against_last2(nodes, loaded, pooled_cut, variant):
     """Held-out leakage / collateral per family at its default site, layers 'auto' vs 'last2' vs a random edit.
     Where the family also passes a pooled caption to every block, the edit cannot reach that route: it is
     compared on the model as loaded (reported) and with the route cut (asserted), to show what it does reach."""
-    from refusal_pack.refusal_core.metrics import collateral, leakage
-
     host = comfy_host.host()
     clip = clip_for(variant)
-    texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
-    enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
 
     def compare(model) -> dict:
         pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
-        latent = host.models.probe_latent(model, 64, 64, 9, 11)
-        before = comfy_host.outputs(model, enc, latent)
-
-        def score(edit):
-            after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", model, edit, 1.0)[0], enc, latent)
-            return (
-                leakage(
-                    [(before[u], before[s]) for u, s in HELD_OUT_PAIRS],
-                    [(after[u], after[s]) for u, s in HELD_OUT_PAIRS],
-                ),
-                collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
-            )
-
+        score = comfy_host.held_out_scorer(nodes, model, clip, host.models.probe_latent(model, 64, 64, 9, 11))
         rows = {}
         for layers in ("auto", "last2"):
             stats = run(nodes, "ExtractRefusalVector", model, pairs, "auto", layers, "0.9,0.5", 64, 64, 9, 0)[0]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.host import comfy_host, tiny_models
-from tests.host.prompts_unseen import EXTRACTION_PAIRS, HELD_OUT_NEUTRAL, HELD_OUT_PAIRS, NEUTRAL
+from tests.host.prompts_unseen import EXTRACTION_PAIRS, NEUTRAL
 
 pytestmark = pytest.mark.host
 
@@ -198,22 +198,7 @@ def test_statistics_are_saved_on_request_and_first_release_files_load(nodes, bas
 
 def test_held_out_leakage_beats_a_random_edit(nodes, base, pairs, clip, file_weights):
     """The table of the closing note: every method and site next to a random direction of the same rank."""
-    from refusal_pack.refusal_core.metrics import collateral, leakage
-
-    host = comfy_host.host()
-    texts = [t for p in HELD_OUT_PAIRS for t in p] + HELD_OUT_NEUTRAL
-    enc = {t: host.encode.encode_prompt(clip, t).conditioning for t in texts}
-    latent = host.models.probe_latent(base, 64, 64, 1, 11)
-    before = comfy_host.outputs(base, enc, latent)
-
-    def score(edit):
-        after = comfy_host.outputs(run(nodes, "ApplyRefusalToModel", base, edit, 1.0)[0], enc, latent)
-        return (
-            leakage(
-                [(before[u], before[s]) for u, s in HELD_OUT_PAIRS], [(after[u], after[s]) for u, s in HELD_OUT_PAIRS]
-            ),
-            collateral([before[n] for n in HELD_OUT_NEUTRAL], [after[n] for n in HELD_OUT_NEUTRAL]),
-        )
+    score = comfy_host.held_out_scorer(nodes, base, clip, comfy_host.host().models.probe_latent(base, 64, 64, 1, 11))
 
     table = {}
     for i, site in enumerate(("text_kv", "ffn_in")):
