@@ -438,9 +438,10 @@ def testbed_section(tb: dict, sweep: dict) -> list[str]:
         "in no extraction text) whose generation still carries the concept. **Others**: the other concepts' held-out prompts "
         f"after the edit. **Drift**: mean change of the subject and scene coefficients (about 1 before) on {tb['clean_prompts']} "
         "prompts without a concept. **Change**: mean relative change of those prompts' generated latents. Every site and method, "
-        f"and a random direction at the defaults' site as the reference; the pack's defaults (site {d['site']}, layers "
-        f"{d['layers']}, {d['method']} α={d['alpha']:g}, k {d['k']}, strength {d['strength']:g}) in bold. Goals as on the hard "
-        "world: render ≤ 10 %, drift ≤ 0.03 and ≤ 3× the random direction's.",
+        "and a random direction at the defaults' site as the reference; every edit but the random one is kept off the "
+        f"ordinary text as the defaults are (rank {d.get('ordinary', 0)}, carrying strength "
+        f"{d.get('ordinary_strength', 1.0):g}, applied at {d['strength']:g}); the pack's defaults (site {d['site']}, layers {d['layers']}, {d['method']} α={d['alpha']:g}, "
+        f"k {d['k']}) in bold. Goals as on the hard world: render ≤ 10 %, drift ≤ 0.03 and ≤ 3× the random direction's.",
         "",
         "| concept | site | method | render before → after | others after | drift | change |",
         "|---|---|---|---|---|---|---|",
