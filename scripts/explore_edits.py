@@ -11,7 +11,8 @@ An edit SPEC joins parts with "+"; a part is a site, then options separated by c
                                  keeps its own rank beside the keep prompts' and carries its own strength)
     text_kv,ordinary             the pack's default edit: the preset's keep prompts and the pack's ordinary text read
                                  as the nodes read them, d taken off each set's top 8 directions, strength 1.15 (times
-                                 strength=S); with gain=B the gained direction taken off both sets again
+                                 strength=S); with gain=B the gained direction taken off both sets again; with rank=M
+                                 the rank-M subspace taken off both sets, each row at 1.15
     text_kv,strength=1.3         applied at this strength (W (I - strength d d^T))
     text_kv,rank=4               d and the next 3 eigenvectors of C (testbed.evaluate.subspace_edit); with vocab=N,
                                  the subspace taken off the vocabulary's top N directions
@@ -137,10 +138,10 @@ def parse(spec: str) -> tuple[Part, ...]:
                 )
         if kwargs.get("map") and kwargs.get("rank", 1) > 1:
             raise SystemExit(f"'{text}': the map has the rank its rows give; rank=M is for the projections")
-        if kwargs.get("ordinary") and (
-            kwargs.get("vocab") or kwargs.get("map") or kwargs.get("out") or kwargs.get("rank", 1) > 1
-        ):
-            raise SystemExit(f"'{text}': ordinary is the pack's rank-1 edit with its own keep and ordinary bases")
+        if kwargs.get("ordinary") and (kwargs.get("vocab") or kwargs.get("map") or kwargs.get("out")):
+            raise SystemExit(f"'{text}': ordinary is the pack's edit with its own keep and ordinary bases")
+        if kwargs.get("gain") and kwargs.get("rank", 1) > 1:
+            raise SystemExit(f"'{text}': gain=B turns one direction; rank=M gives several")
         if kwargs.get("out") and (kwargs.get("map") or kwargs.get("rank", 1) > 1 or "+" in spec):
             raise SystemExit(f"'{spec}': the output-side edit is rank 1 and a part of its own")
         parts.append(Part(site, **kwargs))
@@ -187,7 +188,10 @@ class Edits:
                 made.append((factorize(stats, method="closed_form"), part.strength))
             elif part.ordinary:
                 stats = self.stats(bed, concept, part.site, "ordinary", part.context)
-                edit = factorize(stats)
+                if part.rank > 1:
+                    edit = kept_subspace(stats, part.rank, 0, both_bases=True)
+                else:
+                    edit = factorize(stats)
                 if part.gain:
                     edit = gained(edit, stats, bed.model.state_dict(), 0, part.gain, both_bases=True)
                 made.append((edit, part.strength))
@@ -291,18 +295,24 @@ def gained(
     return replace(edit, layers=tuple(layers))
 
 
-def kept_subspace(stats: RefusalStats, rank: int, vocab: int) -> RefusalEdit:
+def kept_subspace(stats: RefusalStats, rank: int, vocab: int, both_bases: bool = False) -> RefusalEdit:
     """evaluate.subspace_edit's rank-m subspace per layer, taken off the top `vocab` directions of the layer's keep
-    rows (the preset's keep prompts and the vocabulary) when vocab > 0."""
+    rows (the preset's keep prompts and the vocabulary) when vocab > 0; with both_bases, off the pack's keep and
+    ordinary bases (each its default rank) instead, every row then at the ordinary text's strength."""
     edit = subspace_edit(stats, rank)
-    if not vocab:
+    if not vocab and not both_bases:
         return edit
     layers = []
     for layer_edit, layer in zip(edit.layers, stats.layers):
-        U = keep_basis(layer.keep, vocab)
+        if both_bases:
+            sets = ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK))
+            U = joint_basis(*(keep_basis(rows, k) for rows, k in sets if rows is not None))
+            strength = defaults.ORDINARY_STRENGTH if layer.ordinary is not None else 1.0
+        else:
+            U, strength = keep_basis(layer.keep, vocab), 1.0
         Q = layer_edit.basis.double().T
         Q, _ = orthonormal_rows((Q - U @ (U.T @ Q)).T)
-        layers.append(replace(layer_edit, basis=Q.float(), strengths=(1.0,) * Q.shape[0]))
+        layers.append(replace(layer_edit, basis=Q.float(), strengths=(strength,) * Q.shape[0]))
     return replace(edit, layers=tuple(layers))
 
 

@@ -4,10 +4,20 @@ output-side edit removes its direction from what a layer can output."""
 import pytest
 import torch
 
+from refusal_core import defaults
 from refusal_core.factorize import factorize
 from refusal_core.ordinary import ordinary_text
 from refusal_core.solvers.keep import keep_basis
-from scripts.explore_edits import GENERIC, Part, gained, generic_vocabulary, mapped, output_edit, parse
+from scripts.explore_edits import (
+    GENERIC,
+    Part,
+    gained,
+    generic_vocabulary,
+    kept_subspace,
+    mapped,
+    output_edit,
+    parse,
+)
 from tests.core.test_ordinary_text import KEEP, ORDINARY, assert_names_nothing, extract
 from tests.core.toy_wan import random_wan
 
@@ -36,6 +46,22 @@ def test_an_edit_spec_reads_as_its_parts_and_a_wrong_option_is_refused():
     assert parse("text_kv,ordinary,gain=0.25") == (Part("text_kv", ordinary=True, gain=0.25),)
     with pytest.raises(SystemExit, match="its own keep and ordinary bases"):
         parse("text_kv,ordinary,vocab=4")
+    assert parse("text_kv,ordinary,rank=2") == (Part("text_kv", ordinary=True, rank=2),)
+    with pytest.raises(SystemExit, match="rank=M gives several"):
+        parse("text_kv,ordinary,rank=2,gain=0.1")
+
+
+def test_a_subspace_on_the_pack_s_bases_stays_off_both_at_the_ordinary_strength():
+    """ordinary,rank=M: M orthonormal rows per layer, each off the keep prompts' and the ordinary text's bases (each
+    at its own rank) and at the strength the ordinary text gives."""
+    model = random_wan(0)
+    stats = extract(model, KEEP, ORDINARY)
+    for layer, out in zip(stats.layers, kept_subspace(stats, 2, 0, both_bases=True).layers):
+        Q = out.basis.double()
+        assert Q.shape[0] == 2 and torch.allclose(Q @ Q.T, torch.eye(2, dtype=torch.float64), atol=1e-5)
+        assert out.strengths == (defaults.ORDINARY_STRENGTH,) * 2
+        for rows, rank in ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK)):
+            assert float((Q @ keep_basis(rows, rank)).abs().max()) < 1e-5
 
 
 def test_a_gained_direction_on_the_pack_s_bases_stays_off_both_and_keeps_its_strength():
