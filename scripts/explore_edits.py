@@ -61,6 +61,7 @@ from refusal_core.presets import load_preset, preset_keep
 from refusal_core.solvers.keep import joint_basis, keep_basis, kept_off
 from refusal_core.solvers.rank_one import factorize_layer
 from refusal_core.stats import Moments, Rows
+from refusal_core.types import LayerStats
 from refusal_core.weights import orthonormal_rows
 from testbed import attack
 from testbed import run as first_run
@@ -186,33 +187,19 @@ class Edits:
             if part.map:
                 stats = self.stats(bed, concept, part.site, "neutral" if part.vocab else "", part.context)
                 made.append((factorize(stats, method="closed_form"), part.strength))
-            elif part.ordinary:
+                continue
+            if part.ordinary:
                 stats = self.stats(bed, concept, part.site, "ordinary", part.context)
-                if part.rank > 1:
-                    edit = kept_subspace(stats, part.rank, 0, both_bases=True)
-                else:
-                    edit = factorize(stats)
-                if part.gain:
-                    edit = gained(edit, stats, bed.model.state_dict(), 0, part.gain, both_bases=True)
-                made.append((edit, part.strength))
+                edit = kept_subspace(stats, part.rank, 0, True) if part.rank > 1 else factorize(stats)
             elif part.rank > 1:
                 stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
-                made.append((kept_subspace(stats, part.rank, part.vocab), part.strength))
-            elif part.vocab:
-                stats = self.stats(bed, concept, part.site, "keep", part.context)
-                edit = factorize(stats, keep_rank=part.vocab)
-                made.append(
-                    (
-                        gained(edit, stats, bed.model.state_dict(), part.vocab, part.gain) if part.gain else edit,
-                        part.strength,
-                    )
-                )
+                edit = kept_subspace(stats, part.rank, part.vocab)
             else:
-                stats = self.stats(bed, concept, part.site, "", part.context)
-                edit = factorize(stats)
-                made.append(
-                    (gained(edit, stats, bed.model.state_dict(), 0, part.gain) if part.gain else edit, part.strength)
-                )
+                stats = self.stats(bed, concept, part.site, "keep" if part.vocab else "", part.context)
+                edit = factorize(stats, keep_rank=part.vocab) if part.vocab else factorize(stats)
+            if part.gain:
+                edit = gained(edit, stats, bed.model.state_dict(), part.vocab, part.gain, part.ordinary)
+            made.append((edit, part.strength))
         return made[0] if len(made) == 1 else (RefusalEdit.combine(made), 1.0)
 
 
@@ -258,8 +245,16 @@ def output_edit(stats: RefusalStats, state: dict[str, torch.Tensor], vocab: int)
             u = f.direction.double()
             if vocab:
                 u, _ = kept_off(u, keep_basis(mapped(layer.keep, W), vocab))
-            directions[name] = u.double() / u.double().norm()
+            directions[name] = u / u.norm()
     return OutputEdit(directions)
+
+
+def pack_bases(layer: LayerStats) -> torch.Tensor:
+    """U [d_in, m]: the orthonormal span of the layer's keep prompts' and ordinary text's leading directions, each at
+    the pack's default rank, as the factorization takes them (m = 0 without such rows)."""
+    sets = ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK))
+    bases = [keep_basis(rows, rank) for rows, rank in sets if rows is not None]
+    return joint_basis(*bases) if bases else torch.zeros(layer.dim, 0, dtype=torch.float64)
 
 
 def gained(
@@ -284,13 +279,7 @@ def gained(
         if vocab:
             d, _ = kept_off(d, keep_basis(layer.keep, vocab))
         elif both_bases:
-            bases = [
-                keep_basis(rows, rank)
-                for rows, rank in ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK))
-                if rows is not None
-            ]
-            if bases:
-                d, _ = kept_off(d, joint_basis(*bases))
+            d, _ = kept_off(d, pack_bases(layer))
         layers.append(replace(layer_edit, basis=(d / d.norm()).float()[None]))
     return replace(edit, layers=tuple(layers))
 
@@ -305,8 +294,7 @@ def kept_subspace(stats: RefusalStats, rank: int, vocab: int, both_bases: bool =
     layers = []
     for layer_edit, layer in zip(edit.layers, stats.layers):
         if both_bases:
-            sets = ((layer.keep, defaults.KEEP_RANK), (layer.ordinary, defaults.ORDINARY_RANK))
-            U = joint_basis(*(keep_basis(rows, k) for rows, k in sets if rows is not None))
+            U = pack_bases(layer)
             strength = defaults.ORDINARY_STRENGTH if layer.ordinary is not None else 1.0
         else:
             U, strength = keep_basis(layer.keep, vocab), 1.0
