@@ -146,6 +146,13 @@ def check_applied_and_exported(
     assert base_untouched(model, weights)
 
 
+def edit_residual(W_edited: torch.Tensor, W: torch.Tensor, d: torch.Tensor, s: float) -> float:
+    """||W' d - (1 - s) W d|| / ||W d||: how far the edited weight is from W (I - s d d^T) along its direction d
+    [d_in] (s the edit's strength), relative to what W reads of d."""
+    W, W_edited, d = W.double(), W_edited.double(), d.double()
+    return float((W_edited @ d - (1.0 - s) * (W @ d)).norm() / (W @ d).norm())
+
+
 def reads_as_edited(W_edited: torch.Tensor, W: torch.Tensor, d: torch.Tensor, s: float, tol: float = 1e-4) -> bool:
     """W' d = (1 - s) W d, to tol of |W|: the edited weight reads its direction d [d_in] as the edit W (I - s d d^T)
     at strength s (the edit's own, times Apply's) leaves it (nothing of it at s = 1, the paper's)."""

@@ -132,8 +132,9 @@ def test_auto_layers_against_last2(nodes, loaded, pooled_cut, variant):
     host = comfy_host.host()
     clip = clip_for(variant)
 
+    pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
+
     def compare(model) -> dict:
-        pairs = run(nodes, "PromptPairLoader", clip, EXTRACTION_PAIRS, NEUTRAL)[0]
         score = comfy_host.held_out_scorer(nodes, model, clip, host.models.probe_latent(model, 64, 64, 9, 11))
         rows = {}
         for layers in ("auto", "last2"):

@@ -110,10 +110,7 @@ def test_a_lora_loaded_before_the_edit_is_in_the_weight_it_is_computed_on_fp16_f
         comfy_host.computed_weights(edited, list(bases)),
     )
     # W' d = (1 - s) W d at the layer's strength s, with W the base + LoRA weight: how far off, relative to W d
-    worst = max(
-        float((after[n] @ Q[0] - (1.0 - float(s[0])) * (before[n] @ Q[0])).norm() / (before[n] @ Q[0]).norm())
-        for n, (Q, s) in bases.items()
-    )
+    worst = max(comfy_host.edit_residual(after[n], before[n], Q[0], float(s[0])) for n, (Q, s) in bases.items())
     # fp16 storage rounds W' to 2^-11 of its size; fp8 to its 3-bit mantissa (the floor test above bounds it exactly)
     assert worst <= (1e-3 if fmt == "fp16" else 0.1), worst
     report(f"lora_before_{fmt}", worst)

@@ -88,16 +88,13 @@ class RefusalTestResidual:
     def measure(self, edited, reference, refusal_vector):
         import json
 
-        from tests.host.comfy_host import computed_weights
+        from tests.host.comfy_host import computed_weights, edit_residual
 
         names = list(refusal_vector.bases())
         after, before = computed_weights(edited, names), computed_weights(reference, names)
         ratios = {}
         for name, (Q, s) in refusal_vector.bases().items():
-            ratios[name] = max(
-                float((after[name] @ d - (1.0 - float(si)) * (before[name] @ d)).norm() / (before[name] @ d).norm())
-                for d, si in zip(Q.float(), s)
-            )
+            ratios[name] = max(edit_residual(after[name], before[name], d, float(si)) for d, si in zip(Q, s))
         return {"ui": {"text": [json.dumps(ratios)]}}
 
 
